@@ -1,0 +1,1 @@
+"""Feature definitions: one spec, an offline (polars) engine and an online engine."""

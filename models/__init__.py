@@ -1,0 +1,1 @@
+"""Model training, evaluation, the versioned registry and the batch scorer."""

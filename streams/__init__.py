@@ -1,0 +1,1 @@
+"""fraudstream's stream processing: settings, the Faust app, Kafka and Redis edges, CLI."""

@@ -1,0 +1,5 @@
+"""``python -m streams`` runs the ``fraudstream`` command."""
+
+from streams.cli import main
+
+main()

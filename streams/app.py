@@ -1,0 +1,56 @@
+"""The Faust application, built from the settings.
+
+``create_app`` is the only place a ``faust.App`` is configured, so workers, tests and
+benchmarks run the same app: broker and security options, the web server (bound to
+127.0.0.1 unless told otherwise), consumer-group timeouts, the default table store and
+the partition count of the topics Faust declares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.auth import SASLCredentials, SSLCredentials
+
+from streams.kafka import ssl_context
+from streams.settings import Settings
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust's credentials object for the configured Kafka security protocol, or None."""
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        return SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=ssl_context(settings),
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if protocol == "SSL":
+        return SSLCredentials(ssl_context(settings))
+    return None
+
+
+def create_app(settings: Settings, **overrides: Any) -> faust.App:
+    """Build the fraudstream Faust app; ``overrides`` are extra Faust settings (tests)."""
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        "broker_credentials": broker_credentials(settings),
+        "broker_session_timeout": settings.kafka_session_timeout_s,
+        "broker_heartbeat_interval": settings.kafka_heartbeat_interval_s,
+        "store": settings.table_store,
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
+        "topic_allow_declare": True,
+        "web_host": settings.web_host,
+        "web_bind": settings.web_host,
+        "web_port": settings.web_port,
+        "datadir": str(settings.local_dir / "worker-data" / "{conf.name}"),
+        "autodiscover": False,
+        # A new consumer group reads a topic from its start: no transaction is skipped.
+        "consumer_auto_offset_reset": "earliest",
+    }
+    options.update(overrides)
+    return faust.App(settings.app_id, **options)

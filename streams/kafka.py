@@ -1,0 +1,149 @@
+"""The Kafka edge: client options from the settings, topic declaration, broker checks.
+
+Every aiokafka client fraudstream builds (admin, producer, consumer) and the Faust app take
+their connection and security options from here, so a setting such as SASL over TLS
+reaches all of them the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Kafka protocol error codes that ``create_topics`` reports per topic.
+_TOPIC_ALREADY_EXISTS = 36
+_NO_ERROR = 0
+
+
+class BrokerUnavailableError(RuntimeError):
+    """No broker answered at the configured bootstrap servers."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic fraudstream owns: its name, partition count and topic-level configs."""
+
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """Build the TLS context the Kafka clients use, or None for plaintext protocols."""
+    if not settings.kafka_uses_tls:
+        return None
+    return create_ssl_context(
+        cafile=settings.kafka_ssl_cafile,
+        certfile=settings.kafka_ssl_certfile,
+        keyfile=settings.kafka_ssl_keyfile,
+    )
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security keyword arguments shared by every aiokafka client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
+
+
+def product_topics(settings: Settings) -> list[TopicSpec]:
+    """The topics the product reads and writes, with the configured partition count."""
+    return [
+        TopicSpec(name, settings.topic_partitions, settings.topic_replication_factor)
+        for name in settings.topic_names.values()
+    ]
+
+
+async def ensure_topics(settings: Settings, topics: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Idempotent: existing topics are left as they are (a partition count that differs from
+    the spec is logged, since changing it would move keys between partitions).
+
+    Raises:
+        BrokerUnavailableError: no broker answered.
+        KafkaError: the broker refused a topic for another reason than its existence.
+    """
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(request_timeout_ms=15_000, **client_options(settings))
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answers at {settings.kafka_bootstrap_servers} ({exc})"
+        ) from exc
+    try:
+        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+        missing = [t for t in wanted if t.name not in existing]
+        for spec in wanted:
+            have = existing.get(spec.name)
+            if have is not None and have != spec.partitions:
+                logger.warning(
+                    "topic %s has %d partitions, the settings ask for %d; left unchanged",
+                    spec.name,
+                    have,
+                    spec.partitions,
+                )
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=t.name,
+                    num_partitions=t.partitions,
+                    replication_factor=t.replication_factor,
+                    topic_configs=dict(t.config),
+                )
+                for t in missing
+            ]
+        )
+        created: list[str] = []
+        for name, code, *rest in response.topic_errors:
+            if code == _NO_ERROR:
+                created.append(name)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                message = rest[0] if rest else ""
+                raise KafkaError(f"cannot create topic {name}: error {code} {message}")
+        if created:
+            logger.info("created topics %s", ", ".join(sorted(created)))
+        return created
+    finally:
+        await admin.close()
+
+
+async def broker_answers(settings: Settings, timeout_s: float = 5.0) -> bool:
+    """Return whether a broker answers a metadata request within the timeout."""
+    admin = AIOKafkaAdminClient(
+        request_timeout_ms=int(timeout_s * 1000), **client_options(settings)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await admin.close()
+    return True

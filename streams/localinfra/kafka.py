@@ -1,0 +1,180 @@
+"""A one-node KRaft Kafka broker on 127.0.0.1, its jars resolved from Maven Central by mvn.
+
+Layout under ``settings.local_dir / "kafka"``: ``lib-<version>/`` (jars), ``data/`` (the
+log directory, formatted once), ``logs/`` (server.log), ``server.properties`` (rendered
+from deploy/local/kafka), ``kafka.pid`` and ``kafka.out`` (the JVM's own output).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import uuid
+from base64 import urlsafe_b64encode
+from pathlib import Path
+from string import Template
+
+from streams.kafka import broker_answers
+from streams.localinfra.process import ManagedProcess, ServiceError, port_is_open
+from streams.localinfra.service import LocalService
+from streams.settings import PROJECT_ROOT, Settings
+
+DEPLOY_DIR = PROJECT_ROOT / "deploy" / "local"
+MIN_JAVA = 17
+
+
+class LocalKafka(LocalService):
+    """Install, format, start, stop and inspect the local broker."""
+
+    name = "kafka"
+    start_timeout_s = 90.0
+    stop_timeout_s = 60.0
+    port_settings = "FRAUDSTREAM_LOCAL_KAFKA_PORT and FRAUDSTREAM_LOCAL_KAFKA_CONTROLLER_PORT"
+
+    def __init__(self, settings: Settings, deploy_dir: Path = DEPLOY_DIR) -> None:
+        self.settings = settings
+        self.deploy_dir = deploy_dir
+        self.home = settings.local_dir / "kafka"
+        self.lib_dir = self.home / f"lib-{settings.local_kafka_version}"
+        self.data_dir = self.home / "data"
+        self.logs_dir = self.home / "logs"
+        self.config_file = self.home / "server.properties"
+        self.log4j_config = deploy_dir / "kafka" / "log4j2.properties"
+        super().__init__(
+            ManagedProcess(
+                name=self.name,
+                pid_file=self.home / "kafka.pid",
+                log_file=self.home / "kafka.out",
+                marker=str(self.config_file),
+            ),
+            ports=[settings.local_kafka_port, settings.local_kafka_controller_port],
+        )
+
+    def answers(self) -> bool:
+        """Whether the broker answers a metadata request on its client listener."""
+        if not port_is_open("127.0.0.1", self.settings.local_kafka_port):
+            return False
+        local = self.settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": self.address,
+                "kafka_security_protocol": "PLAINTEXT",
+            }
+        )
+        return asyncio.run(broker_answers(local, timeout_s=3.0))
+
+    def prepare(self) -> list[str]:
+        """Resolve the jars, render the config, format storage; return the JVM command."""
+        java = _java()
+        self._resolve_jars()
+        template = Template((self.deploy_dir / "kafka" / "server.properties").read_text())
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            template.substitute(
+                broker_port=self.settings.local_kafka_port,
+                controller_port=self.settings.local_kafka_controller_port,
+                data_dir=self.data_dir,
+            )
+        )
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._format_storage(java)
+        return [
+            *self._jvm(java),
+            "-Xms256m",
+            f"-Xmx{self.settings.local_kafka_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            "kafka.Kafka",
+            str(self.config_file),
+        ]
+
+    def log_files(self) -> list[Path]:
+        """The JVM output and the broker's server.log."""
+        return [self.process.log_file, self.logs_dir / "server.log"]
+
+    def _jvm(self, java: str) -> list[str]:
+        return [
+            java,
+            "-cp",
+            f"{self.lib_dir}/*",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            f"-Dlog4j2.configurationFile={self.log4j_config}",
+        ]
+
+    def _resolve_jars(self) -> None:
+        """Copy the broker's jars from Maven Central into lib-<version>, once."""
+        done_marker = self.lib_dir / ".complete"
+        if done_marker.exists():
+            return
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceError(
+                "mvn not found: install Maven (apt-get install maven) to "
+                "resolve the Kafka broker's jars"
+            )
+        self.lib_dir.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(self.deploy_dir / "pom.xml"),
+                f"-Dkafka.version={self.settings.local_kafka_version}",
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={self.lib_dir}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"mvn could not resolve Kafka {self.settings.local_kafka_version}:\n"
+                + (result.stdout + result.stderr)[-2000:]
+            )
+        done_marker.write_text(self.settings.local_kafka_version + "\n")
+
+    def _format_storage(self, java: str) -> None:
+        """Format the KRaft log directory the first time (the storage tool refuses twice)."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            [
+                *self._jvm(java),
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.config_file),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                "kafka storage format failed:\n" + (result.stdout + result.stderr)[-2000:]
+            )
+
+
+def _java() -> str:
+    """The java executable, checked to be recent enough for Kafka 4."""
+    java = shutil.which("java")
+    if java is None:
+        raise ServiceError(
+            f"java not found: install a JDK {MIN_JAVA}+ "
+            "(apt-get install openjdk-17-jdk-headless) to run the local broker"
+        )
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)', result.stderr + result.stdout)
+    if match is None or int(match.group(1)) < MIN_JAVA:
+        found = match.group(1) if match else "unknown"
+        raise ServiceError(f"java {found} found; Kafka needs Java {MIN_JAVA} or newer")
+    return java

@@ -1,0 +1,110 @@
+"""What every local service shares: idempotent start that waits for an answer, stop, status.
+
+Subclasses say how to prepare the service (install, render its config) and how to ask it
+whether it answers; the life cycle around that is the same for Kafka and Redis.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.localinfra.process import (
+    ManagedProcess,
+    ServiceError,
+    port_is_open,
+    tail_of,
+    wait_until,
+)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """The truth about a local service: is our process alive, does the port answer."""
+
+    name: str
+    address: str
+    pid: int | None
+    answering: bool
+
+    @property
+    def healthy(self) -> bool:
+        """Running and answering."""
+        return self.pid is not None and self.answering
+
+    def __str__(self) -> str:
+        if self.pid is None:
+            other = " (but something else answers on its port)" if self.answering else ""
+            return f"{self.name}: stopped{other}"
+        state = "answering" if self.answering else "NOT answering"
+        return f"{self.name}: running (pid {self.pid}) at {self.address}, {state}"
+
+
+class LocalService(ABC):
+    """A service fraudstream runs on 127.0.0.1 for development and tests."""
+
+    name: str
+    start_timeout_s: float = 60.0
+    stop_timeout_s: float = 30.0
+    port_settings: str = ""
+
+    def __init__(self, process: ManagedProcess, ports: Sequence[int]) -> None:
+        self.process = process
+        self.ports = list(ports)
+
+    @property
+    def address(self) -> str:
+        """The client-facing listener."""
+        return f"127.0.0.1:{self.ports[0]}"
+
+    @abstractmethod
+    def answers(self) -> bool:
+        """Whether the service answers a real request (not just a TCP connect)."""
+
+    @abstractmethod
+    def prepare(self) -> list[str]:
+        """Install what is missing, write the config; return the command line to run."""
+
+    def log_files(self) -> list[Path]:
+        """Logs whose tail explains a failed start."""
+        return [self.process.log_file]
+
+    def start(self) -> str:
+        """Start unless running; wait until it answers; say what was done."""
+        if self.process.pid() is not None:
+            self._wait_until_answering()
+            return f"{self.name} already running at {self.address}"
+        for port in self.ports:
+            if port_is_open("127.0.0.1", port):
+                raise ServiceError(
+                    f"port {port} is taken by another process; choose "
+                    f"free ports with {self.port_settings}"
+                )
+        self.process.start(self.prepare())
+        try:
+            self._wait_until_answering()
+        except ServiceError as exc:
+            tails = "\n".join(tail_of(path) for path in self.log_files())
+            self.process.stop(self.stop_timeout_s)
+            raise ServiceError(f"{exc}; last log lines:\n{tails}") from exc
+        return f"{self.name} started at {self.address}"
+
+    def stop(self) -> str:
+        """Stop if running (SIGTERM, then SIGKILL); say what was done."""
+        if self.process.stop(self.stop_timeout_s):
+            return f"{self.name} stopped"
+        return f"{self.name} was not running"
+
+    def status(self) -> ServiceStatus:
+        """Check the process and the listener, each for itself."""
+        return ServiceStatus(self.name, self.address, self.process.pid(), self.answers())
+
+    def _wait_until_answering(self) -> None:
+        wait_until(
+            self.answers,
+            timeout_s=self.start_timeout_s,
+            alive=lambda: self.process.pid() is not None,
+            what=f"{self.name} at {self.address}",
+        )

@@ -1,0 +1,205 @@
+"""The one settings object of fraudstream.
+
+Every knob of the product lives here, read from environment variables prefixed with
+``FRAUDSTREAM_`` (for example ``FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS``), from a ``.env``
+file in the working directory, or from CLI options that override both. The object is
+frozen: code that needs a variation builds a new one with ``model_copy(update=...)``, so a
+running worker never sees its configuration change under it.
+
+Secrets (the Kafka SASL password, the Redis password) are ``SecretStr`` and never appear
+in ``repr``, logs or ``fraudstream settings``. A password embedded in the Redis URL is
+refused for the same reason: it would leak wherever the URL is shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FRAUDSTREAM_"
+
+#: The repository root when fraudstream runs from a checkout (an editable install).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class Settings(BaseSettings):
+    """Configuration of every fraudstream component: clients, topics, stores, local infra."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- identity -------------------------------------------------------------------
+    app_id: str = Field(
+        "fraudstream",
+        description="Faust application id: the consumer group and the prefix of internal topics.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    )
+
+    # --- Kafka ----------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "",
+        description="Comma-separated host:port list; empty means the local broker "
+        "(127.0.0.1:local_kafka_port).",
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    kafka_session_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Consumer group session timeout: a dead worker is noticed "
+        "within this time and its partitions move.",
+    )
+    kafka_heartbeat_interval_s: float = Field(
+        3.0,
+        gt=0,
+        description="Consumer heartbeat interval (a third of the session timeout or less).",
+    )
+
+    # --- topics ---------------------------------------------------------------------
+    topic_prefix: str = Field(
+        "", description="Prepended to every topic name (tests use it to keep runs apart)."
+    )
+    topic_transactions: str = "transactions"
+    topic_fraud_reports: str = "fraud-reports"
+    topic_alerts: str = "alerts"
+    topic_scores: str = "scores"
+    topic_dlq: str = "transactions-dlq"
+    topic_model_control: str = "model-control"
+    topic_partitions: int = Field(
+        6,
+        ge=1,
+        description="Partitions of every topic fraudstream declares; the most "
+        "workers that can share the load.",
+    )
+    topic_replication_factor: int = Field(1, ge=1)
+
+    # --- Redis ----------------------------------------------------------------------
+    redis_url: str = Field(
+        "",
+        description="redis:// or rediss:// URL without a password; empty means the local "
+        "redis-server (redis://127.0.0.1:local_redis_port/0).",
+    )
+    redis_password: SecretStr | None = None
+    redis_key_prefix: str = Field(
+        "fraudstream", description="Namespace of every key fraudstream writes to Redis."
+    )
+
+    # --- tables, models, web --------------------------------------------------------
+    table_store: str = Field(
+        "memory://", description="Faust table store URL for the feature tables."
+    )
+    model_registry_dir: Path = Field(
+        Path("model-registry"), description="Directory holding versioned model artifacts."
+    )
+    web_host: str = Field("127.0.0.1", description="Address of the worker's web server.")
+    web_port: int = Field(6066, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
+
+    # --- local infrastructure (deploy/local) ----------------------------------------
+    local_dir: Path = Field(
+        PROJECT_ROOT / ".local",
+        description="Where the local broker and redis-server keep jars, data and logs.",
+    )
+    local_kafka_version: str = Field("4.4.0", pattern=r"^\d+\.\d+\.\d+$")
+    local_kafka_port: int = Field(9092, ge=1, le=65535)
+    local_kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    local_kafka_heap: str = Field("1g", pattern=r"^\d+[mg]$")
+    local_redis_port: int = Field(6379, ge=1, le=65535)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_no_password(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"redis_url must start with redis://, rediss:// or unix://, got {parts.scheme!r}"
+            )
+        if parts.password:
+            raise ValueError(
+                "redis_url must not embed a password; set FRAUDSTREAM_REDIS_PASSWORD instead"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _fill_local_defaults(self) -> Settings:
+        """Point empty client addresses at the local services, ports included."""
+        if not self.kafka_bootstrap_servers:
+            object.__setattr__(
+                self, "kafka_bootstrap_servers", f"127.0.0.1:{self.local_kafka_port}"
+            )
+        if not self.redis_url:
+            object.__setattr__(self, "redis_url", f"redis://127.0.0.1:{self.local_redis_port}/0")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"kafka_security_protocol={self.kafka_security_protocol} needs "
+                "kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
+            )
+        if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
+            raise ValueError(
+                "kafka_heartbeat_interval_s must be at most a third of kafka_session_timeout_s"
+            )
+        if self.local_kafka_port == self.local_kafka_controller_port:
+            raise ValueError("local_kafka_port and local_kafka_controller_port must differ")
+        return self
+
+    def topic(self, name: str) -> str:
+        """Return the full topic name for a logical name, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def topic_names(self) -> dict[str, str]:
+        """Every topic fraudstream declares, by role, with the prefix applied."""
+        return {
+            "transactions": self.topic(self.topic_transactions),
+            "fraud_reports": self.topic(self.topic_fraud_reports),
+            "alerts": self.topic(self.topic_alerts),
+            "scores": self.topic(self.topic_scores),
+            "dlq": self.topic(self.topic_dlq),
+            "model_control": self.topic(self.topic_model_control),
+        }
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        """Whether the Kafka clients must speak TLS."""
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    def public_view(self) -> dict[str, object]:
+        """Every setting as plain values, secrets masked: safe to print or log."""
+        view: dict[str, object] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                view[name] = "**********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                view[name] = str(value)
+            else:
+                view[name] = value
+        return view
+
+
+def env_var(field_name: str) -> str:
+    """Return the environment variable that sets a field, for messages and docs."""
+    if field_name not in Settings.model_fields:
+        raise KeyError(field_name)
+    return f"{ENV_PREFIX}{field_name.upper()}"
