@@ -35,6 +35,8 @@ def broker_credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings, **overrides: Any) -> faust.App:
     """Build the fraudstream Faust app; ``overrides`` are extra Faust settings (tests)."""
+    worker_data = settings.local_dir / "worker-data"
+    worker_data.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     options: dict[str, Any] = {
         "broker": [f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         "broker_credentials": broker_credentials(settings),
@@ -47,7 +49,7 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
-        "datadir": str(settings.local_dir / "worker-data" / "{conf.name}"),
+        "datadir": str(worker_data / "{conf.name}"),
         "autodiscover": False,
         # A new consumer group reads a topic from its start: no transaction is skipped.
         "consumer_auto_offset_reset": "earliest",

@@ -45,11 +45,12 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """Build the TLS context the Kafka clients use, or None for plaintext protocols."""
     if not settings.kafka_uses_tls:
         return None
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=settings.kafka_ssl_cafile,
         certfile=settings.kafka_ssl_certfile,
         keyfile=settings.kafka_ssl_keyfile,
     )
+    return context
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -128,10 +129,32 @@ async def ensure_topics(settings: Settings, topics: Iterable[TopicSpec]) -> list
                 message = rest[0] if rest else ""
                 raise KafkaError(f"cannot create topic {name}: error {code} {message}")
         if created:
+            await _wait_for_leaders(admin, created)
             logger.info("created topics %s", ", ".join(sorted(created)))
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 30.0
+) -> None:
+    """Wait until every partition of the new topics has a leader.
+
+    A topic is created asynchronously: producing to it at once meets
+    NotLeaderForPartition retries, and consumers may see it without partitions.
+    """
+    async with asyncio.timeout(timeout_s):
+        while True:
+            described = await admin.describe_topics(topics)
+            if all(
+                t["error_code"] == _NO_ERROR
+                and t["partitions"]
+                and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return
+            await asyncio.sleep(0.05)
 
 
 async def broker_answers(settings: Settings, timeout_s: float = 5.0) -> bool:

@@ -34,6 +34,10 @@ NOT_BUILT_YET = (
 )
 
 
+class WorkerStartError(RuntimeError):
+    """The demo's worker exited or never served its web port."""
+
+
 def demo(ctx: typer.Context) -> None:
     """Run the demo: infrastructure up, topics, a worker that starts and stops cleanly."""
     settings: Settings = ctx.obj
@@ -63,7 +67,11 @@ def demo(ctx: typer.Context) -> None:
         client.close()
 
     say("4/4 stream worker")
-    elapsed = _run_worker_until_ready(settings)
+    try:
+        elapsed = _run_worker_until_ready(settings)
+    except WorkerStartError as exc:
+        say(f"fraudstream demo: {exc}", err=True)
+        raise typer.Exit(1) from None
     say(
         f"    worker served http://{settings.web_host}:{settings.web_port}/ after "
         f"{elapsed:.1f}s and stopped cleanly"
@@ -84,9 +92,9 @@ def _run_worker_until_ready(settings: Settings) -> float:
         url = f"http://{settings.web_host}:{settings.web_port}/"
         while True:
             if worker.poll() is not None:
-                raise typer.Exit(f"worker exited with code {worker.returncode}")
+                raise WorkerStartError(f"worker exited with code {worker.returncode}")
             if time.monotonic() - started > WORKER_READY_TIMEOUT_S:
-                raise typer.Exit("worker did not serve its web port in time")
+                raise WorkerStartError("worker did not serve its web port in time")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from streams.settings import Settings, env_var
 
 
 def show_settings(ctx: typer.Context) -> None:
-    """Print every setting, its value and the environment variable that sets it."""
+    """Print every setting as VARIABLE=value (.env format), secrets masked."""
     settings: Settings = ctx.obj
-    table = Table("setting", "value", "environment variable")
     for name, value in settings.public_view().items():
-        table.add_row(name, str(value), env_var(name))
-    Console().print(table)
+        typer.echo(f"{env_var(name)}={'' if value is None else value}")

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,21 +54,33 @@ class ManagedProcess:
             self.pid_file.unlink()
         return None
 
-    def start(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
-        """Start the process detached from our session; return its pid."""
+    def start(self, argv: Sequence[str]) -> int:
+        """Start the process in its own session, output to the log file; return its pid.
+
+        ``posix_spawn`` rather than ``subprocess.Popen``: the service outlives this
+        command, and a dropped Popen object would complain that its child still runs.
+        """
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-        self.pid_file.write_text(f"{process.pid}\n")
-        return process.pid
+        pid = os.posix_spawn(
+            argv[0],
+            list(argv),
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (
+                    os.POSIX_SPAWN_OPEN,
+                    1,
+                    str(self.log_file),
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                    0o644,
+                ),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
+        self.pid_file.write_text(f"{pid}\n")
+        return pid
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the process (SIGTERM, then SIGKILL after the timeout); return if it ran."""

@@ -1,0 +1,46 @@
+# The two commands of the README, and the steps they are made of.
+#   make demo   run the main job end to end (brings Kafka and Redis up first)
+#   make test   install, bring Kafka and Redis up, ruff, mypy, pytest (what CI runs)
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install demo test lint typecheck pytest infra-up infra-down infra-status clean
+
+# The virtualenv is rebuilt only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: fraudstream needs Python 3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/fraudstream demo
+
+test: install infra-up lint typecheck pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install infra-up
+	$(BIN)/pytest
+
+infra-up: install
+	$(BIN)/fraudstream infra up
+
+infra-down: install
+	$(BIN)/fraudstream infra down
+
+infra-status: install
+	$(BIN)/fraudstream infra status
+
+clean: infra-down
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

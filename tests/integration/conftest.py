@@ -1,0 +1,80 @@
+"""Integration fixtures: the real local Kafka broker and redis-server, shared per session.
+
+The session starts the local services (idempotent: already running is fine), unless the
+settings point elsewhere (FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS / FRAUDSTREAM_REDIS_URL), in
+which case those must answer. Every test gets settings with a unique topic prefix, Redis
+key prefix and app id, so runs and tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from streams.localinfra import ServiceError, local_services
+from streams.settings import Settings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def local_infra(base_settings: Settings) -> Settings:
+    """Make sure Kafka and Redis answer before any integration test runs."""
+    local = {
+        "kafka": base_settings.kafka_bootstrap_servers
+        == f"127.0.0.1:{base_settings.local_kafka_port}",
+        "redis": base_settings.redis_url.startswith(
+            f"redis://127.0.0.1:{base_settings.local_redis_port}"
+        ),
+    }
+    for service in local_services(base_settings):
+        if not local[service.name]:
+            continue
+        try:
+            service.start()
+        except ServiceError as exc:
+            pytest.fail(f"local {service.name} cannot start: {exc}")
+    return base_settings
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(local_infra: Settings, run_id: str) -> Settings:
+    """Settings isolated for one test: own topics, own Redis keys, own consumer group."""
+    return local_infra.model_copy(
+        update={
+            "app_id": f"fraudstream-test-{run_id}",
+            "topic_prefix": f"test-{run_id}-",
+            "redis_key_prefix": f"test:{run_id}",
+            "topic_partitions": 3,
+        }
+    )
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    password = settings.redis_password
+    client = redis.Redis.from_url(
+        settings.redis_url, password=password.get_secret_value() if password else None
+    )
+    yield client
+    keys = list(client.scan_iter(match=f"{settings.redis_key_prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -1,0 +1,108 @@
+"""`fraudstream worker` and `fraudstream demo` as a user runs them, in child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+
+from streams.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli_env(settings: Settings, web_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FRAUDSTREAM_APP_ID": settings.app_id,
+        "FRAUDSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "FRAUDSTREAM_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "FRAUDSTREAM_WEB_PORT": str(web_port),
+    }
+
+
+def listening(pid: int) -> set[str]:
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3] for line in out.splitlines() if f"pid={pid}," in line}
+
+
+def test_worker_serves_on_loopback_and_stops_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams", "--log-level", "warn", "worker"],
+            env=cli_env(settings, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "worker web server never answered"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except (URLError, OSError):
+                time.sleep(0.3)
+        addresses = listening(worker.pid)
+        assert f"127.0.0.1:{port}" in addresses
+        assert all(a.startswith("127.0.0.1:") for a in addresses), addresses
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            code = worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            pytest.fail("worker ignored SIGTERM for 60 s")
+    assert code == 0
+
+
+def test_worker_refuses_an_unreachable_broker_with_one_line(settings: Settings) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "--bootstrap-servers",
+            f"127.0.0.1:{free_port()}",
+            "worker",
+        ],
+        env=cli_env(settings, free_port()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no Kafka broker answers at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_end_to_end(settings: Settings) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "demo"],
+        env=cli_env(settings, free_port()),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"transactions   {settings.topic_prefix}transactions (3 partitions)" in result.stdout
+    assert "stopped cleanly" in result.stdout
+    assert "demo done" in result.stdout

@@ -1,0 +1,67 @@
+"""Kafka client options and Faust credentials follow the security settings."""
+
+from __future__ import annotations
+
+import ssl
+
+from faust.auth import SASLCredentials, SSLCredentials
+
+from streams.app import broker_credentials, create_app
+from streams.kafka import client_options, product_topics
+from streams.settings import Settings
+
+
+def test_plaintext_has_no_tls_and_no_sasl() -> None:
+    options = client_options(Settings(kafka_bootstrap_servers="a:1,b:2"))
+    assert options == {"bootstrap_servers": ["a:1", "b:2"], "security_protocol": "PLAINTEXT"}
+    assert broker_credentials(Settings()) is None
+
+
+def test_sasl_ssl_reaches_aiokafka_and_faust() -> None:
+    settings = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="pw",
+    )
+    options = client_options(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert options["sasl_plain_username"] == "svc"
+    assert options["sasl_plain_password"] == "pw"
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+
+    credentials = broker_credentials(settings)
+    assert isinstance(credentials, SASLCredentials)
+    assert credentials.protocol.value == "SASL_SSL"
+    assert credentials.mechanism.value == "SCRAM-SHA-256"
+
+
+def test_ssl_only_gives_faust_ssl_credentials() -> None:
+    credentials = broker_credentials(Settings(kafka_security_protocol="SSL"))
+    assert isinstance(credentials, SSLCredentials)
+
+
+def test_product_topics_use_the_configured_partitions_and_prefix() -> None:
+    settings = Settings(topic_partitions=4, topic_prefix="p-")
+    specs = {t.name: t.partitions for t in product_topics(settings)}
+    assert specs == {
+        "p-transactions": 4,
+        "p-fraud-reports": 4,
+        "p-alerts": 4,
+        "p-scores": 4,
+        "p-transactions-dlq": 4,
+        "p-model-control": 4,
+    }
+
+
+def test_the_app_serves_on_loopback_with_the_configured_partitions(tmp_path: object) -> None:
+    settings = Settings(web_port=7070, topic_partitions=5, app_id="fraudstream-unit")
+    app = create_app(settings)
+    assert app.conf.web_bind == "127.0.0.1"
+    assert app.conf.web_host == "127.0.0.1"
+    assert app.conf.web_port == 7070
+    assert app.conf.topic_partitions == 5
+    assert app.conf.id == "fraudstream-unit"
+    assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9092"]
+    assert app.conf.broker_session_timeout == 30.0
