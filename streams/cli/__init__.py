@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from streams.cli import demo, infra, settings_cmd, worker
+from streams.cli import demo, generate, infra, settings_cmd, worker
 from streams.settings import Settings
 
 cli = typer.Typer(
@@ -27,6 +27,7 @@ cli.add_typer(infra.cli, name="infra")
 cli.command("worker")(worker.worker)
 cli.command("demo")(demo.demo)
 cli.command("settings")(settings_cmd.show_settings)
+cli.command("generate")(generate.generate)
 
 
 @cli.callback()
