@@ -1,0 +1,779 @@
+"""Online engine: incremental features from one small state per customer and per terminal.
+
+This is what the agents run for every event and what the Redis-backed tables hold
+(`EntityState.to_bytes`). Pure Python and event time only: no clock, no I/O, so a replay at
+any speed computes the same features, and `features.offline` computes them too (the parity
+test proves it).
+
+State. One `EntityState` per entity keeps the exact time (millisecond offset from a base,
+4 bytes) of each of the entity's transactions in the last *retention* of event time, plus
+what the entity's aggregations need: the amount (8 bytes) and the peer fingerprint
+(4 bytes) of each transaction, and the transaction time and id fingerprint (12 bytes) of
+each reported fraud. Retention is the longest look-back of the entity's features (window
+plus delay) plus its allowed lateness (`features.spec.EntityPolicy`). Windows are
+therefore exact at millisecond resolution for any t: there are no buckets to misalign.
+
+Bound. A state never holds more than ``max_events`` transactions and ``max_frauds``
+reports (`features.spec.CUSTOMER_POLICY`, `features.spec.TERMINAL_POLICY`), so it never
+takes more than `EntityWindows.max_state_bytes` bytes. If an entity exceeds it, the oldest
+are dropped (the features are then lower bounds) and counted in ``EntityState.overflow``.
+
+Semantics, precisely (the watermark is the newest event time the entity has seen; a
+report's event time for its terminal is its transaction's time):
+
+- In-order transaction: appended; its windows include itself and everything before it.
+- Equal timestamps: a transaction sees those with the same timestamp that arrived before
+  it, and not those after it. Offline counts by ``(tx_time, tx_id)``; the two agree when
+  ties arrive in ``tx_id`` order.
+- Out-of-order transaction, at most ``allowed_lateness`` behind the watermark: inserted at
+  its place in time (after equal timestamps already there); its features are computed as
+  of its own time over what has arrived (later transactions are not in its windows), and
+  every later read sees it as if it had arrived in order. Its windows are complete,
+  because retention covers its reach.
+- Transaction more than ``allowed_lateness`` behind the watermark: refused with
+  `EventTooOldError`, no state changed (its windows would reach history already dropped:
+  any number computed would disagree with the offline engine). The agent sends it to the
+  dead-letter topic with the reason.
+- Fraud report: stored by its transaction's time; counts for every read whose window holds
+  that time and that happens after the report. Reports arrive at most 7 days after the
+  transaction in the handbook's setting, so for the 7-day-delay terminal windows every
+  report is in before any read needs it. A later report still counts, from its arrival
+  on (the offline engine does the same using ``reported_at``). A duplicate report (same
+  transaction time and id) is ignored. A report older than the retention is dropped and
+  `EntityWindows.record_fraud` says so: no read that is not itself refused can need it.
+- Expiry: an entity whose watermark is at least its retention behind the stream's event
+  time (`EntityWindows.is_expired`) has nothing left in any window; deleting its state is
+  unobservable to any later event not itself older than that time by the allowed lateness.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, NamedTuple
+
+import polars as pl
+
+from features import dataset
+from features.aggregations import (
+    OnlineWindow,
+    StateColumn,
+    TransactionAttribute,
+    WindowAggregation,
+    peer_fingerprint,
+    report_fingerprint,
+)
+from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
+
+#: Largest time offset from a state's base (unsigned 32-bit milliseconds, 49.7 days).
+MAX_OFFSET_MS: Final = 2**32 - 1
+
+_FORMAT_VERSION: Final = 1
+#: version, flags, transactions, frauds, overflow, base_ms, watermark_ms (little-endian).
+_HEADER: Final = struct.Struct("<BBIIIqq")
+_HAS_WATERMARK: Final = 1
+_HAS_AMOUNTS: Final = 2
+_HAS_PEERS: Final = 4
+_BIG_ENDIAN: Final = sys.byteorder == "big"
+
+#: Bytes per transaction for each column, and per fraud report.
+TIME_BYTES: Final = 4
+AMOUNT_BYTES: Final = 8
+PEER_BYTES: Final = 4
+FRAUD_BYTES: Final = 4 + 8
+
+if array("I").itemsize != TIME_BYTES or array("Q").itemsize != 8:  # pragma: no cover
+    raise ImportError("features.online needs 32-bit array('I') and 64-bit array('Q')")
+
+
+class EventTooOldError(ValueError):
+    """A transaction is later than its entity's allowed lateness and cannot be exact.
+
+    Attributes:
+        entity: The entity whose state refused it.
+        lateness_ms: How far behind the entity's watermark the event is.
+        allowed_ms: The allowed lateness.
+    """
+
+    def __init__(self, entity: Entity, lateness_ms: int, allowed_ms: int) -> None:
+        super().__init__(
+            f"event is {lateness_ms} ms behind the {entity.value}'s newest event; "
+            f"at most {allowed_ms} ms is allowed"
+        )
+        self.entity = entity
+        self.lateness_ms = lateness_ms
+        self.allowed_ms = allowed_ms
+
+
+class EntityState:
+    """Everything the online engine remembers about one customer or one terminal.
+
+    Mutated only by `EntityWindows`. Serialised with `to_bytes` (a 30-byte header and the
+    raw little-endian arrays; no pickle) for the tables.
+
+    Attributes:
+        base_ms: Epoch milliseconds that the offsets below count from.
+        watermark_ms: Newest event time seen; None for a state that has seen nothing.
+        times: Transaction times as offsets from ``base_ms``, ascending.
+        amounts: Their amounts, when the entity's features need them (else empty).
+        peers: Their peer fingerprints, when needed (else empty).
+        fraud_times: Transaction times of reported frauds, offsets, ascending.
+        fraud_ids: Fingerprints of those transactions' ids, aligned with ``fraud_times``.
+        overflow: Events dropped because the state was full (0 in a healthy system).
+    """
+
+    __slots__ = (
+        "amounts",
+        "base_ms",
+        "fraud_ids",
+        "fraud_times",
+        "overflow",
+        "peers",
+        "times",
+        "watermark_ms",
+    )
+
+    def __init__(self) -> None:
+        self.base_ms = 0
+        self.watermark_ms: int | None = None
+        self.times: array[int] = array("I")
+        self.amounts: array[float] = array("d")
+        self.peers: array[int] = array("I")
+        self.fraud_times: array[int] = array("I")
+        self.fraud_ids: array[int] = array("Q")
+        self.overflow = 0
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EntityState):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
+    def __repr__(self) -> str:
+        return (
+            f"EntityState(transactions={len(self.times)}, frauds={len(self.fraud_times)}, "
+            f"watermark_ms={self.watermark_ms}, overflow={self.overflow})"
+        )
+
+    def event_times(self) -> list[int]:
+        """Transaction times in epoch milliseconds (for inspection and tests)."""
+        return [self.base_ms + offset for offset in self.times]
+
+    def to_bytes(self) -> bytes:
+        """The compact, versioned byte form stored in the tables."""
+        n = len(self.times)
+        flags = 0 if self.watermark_ms is None else _HAS_WATERMARK
+        if n and len(self.amounts) == n:
+            flags |= _HAS_AMOUNTS
+        if n and len(self.peers) == n:
+            flags |= _HAS_PEERS
+        header = _HEADER.pack(
+            _FORMAT_VERSION,
+            flags,
+            n,
+            len(self.fraud_times),
+            self.overflow,
+            self.base_ms,
+            self.watermark_ms or 0,
+        )
+        parts = [header, _little(self.times)]
+        if flags & _HAS_AMOUNTS:
+            parts.append(_little(self.amounts))
+        if flags & _HAS_PEERS:
+            parts.append(_little(self.peers))
+        parts += [_little(self.fraud_times), _little(self.fraud_ids)]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EntityState:
+        """Decode `to_bytes` output.
+
+        Args:
+            data: The bytes.
+
+        Returns:
+            The state.
+
+        Raises:
+            ValueError: The bytes are not a state of a known format version.
+        """
+        if len(data) < _HEADER.size:
+            raise ValueError(f"state too short: {len(data)} bytes")
+        version, flags, n, m, overflow, base_ms, watermark_ms = _HEADER.unpack_from(data)
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"unknown state format version {version}")
+        expected = (
+            _HEADER.size
+            + n * TIME_BYTES
+            + (n * AMOUNT_BYTES if flags & _HAS_AMOUNTS else 0)
+            + (n * PEER_BYTES if flags & _HAS_PEERS else 0)
+            + m * FRAUD_BYTES
+        )
+        if len(data) != expected:
+            raise ValueError(f"state has {len(data)} bytes, its header says {expected}")
+        view = memoryview(data)
+        state = cls()
+        state.base_ms = base_ms
+        state.watermark_ms = watermark_ms if flags & _HAS_WATERMARK else None
+        state.overflow = overflow
+        at = _HEADER.size
+        at = _load(state.times, view, at, n)
+        if flags & _HAS_AMOUNTS:
+            at = _load(state.amounts, view, at, n)
+        if flags & _HAS_PEERS:
+            at = _load(state.peers, view, at, n)
+        at = _load(state.fraud_times, view, at, m)
+        _load(state.fraud_ids, view, at, m)
+        return state
+
+
+def _little(values: array[int] | array[float]) -> bytes:
+    if not _BIG_ENDIAN:
+        return values.tobytes()
+    swapped = array(values.typecode, values)  # pragma: no cover - big-endian hosts only
+    swapped.byteswap()  # pragma: no cover
+    return swapped.tobytes()  # pragma: no cover
+
+
+def _load(target: array[int] | array[float], view: memoryview, at: int, count: int) -> int:
+    end = at + count * target.itemsize
+    target.frombytes(view[at:end])
+    if _BIG_ENDIAN:  # pragma: no cover - big-endian hosts only
+        target.byteswap()
+    return end
+
+
+#: An online aggregation bound to its instance: called once per window per transaction.
+_Reader = Callable[[OnlineWindow], float]
+
+
+class EntityWindows:
+    """The online computation of one entity's features, compiled from the spec.
+
+    Values are written into a caller's vector at the features' positions in the feature
+    set, so a full vector is assembled without copies (`OnlineFeatures.new_vector`).
+
+    Attributes:
+        entity: The entity.
+        retention_ms: Event time kept behind the watermark.
+        allowed_lateness_ms: How late a transaction may be and still be applied.
+        max_events: Bound on transactions per state.
+        max_frauds: Bound on reports per state.
+        keeps_amounts: Whether states keep amounts.
+        keeps_peers: Whether states keep peer fingerprints.
+        keeps_frauds: Whether states keep fraud reports.
+    """
+
+    def __init__(self, features: FeatureSet, entity: Entity) -> None:
+        policy = features.policies[entity]
+        self.entity = entity
+        self.retention_ms = features.retention_ms(entity)
+        self.allowed_lateness_ms = policy.allowed_lateness_ms
+        self.max_events = policy.max_events
+        self.max_frauds = policy.max_frauds
+        outputs: dict[tuple[int, int], list[tuple[int, WindowAggregation]]] = {}
+        required: set[StateColumn] = set()
+        for position, feature in enumerate(features):
+            if feature.entity is not entity:
+                continue
+            assert isinstance(feature.aggregation, WindowAggregation)  # Feature checks it
+            required |= feature.aggregation.requires
+            window = (feature.window_ms, feature.delay_ms)
+            outputs.setdefault(window, []).append((position, feature.aggregation))
+        # One (length, delay, ((position, aggregation.online), ...)) per distinct window,
+        # plain tuples: the hot loop unpacks them instead of looking attributes up.
+        self._windows: tuple[tuple[int, int, tuple[tuple[int, _Reader], ...]], ...] = tuple(
+            (length, delay, tuple((position, agg.online) for position, agg in out))
+            for (length, delay), out in outputs.items()
+        )
+        self._window = OnlineWindow(0)  # reused for every window of every read
+        self.keeps_amounts = StateColumn.AMOUNT in required
+        self.keeps_peers = StateColumn.PEER in required
+        self.keeps_frauds = StateColumn.FRAUD in required
+
+    @property
+    def max_state_bytes(self) -> int:
+        """Upper bound of ``len(state.to_bytes())`` for this entity: the bound in bytes."""
+        per_event = (
+            TIME_BYTES
+            + (AMOUNT_BYTES if self.keeps_amounts else 0)
+            + (PEER_BYTES if self.keeps_peers else 0)
+        )
+        frauds = self.max_frauds * FRAUD_BYTES if self.keeps_frauds else 0
+        return _HEADER.size + self.max_events * per_event + frauds
+
+    def check(self, state: EntityState, time_ms: int) -> None:
+        """Refuse a transaction that is later than the allowed lateness.
+
+        Args:
+            state: The entity's state.
+            time_ms: The transaction's time.
+
+        Raises:
+            EventTooOldError: It is too late to be applied exactly.
+        """
+        watermark = state.watermark_ms
+        if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
+            raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
+
+    def update_into(
+        self, state: EntityState, time_ms: int, amount: float, peer_id: str, out: list[float]
+    ) -> None:
+        """Apply a transaction to its entity's state and write the entity's features.
+
+        The scoring agent's call for the customer: the windows include the transaction.
+
+        Args:
+            state: The entity's state, changed in place.
+            time_ms: Transaction time, epoch milliseconds.
+            amount: Transaction amount.
+            peer_id: The other party (the terminal, for a customer).
+            out: The feature vector to write into.
+
+        Raises:
+            EventTooOldError: The transaction is too late; nothing was changed.
+        """
+        self.check(state, time_ms)
+        self._update(state, time_ms, amount, peer_id, out)
+
+    def read_into(self, state: EntityState, time_ms: int, amount: float, out: list[float]) -> None:
+        """Write the entity's features for a transaction at ``time_ms`` without recording it.
+
+        The scoring agent's call for the terminal, whose state the terminal agent owns.
+        Windows with delay 0 then hold the recorded transactions at or before ``time_ms``.
+
+        Args:
+            state: The entity's state (not changed).
+            time_ms: Transaction time, epoch milliseconds.
+            amount: Transaction amount.
+            out: The feature vector to write into.
+
+        Raises:
+            EventTooOldError: The read is too far behind the state to be exact.
+        """
+        self.check(state, time_ms)
+        self._read(state, time_ms, amount, -1, out)
+
+    def record(self, state: EntityState, time_ms: int, amount: float, peer_id: str) -> None:
+        """Apply a transaction to its entity's state without reading features.
+
+        The terminal agent's call.
+
+        Args:
+            state: The entity's state, changed in place.
+            time_ms: Transaction time, epoch milliseconds.
+            amount: Transaction amount.
+            peer_id: The other party (the customer, for a terminal).
+
+        Raises:
+            EventTooOldError: The transaction is too late; nothing was changed.
+        """
+        self.check(state, time_ms)
+        self._insert(state, time_ms, amount, peer_id)
+        self._bound(state)
+
+    def record_fraud(self, state: EntityState, tx_time_ms: int, tx_id: str) -> bool:
+        """Apply a fraud report: the fraud counts by its transaction's time.
+
+        Args:
+            state: The entity's state, changed in place.
+            tx_time_ms: The reported transaction's time.
+            tx_id: The reported transaction's id (to ignore duplicates).
+
+        Returns:
+            Whether the report was stored: False when the entity keeps no frauds, for a
+            duplicate, and for a transaction older than the retention (no exact read can
+            need it any more).
+        """
+        if not self.keeps_frauds:
+            return False
+        watermark = state.watermark_ms
+        if watermark is None:
+            self._start(state, tx_time_ms)
+        elif tx_time_ms <= watermark - self.retention_ms:
+            return False
+        elif tx_time_ms > watermark:
+            self._advance(state, tx_time_ms)
+        offset = tx_time_ms - state.base_ms
+        fingerprint = report_fingerprint(tx_id)
+        times, ids = state.fraud_times, state.fraud_ids
+        at = bisect_left(times, offset)
+        while at < len(times) and times[at] == offset:
+            if ids[at] == fingerprint:
+                return False
+            at += 1
+        times.insert(at, offset)
+        ids.insert(at, fingerprint)
+        excess = len(times) - self.max_frauds
+        if excess > 0:
+            del times[:excess]
+            del ids[:excess]
+            state.overflow += excess
+        return True
+
+    def is_expired(self, state: EntityState, now_ms: int) -> bool:
+        """Whether the state can be deleted at stream event time ``now_ms``.
+
+        True when the entity's newest event is at least the retention old: nothing of it
+        is in any window of a transaction at ``now_ms`` minus the allowed lateness or later.
+        """
+        watermark = state.watermark_ms
+        return watermark is None or watermark <= now_ms - self.retention_ms
+
+    # --- internals: the hot path -------------------------------------------------------
+
+    def _start(self, state: EntityState, time_ms: int) -> None:
+        """First event of a state: the base leaves room for any event that can follow."""
+        state.base_ms = time_ms - self.retention_ms
+        state.watermark_ms = time_ms
+
+    def _advance(self, state: EntityState, time_ms: int) -> None:
+        """Move the watermark forward, drop what fell out of retention, keep offsets small."""
+        threshold = time_ms - self.retention_ms
+        if time_ms - state.base_ms > MAX_OFFSET_MS:
+            self._drop_through(state, threshold - state.base_ms)
+            shift = threshold - state.base_ms
+            state.times = array("I", [t - shift for t in state.times])
+            state.fraud_times = array("I", [t - shift for t in state.fraud_times])
+            state.base_ms = threshold
+        else:
+            self._drop_through(state, threshold - state.base_ms)
+        state.watermark_ms = time_ms
+
+    def _drop_through(self, state: EntityState, offset: int) -> None:
+        """Forget transactions and reports at or before ``offset``."""
+        times = state.times
+        if times and times[0] <= offset:
+            k = bisect_right(times, offset)
+            del times[:k]
+            if self.keeps_amounts:
+                del state.amounts[:k]
+            if self.keeps_peers:
+                del state.peers[:k]
+        frauds = state.fraud_times
+        if frauds and frauds[0] <= offset:
+            k = bisect_right(frauds, offset)
+            del frauds[:k]
+            del state.fraud_ids[:k]
+
+    def _insert(self, state: EntityState, time_ms: int, amount: float, peer_id: str) -> int:
+        """Store a transaction (already checked for lateness); return its index."""
+        watermark = state.watermark_ms
+        if watermark is None:
+            self._start(state, time_ms)
+            watermark = time_ms
+        elif time_ms > watermark:
+            if time_ms - state.base_ms > MAX_OFFSET_MS:
+                self._advance(state, time_ms)
+            else:  # _advance without the calls, on the hot path
+                threshold = time_ms - self.retention_ms - state.base_ms
+                times, frauds = state.times, state.fraud_times
+                if (times and times[0] <= threshold) or (frauds and frauds[0] <= threshold):
+                    self._drop_through(state, threshold)
+                state.watermark_ms = time_ms
+        offset = time_ms - state.base_ms
+        times = state.times
+        if time_ms >= watermark:
+            position = len(times)
+            times.append(offset)
+            if self.keeps_amounts:
+                state.amounts.append(amount)
+            if self.keeps_peers:
+                state.peers.append(peer_fingerprint(peer_id))
+        else:
+            position = bisect_right(times, offset)
+            times.insert(position, offset)
+            if self.keeps_amounts:
+                state.amounts.insert(position, amount)
+            if self.keeps_peers:
+                state.peers.insert(position, peer_fingerprint(peer_id))
+        return position
+
+    def _update(
+        self, state: EntityState, time_ms: int, amount: float, peer_id: str, out: list[float]
+    ) -> None:
+        """`update_into` once the lateness is checked."""
+        position = self._insert(state, time_ms, amount, peer_id)
+        self._read(state, time_ms, amount, position, out)
+        self._bound(state)
+
+    def _bound(self, state: EntityState) -> None:
+        """Enforce ``max_events``, oldest first."""
+        excess = len(state.times) - self.max_events
+        if excess > 0:
+            del state.times[:excess]
+            if self.keeps_amounts:
+                del state.amounts[:excess]
+            if self.keeps_peers:
+                del state.peers[:excess]
+            state.overflow += excess
+
+    def _read(
+        self, state: EntityState, time_ms: int, amount: float, position: int, out: list[float]
+    ) -> None:
+        """Compute every window of the entity for a transaction at ``time_ms``.
+
+        ``position`` is the transaction's index in the state when it was just inserted
+        (windows with delay 0 then end at it, ties included in arrival order), -1 when
+        reading without recording.
+        """
+        times = state.times
+        base = state.base_ms
+        w = self._window
+        w.times = times
+        w.amounts = state.amounts
+        w.peers = state.peers
+        w.fraud_times = state.fraud_times
+        w.amount = amount
+        for length, delay, readers in self._windows:
+            end = time_ms - delay - base
+            hi = bisect_right(times, end) if delay or position < 0 else position + 1
+            start = end - length
+            w.lo = bisect_right(times, start, 0, hi)
+            w.hi = hi
+            w.start = start
+            w.end = end
+            w.length_ms = length
+            w.sum_cache = None
+            for out_position, read in readers:
+                out[out_position] = read(w)
+
+
+class OnlineFeatures:
+    """The online computation of a whole feature set: transaction, customer, terminal.
+
+    Attributes:
+        features: The feature set.
+        names: Feature names, in vector order.
+        entities: The compiled windows of each windowed entity.
+    """
+
+    def __init__(self, features: FeatureSet = DEFAULT_FEATURES) -> None:
+        self.features = features
+        self.names = features.names
+        self._attributes: tuple[tuple[int, TransactionAttribute], ...] = tuple(
+            (position, feature.aggregation)
+            for position, feature in enumerate(features)
+            if isinstance(feature.aggregation, TransactionAttribute)
+        )
+        self.entities = {e: EntityWindows(features, e) for e in features.windowed_entities}
+
+    def new_vector(self) -> list[float]:
+        """A zeroed feature vector to fill."""
+        return [0.0] * len(self.names)
+
+    def transaction_into(self, time_ms: int, amount: float, out: list[float]) -> None:
+        """Write the features of the transaction alone (amount, weekend, night)."""
+        for position, attribute in self._attributes:
+            out[position] = attribute.online(time_ms, amount)
+
+
+class _EntityTable(NamedTuple):
+    windows: EntityWindows
+    states: dict[str, EntityState]
+    by_customer: bool
+
+
+class OnlineEngine:
+    """Online features for a whole stream in one process: states in dictionaries.
+
+    The agents split this across Kafka partitions and tables; this class is the same
+    computation in one place, for the parity test, benchmarks and notebooks.
+
+    Attributes:
+        online: The compiled feature set.
+        states: State per entity kind, then per entity key.
+    """
+
+    def __init__(self, features: FeatureSet = DEFAULT_FEATURES) -> None:
+        self.online = OnlineFeatures(features)
+        self.states: dict[Entity, dict[str, EntityState]] = {
+            entity: {} for entity in self.online.entities
+        }
+        self._tables = tuple(
+            _EntityTable(windows, self.states[entity], entity is Entity.CUSTOMER)
+            for entity, windows in self.online.entities.items()
+        )
+
+    def transaction(
+        self, time_ms: int, customer_id: str, terminal_id: str, amount: float
+    ) -> list[float]:
+        """Apply a transaction to its customer and terminal and return its feature vector.
+
+        Args:
+            time_ms: Transaction time, epoch milliseconds.
+            customer_id: The customer.
+            terminal_id: The terminal.
+            amount: The amount.
+
+        Returns:
+            The features, in the feature set's order.
+
+        Raises:
+            EventTooOldError: Too late for one of its entities; no state was changed.
+        """
+        out = self.online.new_vector()
+        self.online.transaction_into(time_ms, amount, out)
+        for windows, states, by_customer in self._tables:
+            key = customer_id if by_customer else terminal_id
+            state = states.get(key)
+            if state is not None:
+                windows.check(state, time_ms)
+        for windows, states, by_customer in self._tables:
+            key, peer = (customer_id, terminal_id) if by_customer else (terminal_id, customer_id)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = EntityState()
+            windows._update(state, time_ms, amount, peer, out)  # checked above
+        return out
+
+    def fraud_report(self, tx_id: str, tx_time_ms: int, customer_id: str, terminal_id: str) -> bool:
+        """Apply a fraud report to the entities that keep frauds.
+
+        Returns:
+            Whether any state stored it.
+        """
+        stored = False
+        for windows, states, by_customer in self._tables:
+            if not windows.keeps_frauds:
+                continue
+            key = customer_id if by_customer else terminal_id
+            state = states.get(key)
+            if state is None:
+                state = states[key] = EntityState()
+            stored = windows.record_fraud(state, tx_time_ms, tx_id) or stored
+        return stored
+
+    def expire(self, now_ms: int) -> int:
+        """Delete the states of entities gone quiet by stream event time ``now_ms``.
+
+        Returns:
+            How many states were deleted.
+        """
+        deleted = 0
+        for windows, states, _ in self._tables:
+            quiet = [key for key, state in states.items() if windows.is_expired(state, now_ms)]
+            for key in quiet:
+                del states[key]
+            deleted += len(quiet)
+        return deleted
+
+
+class StreamEvent(NamedTuple):
+    """One event of a replayed stream, in processing order.
+
+    Attributes:
+        time_ms: Event time: the transaction's time, or the report's time.
+        is_transaction: False for a fraud report.
+        tx_id: The transaction (reported one, for a report).
+        tx_time_ms: The transaction's time.
+        customer_id: Its customer.
+        terminal_id: Its terminal.
+        amount: Its amount (0 for a report).
+    """
+
+    time_ms: int
+    is_transaction: bool
+    tx_id: str
+    tx_time_ms: int
+    customer_id: str
+    terminal_id: str
+    amount: float
+
+
+def stream_events(transactions: pl.DataFrame) -> Iterator[StreamEvent]:
+    """The transactions and fraud reports of a dataset as one stream in event-time order.
+
+    The order the parity contract assumes: by event time; at equal times reports before
+    transactions, and transactions by ``tx_id``. A fraud without ``reported_at`` has no
+    report.
+
+    Args:
+        transactions: A dataset with the columns of `features.dataset`.
+
+    Yields:
+        The events, in order.
+    """
+    columns = transactions.columns
+    event = {
+        "tx_id": pl.col(dataset.TX_ID),
+        "tx_time_ms": pl.col(dataset.TX_TIME).dt.epoch("ms"),
+        "customer_id": pl.col(dataset.CUSTOMER_ID),
+        "terminal_id": pl.col(dataset.TERMINAL_ID),
+    }
+    parts = [
+        transactions.select(
+            time_ms=pl.col(dataset.TX_TIME).dt.epoch("ms"),
+            is_transaction=pl.lit(True),
+            amount=pl.col(dataset.AMOUNT).cast(pl.Float64),
+            **event,
+        )
+    ]
+    if dataset.REPORTED_AT in columns:
+        fraud = pl.col(dataset.IS_FRAUD).fill_null(False) if dataset.IS_FRAUD in columns else True
+        reported = transactions.filter(pl.col(dataset.REPORTED_AT).is_not_null() & fraud)
+        parts.append(
+            reported.select(
+                time_ms=pl.col(dataset.REPORTED_AT).dt.epoch("ms"),
+                is_transaction=pl.lit(False),
+                amount=pl.lit(0.0),
+                **event,
+            )
+        )
+    columns = list(StreamEvent._fields)
+    events = pl.concat([p.select(columns) for p in parts]).sort(
+        ["time_ms", "is_transaction", "tx_id"]
+    )
+    for row in events.iter_rows():
+        yield StreamEvent(*row)
+
+
+def replay_online(
+    transactions: pl.DataFrame,
+    features: FeatureSet = DEFAULT_FEATURES,
+    *,
+    expire_every_ms: int | None = None,
+) -> pl.DataFrame:
+    """Run a dataset through the online engine as a stream (`stream_events` order).
+
+    Args:
+        transactions: A dataset with the columns of `features.dataset`.
+        features: The feature set.
+        expire_every_ms: When set, expire quiet entities each time the stream's event
+            time passes another multiple of this (expiry must not change any value).
+
+    Returns:
+        ``tx_id`` and one column per feature, in the order the transactions were
+        processed.
+    """
+    engine = OnlineEngine(features)
+    tx_ids: list[str] = []
+    rows: list[Sequence[float]] = []
+    next_expiry: int | None = None
+    for event in stream_events(transactions):
+        if expire_every_ms is not None:
+            if next_expiry is None:
+                next_expiry = event.time_ms + expire_every_ms
+            elif event.time_ms >= next_expiry:
+                engine.expire(event.time_ms)
+                next_expiry = event.time_ms + expire_every_ms
+        if event.is_transaction:
+            tx_ids.append(event.tx_id)
+            rows.append(
+                engine.transaction(
+                    event.time_ms, event.customer_id, event.terminal_id, event.amount
+                )
+            )
+        else:
+            engine.fraud_report(event.tx_id, event.tx_time_ms, event.customer_id, event.terminal_id)
+    schema = {name: pl.Float64 for name in features.names}
+    values = pl.DataFrame(rows, schema=schema, orient="row")
+    out = values.with_columns(pl.col(f.name).cast(f.dtype.polars_dtype) for f in features)
+    return out.insert_column(0, pl.Series(dataset.TX_ID, tx_ids, dtype=pl.String))
