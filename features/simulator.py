@@ -32,6 +32,9 @@ label (so precedence is 3 > 2 > 1):
        overlapping compromises is multiplied once (the handbook's code would do it
        twice: an artefact, not a scenario).
 
+Compromises are drawn on every day of the period (the handbook's loops stop one day
+earlier, which only spares the last day).
+
 Reports:
     A fraud's ``reported_at`` is ``tx_time`` + U{1 minute .. 7 days} milliseconds
     (uniform, inclusive), so every fraud is known 7 days after it happened: the delay the
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -167,6 +171,8 @@ class SimulationConfig:
             raise ValueError(f"radius must be a positive number, got {self.radius!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (isinstance(self.currency, str) and re.fullmatch(r"[A-Z]{3}", self.currency)):
+            raise ValueError(f"currency must be an ISO 4217 code, got {self.currency!r}")
         if self.start_date < _EARLIEST_START:
             raise ValueError(f"start_date must be on or after {_EARLIEST_START}")
         last_report = (self.start_ms + (self.days + 8) * DAY_MS) // 1000

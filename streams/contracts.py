@@ -400,7 +400,8 @@ def _number(value: Any) -> float:
     if type(value) is float:
         if math.isfinite(value):
             return value
-    elif type(value) is int:
+        raise FieldProblem(Problem.BAD_VALUE, f"must be a finite number, got {value!r}")
+    if type(value) is int:
         return float(value)
     raise FieldProblem(
         Problem.WRONG_TYPE, f"expected a number, got {_json_type(value)} {_preview(value)}"

@@ -259,6 +259,7 @@ def test_unknown_extension_is_refused(tmp_path: Path, small: pl.DataFrame) -> No
         ({"radius": math.nan}, "radius must be a positive number"),
         ({"seed": -1}, "seed must be a non-negative integer"),
         ({"compromised_terminals_per_day": -2}, "non-negative"),
+        ({"currency": "eur"}, "currency must be an ISO 4217 code"),
         ({"start_date": date(1970, 1, 1)}, "start_date must be on or after 1980-01-01"),
         ({"start_date": date(2099, 12, 1)}, "must end by 2099-12-31"),
     ],

@@ -496,6 +496,15 @@ def test_dead_letter_headers_describe_the_problem() -> None:
     assert b"three capital letters" in headers["fraudstream-reason"]
 
 
+def test_number_overflowing_to_infinity_is_a_bad_value() -> None:
+    result = decode_alert(
+        changed(GOOD_ALERT, features={"TX_AMOUNT": 1.0}).replace(b"1.0", b"1e400")
+    )
+    assert isinstance(result, DecodeError)
+    assert (result.problem, result.field) == (Problem.BAD_VALUE, "features")
+    assert "finite" in result.reason
+
+
 def test_deeply_nested_json_is_bad_input_not_a_crash() -> None:
     result = decode_transaction(b"[" * 100_000 + b"]" * 100_000)
     assert isinstance(result, DecodeError)
