@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+import polars as pl
+
+from features import dataset
 from features.aggregations import (
     Amount,
     AmountToMean,
@@ -25,6 +29,9 @@ from features.spec import Entity, Feature, FeatureSet
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+
+#: Parity means equal to this, absolutely, for every feature of every transaction.
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,20 @@ def _value(feature: Feature, tx: Tx, seen: list[Tx], reports: dict[str, Report])
         frauds = sum(1 for r in mine if start < r.tx_time_ms <= end)
         return frauds / count
     raise NotImplementedError(type(agg).__name__)
+
+
+def mismatches(offline: pl.DataFrame, online: pl.DataFrame, features: FeatureSet) -> dict[str, int]:
+    """Number of transactions per feature whose two values differ by more than 1e-9."""
+    assert offline.height == online.height
+    joined = offline.select(dataset.TX_ID, *features.names).join(
+        online, on=dataset.TX_ID, how="full", suffix="_online", coalesce=True
+    )
+    assert joined.height == offline.height, "both engines must cover the same transactions"
+    out: dict[str, int] = {}
+    for name in features.names:
+        a = joined[name].cast(pl.Float64).to_numpy()
+        b = joined[f"{name}_online"].cast(pl.Float64).to_numpy()
+        bad = int((~(np.abs(a - b) <= TOLERANCE)).sum())  # NaN counts as a mismatch
+        if bad:
+            out[name] = bad
+    return out

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 import pytest
-from feature_reference import Report, Tx, reference_features
+from feature_reference import Report, Tx, mismatches, reference_features
 from feature_testdata import DAY_MS, generate_transactions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,25 +26,6 @@ from features.aggregations import OfflineWindow
 from features.offline import compute_features
 from features.online import replay_online, stream_events
 from features.spec import DEFAULT_FEATURES, FeatureSet
-
-TOLERANCE = 1e-9
-
-
-def mismatches(offline: pl.DataFrame, online: pl.DataFrame, features: FeatureSet) -> dict[str, int]:
-    """Number of transactions per feature whose two values differ by more than 1e-9."""
-    assert offline.height == online.height
-    joined = offline.select(dataset.TX_ID, *features.names).join(
-        online, on=dataset.TX_ID, how="full", suffix="_online", coalesce=True
-    )
-    assert joined.height == offline.height, "both engines must cover the same transactions"
-    out: dict[str, int] = {}
-    for name in features.names:
-        a = joined[name].cast(pl.Float64).to_numpy()
-        b = joined[f"{name}_online"].cast(pl.Float64).to_numpy()
-        bad = int((~(np.abs(a - b) <= TOLERANCE)).sum())  # NaN counts as a mismatch
-        if bad:
-            out[name] = bad
-    return out
 
 
 @pytest.fixture(scope="module")

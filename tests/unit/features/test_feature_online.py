@@ -1,0 +1,338 @@
+"""The online engine's own contract: state bytes, bounds, lateness, reports, expiry."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from feature_reference import Report, Tx, reference_features
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.online import (
+    EntityState,
+    EventTooOldError,
+    OnlineEngine,
+    OnlineFeatures,
+)
+from features.spec import (
+    CUSTOMER_POLICY,
+    DEFAULT_FEATURES,
+    HANDBOOK_FEATURES,
+    Entity,
+    EntityPolicy,
+    FeatureSet,
+)
+
+DAY = 86_400_000
+HOUR = 3_600_000
+T0 = 1_711_929_600_000  # 2024-04-01T00:00:00Z, a Monday
+NAMES = DEFAULT_FEATURES.names
+
+
+def feature(vector: list[float], name: str) -> float:
+    return vector[NAMES.index(name)]
+
+
+def customer_count(vector: list[float], days: int) -> float:
+    return feature(vector, f"CUSTOMER_ID_NB_TX_{days}DAY_WINDOW")
+
+
+# --- state bytes --------------------------------------------------------------------------
+
+
+def test_a_new_state_round_trips_through_30_bytes() -> None:
+    state = EntityState()
+    data = state.to_bytes()
+    assert len(data) == 30
+    assert EntityState.from_bytes(data) == state
+    assert EntityState.from_bytes(data).watermark_ms is None
+
+
+def test_state_bytes_are_header_plus_fixed_bytes_per_event() -> None:
+    engine = OnlineEngine()
+    for k in range(10):
+        engine.transaction(T0 + k * HOUR, "C1", f"T{k % 3}", 10.0 + k)
+    engine.fraud_report("x", T0 + HOUR, "C1", "T1")
+    customer = engine.states[Entity.CUSTOMER]["C1"]
+    terminal = engine.states[Entity.TERMINAL]["T1"]
+    # customer: time 4 + amount 8 + terminal fingerprint 4; terminal: time 4, report 12.
+    assert len(customer.to_bytes()) == 30 + 10 * 16
+    assert len(terminal.to_bytes()) == 30 + 3 * 4 + 1 * 12
+    for state in (customer, terminal):
+        copy = EntityState.from_bytes(state.to_bytes())
+        assert copy == state
+        assert copy.event_times() == state.event_times()
+        assert list(copy.amounts) == list(state.amounts)
+
+
+def test_corrupt_state_bytes_are_refused() -> None:
+    good = EntityState().to_bytes()
+    with pytest.raises(ValueError, match="version"):
+        EntityState.from_bytes(b"\x09" + good[1:])
+    with pytest.raises(ValueError, match="short"):
+        EntityState.from_bytes(good[:10])
+    with pytest.raises(ValueError, match="header says"):
+        EntityState.from_bytes(good + b"\x00")
+
+
+def test_the_state_bound_is_enforced_and_counted() -> None:
+    tiny = FeatureSet(
+        HANDBOOK_FEATURES.features,
+        {
+            Entity.CUSTOMER: EntityPolicy(timedelta(days=1), max_events=5, max_frauds=2),
+            Entity.TERMINAL: EntityPolicy(timedelta(days=1), max_events=5, max_frauds=2),
+        },
+    )
+    engine = OnlineEngine(tiny)
+    for k in range(12):
+        vector = engine.transaction(T0 + k * 1000, "C1", "T1", 1.0)
+        engine.fraud_report(f"tx{k}", T0 + k * 1000, "C1", "T1")
+    assert customer_count(vector, 1) == 6  # read before trimming: this one and 5 kept
+    customer = engine.states[Entity.CUSTOMER]["C1"]
+    terminal = engine.states[Entity.TERMINAL]["T1"]
+    assert len(customer) == 5
+    assert customer.overflow == 7
+    assert len(terminal.fraud_times) == 2
+    windows = engine.online.entities
+    assert len(customer.to_bytes()) <= windows[Entity.CUSTOMER].max_state_bytes
+    assert len(terminal.to_bytes()) <= windows[Entity.TERMINAL].max_state_bytes
+
+
+def test_the_default_bounds_in_bytes() -> None:
+    windows = OnlineFeatures().entities
+    assert windows[Entity.CUSTOMER].max_state_bytes == 30 + 4096 * 16
+    assert windows[Entity.TERMINAL].max_state_bytes == 30 + 65_536 * 4 + 4096 * 12
+
+
+# --- windows ------------------------------------------------------------------------------
+
+
+def test_customer_windows_are_open_at_the_old_end_and_include_the_current_transaction() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0)
+    just_inside = engine.transaction(T0 + DAY - 1, "C1", "T1", 20.0)
+    on_the_edge = engine.transaction(T0 + DAY, "C1", "T1", 30.0)
+    assert customer_count(just_inside, 1) == 2
+    assert customer_count(on_the_edge, 1) == 2  # T0 is exactly one day old: out
+    assert feature(on_the_edge, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW") == 25.0
+    assert customer_count(on_the_edge, 7) == 3
+
+
+def test_a_transaction_sees_earlier_arrivals_with_the_same_timestamp_only() -> None:
+    engine = OnlineEngine()
+    first = engine.transaction(T0, "C1", "T1", 10.0)
+    second = engine.transaction(T0, "C1", "T2", 30.0)
+    assert customer_count(first, 1) == 1
+    assert customer_count(second, 1) == 2
+    assert feature(second, "CUSTOMER_ID_SECONDS_SINCE_PREV_TX") == 0.0
+    assert feature(second, "CUSTOMER_ID_NB_TERMINALS_1DAY_WINDOW") == 2
+
+
+def test_terminal_windows_end_exactly_seven_days_before_the_transaction() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0)
+    engine.fraud_report("f", T0, "C1", "T1")
+    before = engine.transaction(T0 + 7 * DAY - 1, "C2", "T1", 10.0)
+    at = engine.transaction(T0 + 7 * DAY, "C3", "T1", 10.0)
+    last = engine.transaction(T0 + 8 * DAY - 1, "C4", "T1", 10.0)
+    gone = engine.transaction(T0 + 8 * DAY, "C5", "T1", 10.0)
+    assert feature(before, "TERMINAL_ID_NB_TX_1DAY_WINDOW") == 0
+    assert feature(at, "TERMINAL_ID_NB_TX_1DAY_WINDOW") == 1
+    assert feature(at, "TERMINAL_ID_RISK_1DAY_WINDOW") == 1.0
+    assert feature(last, "TERMINAL_ID_RISK_1DAY_WINDOW") == 1.0
+    assert feature(gone, "TERMINAL_ID_NB_TX_1DAY_WINDOW") == 0
+    assert feature(gone, "TERMINAL_ID_RISK_1DAY_WINDOW") == 0.0
+    assert feature(gone, "TERMINAL_ID_NB_TX_7DAY_WINDOW") == 1
+
+
+def test_split_agent_calls_equal_the_in_process_engine() -> None:
+    """Scorer: customer update + terminal read; terminal agent: record + reports."""
+    online = OnlineFeatures()
+    customer, terminal = online.entities[Entity.CUSTOMER], online.entities[Entity.TERMINAL]
+    engine = OnlineEngine()
+    states: dict[str, EntityState] = {}
+    rng = random.Random(3)
+    t = T0
+    for k in range(400):
+        t += rng.choice([0, 1, HOUR, 5 * HOUR, DAY])
+        c, term, amount = f"C{rng.randrange(3)}", f"T{rng.randrange(2)}", rng.randrange(100) / 4
+        if rng.random() < 0.1:
+            engine.fraud_report(f"r{k}", t - 3 * DAY, c, term)
+            terminal.record_fraud(states.setdefault(term, EntityState()), t - 3 * DAY, f"r{k}")
+        expected = engine.transaction(t, c, term, amount)
+        vector = online.new_vector()
+        online.transaction_into(t, amount, vector)
+        customer.update_into(states.setdefault(c, EntityState()), t, amount, term, vector)
+        terminal.read_into(states.setdefault(term, EntityState()), t, amount, vector)
+        terminal.record(states[term], t, amount, c)
+        assert vector == expected
+
+
+# --- lateness -----------------------------------------------------------------------------
+
+
+def test_a_late_transaction_is_placed_in_time_and_sees_only_the_past() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0 + 10 * HOUR, "C1", "T1", 10.0)
+    engine.transaction(T0 + 12 * HOUR, "C1", "T1", 30.0)
+    late = engine.transaction(T0 + 11 * HOUR, "C1", "T1", 20.0)
+    assert customer_count(late, 1) == 2  # itself and 10h, not 12h
+    assert feature(late, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW") == 15.0
+    assert feature(late, "CUSTOMER_ID_SECONDS_SINCE_PREV_TX") == 3600.0
+    after = engine.transaction(T0 + 13 * HOUR, "C1", "T1", 40.0)
+    in_order = OnlineEngine()
+    for hours, amount in ((10, 10.0), (11, 20.0), (12, 30.0), (13, 40.0)):
+        expected = in_order.transaction(T0 + hours * HOUR, "C1", "T1", amount)
+    assert after == expected
+    assert engine.states == in_order.states
+
+
+def test_a_transaction_later_than_allowed_is_refused_and_changes_nothing() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0 + 5 * DAY, "C1", "T1", 10.0)
+    engine.transaction(T0 + 6 * DAY, "C2", "T2", 10.0)
+    before = {e: {k: s.to_bytes() for k, s in t.items()} for e, t in engine.states.items()}
+    allowed = CUSTOMER_POLICY.allowed_lateness_ms
+    with pytest.raises(EventTooOldError) as refused:
+        engine.transaction(T0 + 5 * DAY - allowed - 1, "C1", "T2", 10.0)
+    assert refused.value.entity is Entity.CUSTOMER
+    assert refused.value.lateness_ms == allowed + 1
+    # Fine for its customer (new), too old for its terminal: refused as a whole.
+    with pytest.raises(EventTooOldError) as refused:
+        engine.transaction(T0 + 6 * DAY - allowed - 1, "C9", "T2", 10.0)
+    assert refused.value.entity is Entity.TERMINAL
+    after = {e: {k: s.to_bytes() for k, s in t.items() if len(s)} for e, t in engine.states.items()}
+    assert after == before
+    exactly_allowed = engine.transaction(T0 + 6 * DAY - allowed, "C2", "T2", 10.0)
+    assert customer_count(exactly_allowed, 1) == 1
+
+
+def test_a_terminal_read_too_far_behind_the_terminal_is_refused() -> None:
+    windows = OnlineFeatures().entities[Entity.TERMINAL]
+    state = EntityState()
+    windows.record(state, T0 + 10 * DAY, 1.0, "C1")
+    with pytest.raises(EventTooOldError):
+        windows.read_into(state, T0 + 8 * DAY, 1.0, OnlineFeatures().new_vector())
+
+
+# --- fraud reports ------------------------------------------------------------------------
+
+
+def test_a_report_later_than_the_delay_counts_from_its_arrival_on() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0)
+    before = engine.transaction(T0 + 7 * DAY + HOUR, "C2", "T1", 10.0)
+    assert engine.fraud_report("tx0", T0, "C1", "T1")
+    after = engine.transaction(T0 + 7 * DAY + 2 * HOUR, "C3", "T1", 10.0)
+    assert feature(before, "TERMINAL_ID_RISK_1DAY_WINDOW") == 0.0
+    assert feature(after, "TERMINAL_ID_RISK_1DAY_WINDOW") == 1.0
+
+
+def test_duplicate_and_expired_reports_are_not_counted() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0 + 40 * DAY, "C1", "T1", 10.0)
+    assert engine.fraud_report("a", T0 + 35 * DAY, "C1", "T1")
+    assert not engine.fraud_report("a", T0 + 35 * DAY, "C1", "T1")  # delivered twice
+    assert engine.fraud_report("b", T0 + 35 * DAY, "C1", "T1")  # same time, other tx
+    # Older than the terminal's retention (38 days): no exact read can need it.
+    assert not engine.fraud_report("c", T0 + 2 * DAY, "C1", "T1")
+    assert len(engine.states[Entity.TERMINAL]["T1"].fraud_times) == 2
+
+
+def test_reports_are_ignored_by_entities_without_risk_features() -> None:
+    windows = OnlineFeatures().entities[Entity.CUSTOMER]
+    state = EntityState()
+    assert not windows.record_fraud(state, T0, "x")
+    assert state == EntityState()
+
+
+# --- expiry and long streams --------------------------------------------------------------
+
+
+def test_quiet_entities_expire_by_event_time_only() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0)
+    assert engine.expire(T0 + 31 * DAY - 1) == 0
+    assert engine.expire(T0 + 31 * DAY) == 1  # the customer: 30-day reach + 1 day lateness
+    assert engine.expire(T0 + 38 * DAY) == 1  # the terminal: 37-day reach + 1 day
+    assert engine.states == {Entity.CUSTOMER: {}, Entity.TERMINAL: {}}
+
+
+def test_a_year_of_transactions_keeps_offsets_small_and_values_exact() -> None:
+    rng = random.Random(5)
+    t = T0
+    events: list[Tx | Report] = []
+    got: dict[str, list[float]] = {}
+    engine = OnlineEngine()
+    for k in range(450):
+        t += rng.choice([HOUR, 9 * HOUR, DAY, 2 * DAY])
+        tx = Tx(f"x{k:04d}", t, "C1", f"T{k % 2}", float(k % 17))
+        events.append(tx)
+        got[tx.tx_id] = engine.transaction(tx.time_ms, tx.customer_id, tx.terminal_id, tx.amount)
+        state = engine.states[Entity.CUSTOMER]["C1"]
+        assert state.base_ms <= state.event_times()[0]  # offsets never negative (nor > 2**32)
+    assert t - T0 > 365 * DAY
+    expected = reference_features(events, DEFAULT_FEATURES)
+    for tx_id, vector in got.items():
+        assert vector == pytest.approx(expected[tx_id], abs=1e-9, rel=0)
+
+
+# --- out of order, serialisation and expiry, against the reference -------------------------
+
+
+@st.composite
+def disordered_streams(draw: st.DrawFn) -> tuple[list[Tx | Report], list[int]]:
+    """Transactions and reports in an arrival order where nothing is later than allowed."""
+    n = draw(st.integers(1, 40))
+    gaps = draw(
+        st.lists(
+            st.sampled_from([0, 1, HOUR, DAY - 1, DAY, 7 * DAY, 30 * DAY]), min_size=n, max_size=n
+        )
+    )
+    events: list[tuple[int, Tx | Report]] = []
+    t = T0
+    for k, gap in enumerate(gaps):
+        t += gap
+        tx = Tx(
+            f"x{k:02d}",
+            t,
+            draw(st.sampled_from(["C1", "C2"])),
+            draw(st.sampled_from(["T1", "T2"])),
+            k / 4,
+        )
+        jitter = draw(st.sampled_from([0, 1, HOUR, DAY]))  # at most the allowed lateness
+        events.append((t + jitter, tx))
+        if draw(st.integers(0, 4)) == 0:
+            delay = draw(st.sampled_from([0, DAY, 7 * DAY, 9 * DAY]))
+            events.append((t + delay, Report(tx.tx_id, t, tx.customer_id, tx.terminal_id)))
+    events.sort(key=lambda e: e[0])
+    expire_at = draw(st.lists(st.integers(0, len(events) - 1), max_size=5))
+    return [e for _, e in events], expire_at
+
+
+@settings(max_examples=150, deadline=None)
+@given(disordered_streams())
+def test_out_of_order_streams_with_reloads_and_expiry_equal_the_reference(
+    stream: tuple[list[Tx | Report], list[int]],
+) -> None:
+    events, expire_at = stream
+    expected = reference_features(events, DEFAULT_FEATURES)
+    engine = OnlineEngine()
+    now = T0
+    for k, event in enumerate(events):
+        if isinstance(event, Tx):
+            got = engine.transaction(
+                event.time_ms, event.customer_id, event.terminal_id, event.amount
+            )
+            assert got == pytest.approx(expected[event.tx_id], abs=1e-9, rel=0)
+            now = max(now, event.time_ms)
+        else:
+            engine.fraud_report(event.tx_id, event.tx_time_ms, event.customer_id, event.terminal_id)
+        # What a table does between events: store bytes, load them back.
+        for states in engine.states.values():
+            for key, state in states.items():
+                states[key] = EntityState.from_bytes(state.to_bytes())
+        if k in expire_at:
+            engine.expire(now)
