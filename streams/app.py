@@ -15,6 +15,7 @@ from faust.auth import SASLCredentials, SSLCredentials
 
 from streams.kafka import ssl_context
 from streams.settings import Settings
+from streams.tablestore.table import Table
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -51,6 +52,8 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "web_port": settings.web_port,
         "datadir": str(worker_data / "{conf.name}"),
         "autodiscover": False,
+        # Tables skip changelog sends when their redis:// store is the source of truth.
+        "Table": Table,
         # A new consumer group reads a topic from its start: no transaction is skipped.
         "consumer_auto_offset_reset": "earliest",
     }

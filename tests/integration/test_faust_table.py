@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.app import create_app
@@ -20,7 +21,11 @@ EVENTS = 600
 KEYS = [f"customer-{i}" for i in range(7)]
 
 
-async def test_agent_counts_events_per_key_in_a_table(settings: Settings) -> None:
+STORES = ["memory://", "redis://", "redis://?changelog=true"]
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_agent_counts_events_per_key_in_a_table(settings: Settings, store: str) -> None:
     source = settings.topic("clicks")
     await ensure_topics(settings, [TopicSpec(source, settings.topic_partitions)])
     expected: Counter[str] = Counter()
@@ -36,7 +41,9 @@ async def test_agent_counts_events_per_key_in_a_table(settings: Settings) -> Non
     finally:
         await producer.stop()
 
-    app = create_app(settings, web_enabled=False)
+    if store.startswith("redis://"):
+        store = store.replace("redis://", settings.redis_url, 1)
+    app = create_app(settings.model_copy(update={"table_store": store}), web_enabled=False)
     topic = app.topic(source, key_type=str)  # values: JSON, the default serializer
     counts = app.Table("counts", default=int, partitions=settings.topic_partitions)
     seen: list[Any] = []

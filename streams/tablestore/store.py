@@ -1,0 +1,416 @@
+"""``redis://``: a Faust table store that keeps table state in Redis.
+
+Registered under the ``faust.stores`` entry point as ``redis``, so any table can use it:
+``app.Table("customer_windows", store="redis://127.0.0.1:6379/0")``.
+
+How it stays fast
+    Faust calls store methods synchronously on the event loop. Reads are served from a
+    per-partition write-back cache (a miss costs one GET); writes only mark entries dirty.
+    Dirty entries are flushed at the Faust commit cadence (``broker_commit_interval``), on
+    partition revocation and on stop, one atomic Lua script per partition, all partitions
+    in one pipelined round trip.
+
+Two modes, chosen with the ``changelog`` option
+    ``changelog=false`` (default): Redis is the durable source of truth and no changelog
+    is written (the table must be a :class:`streams.tablestore.table.Table`, which
+    ``create_app`` makes the default). Every write records the source offset of the
+    event that made it; a flush writes the entries together with the next offset to read
+    for each source partition. When a partition is assigned, the consumer group's
+    committed offset is set to the one in Redis before Faust seeks to it: events whose
+    effects are in Redis are never applied again, events after it are replayed onto the
+    state that did not contain them. State is exact after any crash.
+
+    Outputs stay at-least-once under one rule for agents: send an event's outputs
+    (``await topic.send(...)``) before writing its table state. A flush first snapshots
+    the dirty entries, then waits for the producer to deliver everything sent so far,
+    and only then writes the snapshot, so Redis never records an event as applied while
+    its outputs could still be lost.
+
+    ``changelog=true``: standard Faust semantics. Every write also goes to the changelog
+    topic; Redis keeps the changelog offsets with the data they cover, so a worker that
+    takes a partition over replays only the changelog tail instead of all of it. Use it
+    when something else reads the changelog, or for Faust windowed tables.
+
+Ownership
+    On assignment a worker claims its partitions in Redis with a token unique to it and
+    the group generation; a flush from a worker that lost a partition is refused by the
+    script (fencing), so a stalled former owner cannot overwrite the new owner's state.
+
+Redis down
+    Calls retry with backoff until Redis answers (see ``backend``): the worker blocks,
+    acknowledges nothing meanwhile, logs the outage once, and resumes where it was.
+
+Expiry
+    Entries are written with a TTL (``ttl`` seconds, refreshed on every write), so
+    entities that go quiet disappear without any scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import redis
+from faust.stores import base
+from faust.streams import current_event
+from faust.types import TP, AppT, CollectionT, EventT
+from mode import Service
+from mode.types.signals import BaseSignalT
+from yarl import URL
+
+from streams.tablestore.backend import PartitionWrite, RedisBackend
+from streams.tablestore.cache import MISSING, WriteBackCache
+from streams.tablestore.config import StoreConfig, parse_store_config
+from streams.tablestore.keys import (
+    OWNER_FIELD,
+    entry_key,
+    offset_field,
+    parse_offset_field,
+    partition_prefix,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class RedisStoreError(RuntimeError):
+    """The store is used in a way it cannot serve correctly."""
+
+
+class RedisStore(base.SerializedStore[Any, Any]):
+    """Faust table storage in Redis, with a write-back cache and atomic flushes."""
+
+    config: StoreConfig
+    backend: RedisBackend
+
+    def __init__(self, url: str | URL, app: AppT, table: CollectionT, **kwargs: Any) -> None:
+        super().__init__(url, app, table, **kwargs)
+        self.config = parse_store_config(self.url, self.options)
+        client = redis.Redis(**self.config.client_kwargs())
+        self.backend = RedisBackend(
+            client, ttl_ms=self.config.ttl_s * 1000, description=self.config.description
+        )
+        self.cache = WriteBackCache()
+        self._prefixes: dict[int, bytes] = {}
+        #: Offsets covered by the cached state, per topic partition: the next source
+        #: offset to read (no-changelog mode) or the last changelog offset written.
+        self._covered: dict[TP, int] = {}
+        self._member = uuid.uuid4().hex[:12]
+        self._owner = f"{self._member}:0"
+        self._owned: set[int] = set()
+        self._flush_lock = asyncio.Lock()
+        self._ignored_changelog = False
+        if not self.config.changelog and getattr(table, "window", None) is not None:
+            raise RedisStoreError(
+                f"table {self.table_name}: windowed tables need changelog=true on redis://"
+            )
+        if not self.config.changelog and not getattr(table, "suppresses_changelog", False):
+            raise RedisStoreError(
+                f"table {self.table_name}: redis:// without changelog needs a "
+                "streams.tablestore.Table (create_app makes it the default); "
+                "or set the store option changelog=true"
+            )
+
+    # -- identity --------------------------------------------------------------------
+
+    @property
+    def uses_changelog(self) -> bool:
+        """Whether table writes also go to the Kafka changelog topic."""
+        return self.config.changelog
+
+    def prefix(self, partition: int) -> bytes:
+        """The Redis key prefix (hash tag included) of one partition of this table."""
+        prefix = self._prefixes.get(partition)
+        if prefix is None:
+            prefix = self._prefixes[partition] = partition_prefix(
+                self.config.namespace, self.app.conf.id, self.table_name, partition
+            )
+        return prefix
+
+    # -- the byte-level primitives Faust calls ---------------------------------------
+
+    def _get(self, key: bytes) -> bytes | None:
+        event = current_event()
+        if event is None:
+            return self._get_outside_stream(key)
+        partition = event.message.partition
+        cached = self.cache.get(partition, key)
+        if cached is not MISSING:
+            return cached  # type: ignore[return-value]
+        value = self.backend.get(entry_key(self.prefix(partition), key))
+        self.cache.load(partition, key, value)
+        return value
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        self._write(key, value)
+
+    def _del(self, key: bytes) -> None:
+        self._write(key, None)
+
+    def _write(self, key: bytes, value: bytes | None) -> None:
+        event = current_event()
+        if event is None:
+            raise RedisStoreError(
+                f"table {self.table_name}: writes must happen while processing an event "
+                "(the store needs its partition and offset)"
+            )
+        message = event.message
+        self.cache.put(message.partition, key, value)
+        if not self.config.changelog:
+            # The state now includes this event: resume after it.
+            self._covered[message.tp] = message.offset + 1
+
+    def _contains(self, key: bytes) -> bool:
+        return self._get(key) is not None
+
+    def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
+        for partition in sorted(self._owned | set(self.cache.partitions())):
+            yield from self._partition_items(partition)
+
+    def _iterkeys(self) -> Iterator[bytes]:
+        for key, _ in self._iteritems():
+            yield key
+
+    def _itervalues(self) -> Iterator[bytes]:
+        for _, value in self._iteritems():
+            yield value
+
+    def _size(self) -> int:
+        return sum(1 for _ in self._iteritems())
+
+    def _clear(self) -> None:
+        for partition in sorted(self._owned | set(self.cache.partitions())):
+            prefix = self.prefix(partition)
+            self.backend.delete(list(self.backend.scan_entries(prefix)))
+            self.cache.drop_partition(partition)
+
+    def _get_outside_stream(self, key: bytes) -> bytes | None:
+        """A read outside event processing (a web view, a test): try owned partitions."""
+        for partition in sorted(self._owned | set(self.cache.partitions())):
+            cached = self.cache.get(partition, key)
+            if cached is MISSING:
+                cached = self.backend.get(entry_key(self.prefix(partition), key))
+            if cached is not None:
+                return cached  # type: ignore[return-value]
+        return None
+
+    def _partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Redis entries of a partition, overlaid with the cache (dirty writes win)."""
+        prefix = self.prefix(partition)
+        cached = dict(self.cache.items(partition))
+        redis_keys = [k[len(prefix) + 2 :] for k in self.backend.scan_entries(prefix)]
+        missing = [k for k in redis_keys if k not in cached]
+        values = self.backend.mget([entry_key(prefix, k) for k in missing])
+        merged: dict[bytes, bytes | None] = dict(zip(missing, values, strict=True))
+        merged.update(cached)
+        for key, value in merged.items():
+            if value is not None:
+                yield key, value
+
+    # -- batched reads ---------------------------------------------------------------
+
+    def prefetch(self, partition_keys: Mapping[int, Iterable[bytes]]) -> None:
+        """Load many entries into the cache with one MGET per partition.
+
+        Agents that work on micro-batches call this once per batch, so the per-event
+        ``table[key]`` reads that follow are served from memory.
+        """
+        for partition, keys in partition_keys.items():
+            wanted = [k for k in dict.fromkeys(keys) if self.cache.get(partition, k) is MISSING]
+            if not wanted:
+                continue
+            prefix = self.prefix(partition)
+            values = self.backend.mget([entry_key(prefix, k) for k in wanted])
+            for key, value in zip(wanted, values, strict=True):
+                self.cache.load(partition, key, value)
+
+    # -- offsets ---------------------------------------------------------------------
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """The changelog offset Redis holds data up to (changelog mode), else None.
+
+        Faust's recovery replays the changelog after this offset. Without a changelog
+        there is nothing to replay: Redis itself is the state.
+        """
+        if not self.config.changelog:
+            return None
+        covered = self._covered.get(tp)
+        if covered is not None:
+            return covered
+        stored = self.backend.read_offsets(self.prefix(tp.partition)).get(
+            offset_field(tp.topic, tp.partition)
+        )
+        return int(stored) if stored is not None else None
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        """Note a changelog offset whose write is in the cache; it is flushed with it."""
+        if self.config.changelog:
+            self._covered[tp] = max(offset, self._covered.get(tp, -1))
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT[Any]],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        """Replay changelog records into the cache (changelog mode only)."""
+        if not self.config.changelog:
+            if not self._ignored_changelog:
+                logger.warning(
+                    "table %s: ignoring changelog records: Redis is the source of truth",
+                    self.table_name,
+                )
+                self._ignored_changelog = True
+            return
+        for event in batch:
+            message = event.message
+            if message.key is None:
+                raise TypeError(f"Changelog entry is missing key: {message}")
+            self.cache.put(message.partition, message.key, message.value)
+            self._covered[message.tp] = max(message.offset, self._covered.get(message.tp, -1))
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Check Redis answers and follow revocations, which must flush first."""
+        await self.backend.retrying_async(self.backend.client.ping)
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
+
+    async def on_stop(self) -> None:
+        """Flush what is left, then close the connection pool."""
+        await self.flush(wait_for_producer=False)
+        self.backend.client.close()
+
+    @Service.task
+    async def _periodic_flush(self) -> None:
+        interval = self.config.flush_interval_s or float(self.app.conf.broker_commit_interval)
+        async for _ in self.itertimer(interval, name=f"RedisStore.flush.{self.table_name}"):
+            await self.flush()
+
+    async def _on_partitions_revoked(
+        self, sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        # Faust has drained the agents and flushed the producer: the state is complete.
+        await self.flush()
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        """Claim the partitions now ours; forget cached state others may have changed."""
+        await self.flush()
+        changelog = self.table.changelog_topic.get_topic_name()
+        actives = self.app.assignor.assigned_actives()
+        owned = {tp.partition for tp in assigned if tp.topic == changelog and tp in actives}
+        previous_owner = self._owner
+        self._owner = f"{self._member}:{generation_id}"
+        partitions = sorted(owned)
+        previous = self.backend.claim([self.prefix(p) for p in partitions], self._owner)
+        keep = {
+            p
+            for p, before in zip(partitions, previous, strict=True)
+            if before is not None and before.decode() == previous_owner
+        }
+        for partition in self.cache.partitions():
+            if partition not in keep:
+                self.cache.drop_partition(partition)
+        self._covered = {tp: o for tp, o in self._covered.items() if tp.partition in keep}
+        self._owned = owned
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Without a changelog: make the group resume each source partition where Redis is.
+
+        Faust seeks every partition to the group's committed offset right after this
+        call; committing the offsets Redis holds makes that seek land on them.
+        """
+        if self.config.changelog:
+            return
+        assignment = self.app.consumer.assignment()
+        resume: dict[TP, int] = {}
+        for partition in sorted(self._owned):
+            for field, value in self.backend.read_offsets(self.prefix(partition)).items():
+                if field == OWNER_FIELD:
+                    continue
+                named = parse_offset_field(field)
+                if named is not None and TP(*named) in assignment:
+                    resume[TP(*named)] = int(value)
+        if resume:
+            # Faust has no public call to commit chosen offsets; this is its own commit
+            # path (ThreadDelegateConsumer._commit), without the acked-offset filter.
+            await self.app.consumer._commit(resume)  # type: ignore[attr-defined]
+            logger.info(
+                "table %s: resuming %d partitions at the offsets in Redis",
+                self.table_name,
+                len(resume),
+            )
+
+    # -- flushing --------------------------------------------------------------------
+
+    async def flush(self, *, wait_for_producer: bool = True) -> None:
+        """Write every dirty entry and the offsets it covers to Redis, atomically.
+
+        The dirty set is taken first; producer delivery is awaited before writing, so
+        that no source offset reaches Redis ahead of the outputs of its events.
+        """
+        async with self._flush_lock:
+            dirty = self.cache.take_dirty()
+            covered, self._covered = self._covered, {}
+            if not dirty and not covered:
+                return
+            try:
+                if wait_for_producer and not self.config.changelog:
+                    await self.app.producer.flush()
+                writes = self._partition_writes(dirty, covered)
+                fenced = await self.backend.write(writes, self._owner)
+            except BaseException:
+                self.cache.restore_dirty(dirty)
+                for tp, offset in covered.items():
+                    self._covered[tp] = max(offset, self._covered.get(tp, offset))
+                raise
+            for write in writes:
+                if write.prefix in fenced:
+                    partition = next(p for p, x in self._prefixes.items() if x == write.prefix)
+                    logger.error(
+                        "table %s partition %d is owned by another worker now; "
+                        "dropping %d unflushed entries of it",
+                        self.table_name,
+                        partition,
+                        len(write.entries),
+                    )
+                    self.cache.drop_partition(partition)
+                    self._owned.discard(partition)
+            if self.config.cache_entries and len(self.cache) > self.config.cache_entries:
+                self.cache.evict_clean(self.config.cache_entries)
+
+    def _partition_writes(
+        self, dirty: Mapping[int, Mapping[bytes, bytes | None]], covered: Mapping[TP, int]
+    ) -> list[PartitionWrite]:
+        offsets: dict[int, dict[bytes, int]] = {}
+        for tp, offset in covered.items():
+            offsets.setdefault(tp.partition, {})[offset_field(tp.topic, tp.partition)] = offset
+        writes = []
+        for partition in sorted(set(dirty) | set(offsets)):
+            prefix = self.prefix(partition)
+            entries = {
+                entry_key(prefix, key): value for key, value in dirty.get(partition, {}).items()
+            }
+            writes.append(PartitionWrite(prefix, entries, offsets.get(partition, {})))
+        return writes
+
+    # -- Faust's local-state hooks (nothing is local) ---------------------------------
+
+    def reset_state(self) -> None:
+        """Nothing on local disk to reset."""
+
+    async def backup_partition(
+        self, tp: TP | int, flush: bool = True, purge: bool = False, keep: int = 1
+    ) -> None:
+        """Backups are Redis's business (AOF, replicas)."""
+
+    def restore_backup(self, tp: TP | int, latest: bool = True, backup_id: int = 0) -> None:
+        """Backups are Redis's business (AOF, replicas)."""

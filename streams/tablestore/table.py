@@ -1,0 +1,37 @@
+"""A Faust table that writes no changelog when its store does not want one.
+
+Faust's table sends every write to the changelog topic, its largest per-table cost. A
+``redis://`` store in its default mode keeps state durable in Redis instead, so with it
+this table skips the send; with any other store (memory://, rocksdb://, or redis:// with
+``changelog=true``) it behaves exactly like ``faust.Table``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+
+class Table(faust.Table[Any, Any]):
+    """``faust.Table``, minus changelog sends when the store is the source of truth."""
+
+    #: Read by RedisStore: this table honours ``uses_changelog = False``.
+    suppresses_changelog = True
+
+    def _writes_changelog(self) -> bool:
+        return bool(getattr(self.data, "uses_changelog", True))
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        """Record a write: to the changelog only when the store needs it."""
+        if self._writes_changelog():
+            super().on_key_set(key, value)
+        else:
+            self._sensor_on_set(self, key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        """Record a deletion: to the changelog only when the store needs it."""
+        if self._writes_changelog():
+            super().on_key_del(key)
+        else:
+            self._sensor_on_del(self, key)
