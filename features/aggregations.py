@@ -166,11 +166,13 @@ class OnlineWindow:
         end: Inclusive new end of the window, as an offset.
         amount: The current transaction's amount.
         length_ms: The window's length.
-        sum_cache: The amount sum of the current window, once computed.
+        amount_total: Sum of the window's amounts, left to right (kept only when an
+            aggregation of the window requires AMOUNT; computed once for all of them).
     """
 
     __slots__ = (
         "amount",
+        "amount_total",
         "amounts",
         "end",
         "fraud_times",
@@ -179,7 +181,6 @@ class OnlineWindow:
         "lo",
         "peers",
         "start",
-        "sum_cache",
         "times",
     )
 
@@ -194,17 +195,7 @@ class OnlineWindow:
         self.end = 0
         self.amount = 0.0
         self.length_ms = length_ms
-        self.sum_cache: float | None = None
-
-    def amount_sum(self) -> float:
-        """Sum of the window's amounts, left to right, computed once per transaction.
-
-        The engine resets ``sum_cache`` to None whenever it moves the window.
-        """
-        total = self.sum_cache
-        if total is None:
-            total = self.sum_cache = sum(self.amounts[self.lo : self.hi])
-        return total
+        self.amount_total = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -324,7 +315,7 @@ class MeanAmount(WindowAggregation):
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         count = w.hi - w.lo
-        return w.amount_sum() / count if count else 0.0
+        return w.amount_total / count if count else 0.0
 
     def offline(self, w: OfflineWindow) -> Floats:  # noqa: D102
         return w.amount_mean
@@ -342,7 +333,7 @@ class AmountToMean(WindowAggregation):
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         count = w.hi - w.lo
-        mean = w.amount_sum() / count if count else 0.0
+        mean = w.amount_total / count if count else 0.0
         return w.amount / mean if mean > 0.0 else 1.0
 
     def offline(self, w: OfflineWindow) -> Floats:  # noqa: D102
@@ -428,9 +419,9 @@ class FraudRisk(WindowAggregation):
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         count = w.hi - w.lo
-        if not count:
-            return 0.0
         frauds = w.fraud_times
+        if not count or not frauds:
+            return 0.0
         return (bisect_right(frauds, w.end) - bisect_right(frauds, w.start)) / count
 
     def offline(self, w: OfflineWindow) -> Floats:

@@ -78,6 +78,8 @@ _HAS_WATERMARK: Final = 1
 _HAS_AMOUNTS: Final = 2
 _HAS_PEERS: Final = 4
 _BIG_ENDIAN: Final = sys.byteorder == "big"
+#: Peer fingerprints remembered per entity kind (a few MB at most).
+_FINGERPRINT_MEMO: Final = 65_536
 
 #: Bytes per transaction for each column, and per fraud report.
 TIME_BYTES: Final = 4
@@ -287,13 +289,19 @@ class EntityWindows:
             required |= feature.aggregation.requires
             window = (feature.window_ms, feature.delay_ms)
             outputs.setdefault(window, []).append((position, feature.aggregation))
-        # One (length, delay, ((position, aggregation.online), ...)) per distinct window,
-        # plain tuples: the hot loop unpacks them instead of looking attributes up.
-        self._windows: tuple[tuple[int, int, tuple[tuple[int, _Reader], ...]], ...] = tuple(
-            (length, delay, tuple((position, agg.online) for position, agg in out))
+        # One (length, delay, sums amounts?, ((position, aggregation.online), ...)) per
+        # distinct window, plain tuples: the hot loop unpacks them, no attribute lookups.
+        self._windows: tuple[tuple[int, int, bool, tuple[tuple[int, _Reader], ...]], ...] = tuple(
+            (
+                length,
+                delay,
+                any(StateColumn.AMOUNT in agg.requires for _, agg in out),
+                tuple((position, agg.online) for position, agg in out),
+            )
             for (length, delay), out in outputs.items()
         )
         self._window = OnlineWindow(0)  # reused for every window of every read
+        self._fingerprints: dict[str, int] = {}
         self.keeps_amounts = StateColumn.AMOUNT in required
         self.keeps_peers = StateColumn.PEER in required
         self.keeps_frauds = StateColumn.FRAUD in required
@@ -340,7 +348,9 @@ class EntityWindows:
         Raises:
             EventTooOldError: The transaction is too late; nothing was changed.
         """
-        self.check(state, time_ms)
+        watermark = state.watermark_ms
+        if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
+            raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
         self._update(state, time_ms, amount, peer_id, out)
 
     def read_into(self, state: EntityState, time_ms: int, amount: float, out: list[float]) -> None:
@@ -358,7 +368,9 @@ class EntityWindows:
         Raises:
             EventTooOldError: The read is too far behind the state to be exact.
         """
-        self.check(state, time_ms)
+        watermark = state.watermark_ms
+        if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
+            raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
         self._read(state, time_ms, amount, -1, out)
 
     def record(self, state: EntityState, time_ms: int, amount: float, peer_id: str) -> None:
@@ -486,15 +498,28 @@ class EntityWindows:
             if self.keeps_amounts:
                 state.amounts.append(amount)
             if self.keeps_peers:
-                state.peers.append(peer_fingerprint(peer_id))
+                state.peers.append(self._fingerprint(peer_id))
         else:
             position = bisect_right(times, offset)
             times.insert(position, offset)
             if self.keeps_amounts:
                 state.amounts.insert(position, amount)
             if self.keeps_peers:
-                state.peers.insert(position, peer_fingerprint(peer_id))
+                state.peers.insert(position, self._fingerprint(peer_id))
         return position
+
+    def _fingerprint(self, peer_id: str) -> int:
+        """`peer_fingerprint`, memoised: a customer's terminals recur, and CRC-32 is not free.
+
+        The memo is cleared when it reaches `_FINGERPRINT_MEMO` ids, so it stays bounded.
+        """
+        memo = self._fingerprints
+        fingerprint = memo.get(peer_id)
+        if fingerprint is None:
+            if len(memo) >= _FINGERPRINT_MEMO:
+                memo.clear()
+            fingerprint = memo[peer_id] = peer_fingerprint(peer_id)
+        return fingerprint
 
     def _update(
         self, state: EntityState, time_ms: int, amount: float, peer_id: str, out: list[float]
@@ -502,7 +527,8 @@ class EntityWindows:
         """`update_into` once the lateness is checked."""
         position = self._insert(state, time_ms, amount, peer_id)
         self._read(state, time_ms, amount, position, out)
-        self._bound(state)
+        if len(state.times) > self.max_events:
+            self._bound(state)
 
     def _bound(self, state: EntityState) -> None:
         """Enforce ``max_events``, oldest first."""
@@ -532,16 +558,25 @@ class EntityWindows:
         w.peers = state.peers
         w.fraud_times = state.fraud_times
         w.amount = amount
-        for length, delay, readers in self._windows:
+        amounts = state.amounts
+        hi = 0
+        searched_end: int | None = None  # the end whose `hi` was last searched for
+        for length, delay, sums, readers in self._windows:
             end = time_ms - delay - base
-            hi = bisect_right(times, end) if delay or position < 0 else position + 1
+            if not delay and position >= 0:
+                hi = position + 1
+                searched_end = None
+            elif end != searched_end:  # windows sharing a delay share their new end
+                hi = bisect_right(times, end)
+                searched_end = end
             start = end - length
-            w.lo = bisect_right(times, start, 0, hi)
+            w.lo = lo = bisect_right(times, start, 0, hi)
             w.hi = hi
             w.start = start
             w.end = end
             w.length_ms = length
-            w.sum_cache = None
+            if sums:
+                w.amount_total = sum(amounts[lo:hi])
             for out_position, read in readers:
                 out[out_position] = read(w)
 

@@ -23,7 +23,6 @@ from features.spec import (
     EntityPolicy,
     Feature,
     FeatureSet,
-    FeatureType,
 )
 
 DAY = timedelta(days=1)
@@ -96,19 +95,18 @@ def test_select_keeps_the_order_asked_for() -> None:
 
 
 def test_a_new_feature_is_a_spec_change_that_both_engines_compute_alike() -> None:
-    """Shapes the default set does not use: a terminal window with no delay, a terminal's
-    distinct customers, a customer's frauds, a 14-day mean, in another order."""
+    """Shapes the default set does not use: a terminal window with no delay between two
+    with a delay, a terminal's distinct customers, a customer's frauds, a 14-day mean."""
     policies = {
         Entity.CUSTOMER: EntityPolicy(timedelta(hours=2), max_events=512, max_frauds=64),
         Entity.TERMINAL: TERMINAL_POLICY,
     }
     custom = FeatureSet(
         (
+            Feature("T_CUSTOMERS_3D", Entity.TERMINAL, DistinctPeers(), 3 * DAY, DAY),
             Feature("T_NB_TX_2H", Entity.TERMINAL, Count(), timedelta(hours=2)),
+            Feature("T_NB_TX_5D_AFTER_1D", Entity.TERMINAL, Count(), 5 * DAY, DAY),
             Feature("C_AVG_14D", Entity.CUSTOMER, MeanAmount(), 14 * DAY),
-            Feature(
-                "T_CUSTOMERS_3D", Entity.TERMINAL, DistinctPeers(), 3 * DAY, DAY, FeatureType.COUNT
-            ),
             Feature("C_RISK_20D_AFTER_3D", Entity.CUSTOMER, FraudRisk(), 20 * DAY, 3 * DAY),
             Feature("AMOUNT", Entity.TRANSACTION, Amount()),
         ),
@@ -117,7 +115,7 @@ def test_a_new_feature_is_a_spec_change_that_both_engines_compute_alike() -> Non
     data = generate_transactions(customers=60, terminals=40, days=60, seed=11)
     offline = compute_features(data, custom)
     online = replay_online(data, custom)
-    assert offline.columns[-5:] == list(custom.names)
+    assert offline.columns[-6:] == list(custom.names)
     assert mismatches(offline, online, custom) == {}
     assert offline["T_CUSTOMERS_3D"].max() > 1  # type: ignore[operator]
     assert offline.filter(pl.col("C_RISK_20D_AFTER_3D") > 0).height > 0
