@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import polars as pl
@@ -56,7 +57,7 @@ def main() -> None:
     best = min(seconds)
     print(
         f"best: {best:.2f} s ({transactions.height / best:,.0f} rows/s), "
-        f"median {sorted(seconds)[len(seconds) // 2]:.2f} s"
+        f"median {statistics.median(seconds):.2f} s"
     )
     print(f"load average before: {load_before}, after: {os.getloadavg()}")
 

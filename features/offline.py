@@ -79,7 +79,7 @@ def compute_features(
     out = frame.with_columns(
         _transaction_feature(f, time_expr, amount_expr) for f in features if f.name not in columns
     ).with_columns(columns.values())
-    kept = [c for c in transactions.columns if c not in columns and c not in features.names]
+    kept = [c for c in transactions.columns if c not in features.names]
     return out.select(*kept, *features.names)
 
 

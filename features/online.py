@@ -41,9 +41,17 @@ report's event time for its terminal is its transaction's time):
   on (the offline engine does the same using ``reported_at``). A duplicate report (same
   transaction time and id) is ignored. A report older than the retention is dropped and
   `EntityWindows.record_fraud` says so: no read that is not itself refused can need it.
+- A report and a transaction with the same timestamp: the parity contract processes the
+  report first (`stream_events`); the offline engine counts a fraud when
+  ``reported_at <= t``.
 - Expiry: an entity whose watermark is at least its retention behind the stream's event
   time (`EntityWindows.is_expired`) has nothing left in any window; deleting its state is
   unobservable to any later event not itself older than that time by the allowed lateness.
+  Expiry is by event time only; a wall-clock TTL would make replays differ.
+- Feature set changes: a state records which columns it keeps (``EntityState.layout``). A
+  state written under a feature set that did not keep a column now needed is not misread:
+  `EntityWindows.read_into` refuses it, updates restart its history and count it in
+  ``overflow``.
 """
 
 from __future__ import annotations
@@ -75,8 +83,13 @@ _FORMAT_VERSION: Final = 1
 #: version, flags, transactions, frauds, overflow, base_ms, watermark_ms (little-endian).
 _HEADER: Final = struct.Struct("<BBIIIqq")
 _HAS_WATERMARK: Final = 1
-_HAS_AMOUNTS: Final = 2
-_HAS_PEERS: Final = 4
+#: Layout bits (`EntityState.layout`): the columns a state keeps, once a spec adopted it.
+KEEPS_AMOUNTS: Final = 2
+KEEPS_PEERS: Final = 4
+KEEPS_FRAUDS: Final = 8
+LAYOUT_SET: Final = 16
+_COLUMNS: Final = KEEPS_AMOUNTS | KEEPS_PEERS | KEEPS_FRAUDS
+_LAYOUT: Final = _COLUMNS | LAYOUT_SET
 _BIG_ENDIAN: Final = sys.byteorder == "big"
 #: Peer fingerprints remembered per entity kind (a few MB at most).
 _FINGERPRINT_MEMO: Final = 65_536
@@ -124,7 +137,10 @@ class EntityState:
         peers: Their peer fingerprints, when needed (else empty).
         fraud_times: Transaction times of reported frauds, offsets, ascending.
         fraud_ids: Fingerprints of those transactions' ids, aligned with ``fraud_times``.
-        overflow: Events dropped because the state was full (0 in a healthy system).
+        overflow: Events dropped because the state was full, or because a new feature
+            set needed a column this state never kept (0 in a healthy system).
+        layout: Which columns the state keeps (``KEEPS_*`` bits, with ``LAYOUT_SET``
+            once an `EntityWindows` adopted it; 0 for a new state).
     """
 
     __slots__ = (
@@ -132,6 +148,7 @@ class EntityState:
         "base_ms",
         "fraud_ids",
         "fraud_times",
+        "layout",
         "overflow",
         "peers",
         "times",
@@ -147,6 +164,7 @@ class EntityState:
         self.fraud_times: array[int] = array("I")
         self.fraud_ids: array[int] = array("Q")
         self.overflow = 0
+        self.layout = 0
 
     def __len__(self) -> int:
         return len(self.times)
@@ -169,13 +187,18 @@ class EntityState:
         return [self.base_ms + offset for offset in self.times]
 
     def to_bytes(self) -> bytes:
-        """The compact, versioned byte form stored in the tables."""
+        """The compact, versioned byte form stored in the tables.
+
+        Raises:
+            ValueError: The columns the layout names are not aligned with ``times``.
+        """
         n = len(self.times)
-        flags = 0 if self.watermark_ms is None else _HAS_WATERMARK
-        if n and len(self.amounts) == n:
-            flags |= _HAS_AMOUNTS
-        if n and len(self.peers) == n:
-            flags |= _HAS_PEERS
+        layout = self.layout & _LAYOUT
+        flags = layout | (0 if self.watermark_ms is None else _HAS_WATERMARK)
+        if len(self.amounts) != (n if layout & KEEPS_AMOUNTS else 0) or len(self.peers) != (
+            n if layout & KEEPS_PEERS else 0
+        ):
+            raise ValueError(f"inconsistent state: {self!r}")
         header = _HEADER.pack(
             _FORMAT_VERSION,
             flags,
@@ -186,9 +209,9 @@ class EntityState:
             self.watermark_ms or 0,
         )
         parts = [header, _little(self.times)]
-        if flags & _HAS_AMOUNTS:
+        if layout & KEEPS_AMOUNTS:
             parts.append(_little(self.amounts))
-        if flags & _HAS_PEERS:
+        if layout & KEEPS_PEERS:
             parts.append(_little(self.peers))
         parts += [_little(self.fraud_times), _little(self.fraud_ids)]
         return b"".join(parts)
@@ -214,8 +237,8 @@ class EntityState:
         expected = (
             _HEADER.size
             + n * TIME_BYTES
-            + (n * AMOUNT_BYTES if flags & _HAS_AMOUNTS else 0)
-            + (n * PEER_BYTES if flags & _HAS_PEERS else 0)
+            + (n * AMOUNT_BYTES if flags & KEEPS_AMOUNTS else 0)
+            + (n * PEER_BYTES if flags & KEEPS_PEERS else 0)
             + m * FRAUD_BYTES
         )
         if len(data) != expected:
@@ -225,11 +248,12 @@ class EntityState:
         state.base_ms = base_ms
         state.watermark_ms = watermark_ms if flags & _HAS_WATERMARK else None
         state.overflow = overflow
+        state.layout = flags & _LAYOUT
         at = _HEADER.size
         at = _load(state.times, view, at, n)
-        if flags & _HAS_AMOUNTS:
+        if flags & KEEPS_AMOUNTS:
             at = _load(state.amounts, view, at, n)
-        if flags & _HAS_PEERS:
+        if flags & KEEPS_PEERS:
             at = _load(state.peers, view, at, n)
         at = _load(state.fraud_times, view, at, m)
         _load(state.fraud_ids, view, at, m)
@@ -305,6 +329,12 @@ class EntityWindows:
         self.keeps_amounts = StateColumn.AMOUNT in required
         self.keeps_peers = StateColumn.PEER in required
         self.keeps_frauds = StateColumn.FRAUD in required
+        self.layout = (
+            LAYOUT_SET
+            | (KEEPS_AMOUNTS if self.keeps_amounts else 0)
+            | (KEEPS_PEERS if self.keeps_peers else 0)
+            | (KEEPS_FRAUDS if self.keeps_frauds else 0)
+        )
 
     @property
     def max_state_bytes(self) -> int:
@@ -371,6 +401,11 @@ class EntityWindows:
         watermark = state.watermark_ms
         if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
             raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
+        if state.layout != self.layout and state.layout and self.layout & ~state.layout:
+            raise ValueError(
+                f"{self.entity.value} state keeps columns {state.layout:#x}, these features "
+                f"need {self.layout:#x}: it was written under another feature set"
+            )
         self._read(state, time_ms, amount, -1, out)
 
     def record(self, state: EntityState, time_ms: int, amount: float, peer_id: str) -> None:
@@ -388,6 +423,8 @@ class EntityWindows:
             EventTooOldError: The transaction is too late; nothing was changed.
         """
         self.check(state, time_ms)
+        if state.layout != self.layout:
+            self._conform(state)
         self._insert(state, time_ms, amount, peer_id)
         self._bound(state)
 
@@ -406,6 +443,8 @@ class EntityWindows:
         """
         if not self.keeps_frauds:
             return False
+        if state.layout != self.layout:
+            self._conform(state)
         watermark = state.watermark_ms
         if watermark is None:
             self._start(state, tx_time_ms)
@@ -440,6 +479,31 @@ class EntityWindows:
         return watermark is None or watermark <= now_ms - self.retention_ms
 
     # --- internals: the hot path -------------------------------------------------------
+
+    def _conform(self, state: EntityState) -> None:
+        """Adopt a new state, or one written under a feature set with other columns.
+
+        Columns no longer needed are dropped. If a needed column was never kept (a feature
+        was added that needs amounts, peers or frauds this state did not record), the
+        state's history cannot give exact features: its transactions are forgotten and
+        counted in ``overflow``, and it is exact again one retention later. (Replaying the
+        retention rebuilds it exactly at once.)
+        """
+        missing = self.layout & ~state.layout & _COLUMNS
+        if state.layout and missing:
+            state.overflow += len(state.times) + len(state.fraud_times)
+            for column in (state.times, state.amounts, state.peers):
+                del column[:]
+            del state.fraud_times[:]
+            del state.fraud_ids[:]
+        if not self.keeps_amounts:
+            del state.amounts[:]
+        if not self.keeps_peers:
+            del state.peers[:]
+        if not self.keeps_frauds:
+            del state.fraud_times[:]
+            del state.fraud_ids[:]
+        state.layout = self.layout
 
     def _start(self, state: EntityState, time_ms: int) -> None:
         """First event of a state: the base leaves room for any event that can follow."""
@@ -525,6 +589,8 @@ class EntityWindows:
         self, state: EntityState, time_ms: int, amount: float, peer_id: str, out: list[float]
     ) -> None:
         """`update_into` once the lateness is checked."""
+        if state.layout != self.layout:
+            self._conform(state)
         position = self._insert(state, time_ms, amount, peer_id)
         self._read(state, time_ms, amount, position, out)
         if len(state.times) > self.max_events:

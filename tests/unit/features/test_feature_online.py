@@ -10,6 +10,7 @@ from feature_reference import Report, Tx, reference_features
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.aggregations import Count, DistinctPeers
 from features.online import (
     EntityState,
     EventTooOldError,
@@ -20,8 +21,10 @@ from features.spec import (
     CUSTOMER_POLICY,
     DEFAULT_FEATURES,
     HANDBOOK_FEATURES,
+    TERMINAL_POLICY,
     Entity,
     EntityPolicy,
+    Feature,
     FeatureSet,
 )
 
@@ -98,6 +101,49 @@ def test_the_state_bound_is_enforced_and_counted() -> None:
     windows = engine.online.entities
     assert len(customer.to_bytes()) <= windows[Entity.CUSTOMER].max_state_bytes
     assert len(terminal.to_bytes()) <= windows[Entity.TERMINAL].max_state_bytes
+
+
+def test_a_state_from_a_feature_set_with_other_columns_is_conformed_or_refused() -> None:
+    """Adding a feature that needs a column old states never kept must not misalign them."""
+    old_terminal = OnlineFeatures().entities[Entity.TERMINAL]  # keeps times and frauds
+    state = EntityState()
+    for k in range(3):
+        old_terminal.record(state, T0 + k * HOUR, 1.0, "C1")
+    data = state.to_bytes()
+    needs_peers = FeatureSet(
+        (Feature("T_CUSTOMERS", Entity.TERMINAL, DistinctPeers(), timedelta(days=1)),),
+        {Entity.TERMINAL: TERMINAL_POLICY},
+    )
+    new_terminal = OnlineFeatures(needs_peers).entities[Entity.TERMINAL]
+    with pytest.raises(ValueError, match="another feature set"):
+        new_terminal.read_into(EntityState.from_bytes(data), T0 + DAY, 1.0, [0.0])
+    loaded = EntityState.from_bytes(data)
+    vector = [0.0]
+    new_terminal.update_into(loaded, T0 + DAY, 1.0, "C2", vector)
+    assert vector == [1.0]  # history without peers forgotten: only this transaction
+    assert loaded.overflow == 3
+    # Fewer columns needed: dropped without loss.
+    customer = OnlineFeatures().entities[Entity.CUSTOMER]
+    rich = EntityState()
+    customer.record(rich, T0, 5.0, "T1")
+    counts_only = FeatureSet(
+        (Feature("C_NB", Entity.CUSTOMER, Count(), timedelta(days=1)),),
+        {Entity.CUSTOMER: CUSTOMER_POLICY},
+    )
+    OnlineFeatures(counts_only).entities[Entity.CUSTOMER].update_into(
+        rich, T0 + 1, 5.0, "T1", vector
+    )
+    assert vector == [2.0]
+    assert rich.overflow == 0
+    assert len(rich.to_bytes()) == 30 + 2 * 4
+
+
+def test_an_inconsistent_state_is_not_written() -> None:
+    state = EntityState()
+    OnlineFeatures().entities[Entity.CUSTOMER].record(state, T0, 5.0, "T1")
+    state.amounts.append(1.0)
+    with pytest.raises(ValueError, match="inconsistent"):
+        state.to_bytes()
 
 
 def test_the_default_bounds_in_bytes() -> None:

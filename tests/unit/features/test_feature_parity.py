@@ -25,6 +25,7 @@ from features import dataset
 from features.aggregations import OfflineWindow
 from features.offline import compute_features
 from features.online import replay_online, stream_events
+from features.simulator import SimulationConfig, simulate
 from features.spec import DEFAULT_FEATURES, FeatureSet
 
 
@@ -174,3 +175,12 @@ def test_both_engines_equal_the_definitions_on_window_edges(frame: pl.DataFrame)
     reference = reference_frame(frame, DEFAULT_FEATURES)
     assert mismatches(offline, reference, DEFAULT_FEATURES) == {}
     assert mismatches(offline, online, DEFAULT_FEATURES) == {}
+
+
+def test_parity_holds_on_the_simulator_output_too() -> None:
+    """The simulator's data (handbook-like, reports within 7 days) through both engines."""
+    data = simulate(SimulationConfig(customers=150, terminals=300, days=60, seed=3))
+    assert data.height > 10_000
+    assert data[dataset.IS_FRAUD].sum() > 0
+    online = replay_online(data, expire_every_ms=DAY_MS)
+    assert mismatches(compute_features(data), online, DEFAULT_FEATURES) == {}
