@@ -10,6 +10,11 @@ A window of an entity's history is given to both as a half-open index range ``[l
 over its transactions sorted by time (online: arrival order among equal times; offline:
 ``(tx_time, tx_id)`` order), plus its time bounds ``(start, end]`` for aggregations that
 look at events by time (fraud reports are counted by their transaction's time).
+
+A new aggregation: subclass `WindowAggregation`, name the state columns it needs in
+``requires``, write both methods, and use it in a `features.spec.Feature`. The engines
+need no change; the parity tests then hold the two methods to each other (and the slow
+reference in tests/unit/features/feature_reference.py needs its definition too).
 """
 
 from __future__ import annotations
@@ -151,9 +156,9 @@ class DuringNight(TransactionAttribute):
 class OnlineWindow:
     """One window of one entity's online state, as the online engine hands it over.
 
-    The engine reuses one instance per distinct (window, delay) and overwrites its fields
-    for every transaction: no allocation per event on the hot path. Times are offsets in
-    milliseconds from the state's base.
+    The engine keeps one instance per entity kind and overwrites its fields for each
+    window of each transaction in turn: no allocation per event on the hot path. Times are
+    offsets in milliseconds from the state's base. Aggregations only read it.
 
     Attributes:
         times: Transaction times of the entity, ascending.

@@ -285,6 +285,8 @@ class EntityWindows:
 
     Values are written into a caller's vector at the features' positions in the feature
     set, so a full vector is assembled without copies (`OnlineFeatures.new_vector`).
+    One instance reuses a scratch window between calls: share it between coroutines of
+    one thread (as Faust agents do), not between threads.
 
     Attributes:
         entity: The entity.
@@ -295,6 +297,7 @@ class EntityWindows:
         keeps_amounts: Whether states keep amounts.
         keeps_peers: Whether states keep peer fingerprints.
         keeps_frauds: Whether states keep fraud reports.
+        layout: The `EntityState.layout` of states these windows keep.
     """
 
     def __init__(self, features: FeatureSet, entity: Entity) -> None:
