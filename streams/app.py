@@ -58,4 +58,12 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "consumer_auto_offset_reset": "earliest",
     }
     options.update(overrides)
-    return faust.App(settings.app_id, **options)
+    app = faust.App(settings.app_id, **options)
+    # Read by redis:// table stores: the key namespace and password from these settings,
+    # so the password never has to appear in a store URL (Faust logs those).
+    password = settings.redis_password
+    app.redis_store_defaults = {  # type: ignore[attr-defined]  # our attribute on faust.App
+        "namespace": settings.redis_key_prefix,
+        "password": password.get_secret_value() if password else None,
+    }
+    return app

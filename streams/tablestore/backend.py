@@ -98,6 +98,11 @@ class Backoff:
         wait, self._next_s = self._next_s, min(self._next_s * 2, self.cap_s)
         return wait
 
+    @property
+    def in_outage(self) -> bool:
+        """Whether the last call failed and no call has succeeded since."""
+        return self._down_since is not None
+
     def succeeded(self) -> None:
         """Record a success; log the end of an outage."""
         if self._down_since is not None:
@@ -139,6 +144,14 @@ class RedisBackend:
                 continue
             self._backoff.succeeded()
             return result
+
+    def wait_while_down(self) -> None:
+        """Block while an outage lasts, so the worker processes (and acks) nothing.
+
+        Cheap when Redis is up: one attribute read. Called on the store's hot path.
+        """
+        if self._backoff.in_outage:
+            self.retrying(self.client.ping)
 
     def get(self, key: bytes) -> bytes | None:
         """One entry."""

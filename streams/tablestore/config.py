@@ -74,8 +74,12 @@ def parse_store_config(
     url: str | URL,
     options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    app_defaults: Mapping[str, Any] | None = None,
 ) -> StoreConfig:
-    """Combine the store URL, the table options and the environment.
+    """Combine the store URL, the table options, the app's settings and the environment.
+
+    Precedence: table options, URL query, ``app_defaults`` (``namespace`` and
+    ``password`` from the fraudstream settings of the app), environment, defaults.
 
     Raises:
         StoreConfigError: an unknown option, a bad value or an unsupported scheme.
@@ -107,9 +111,18 @@ def parse_store_config(
         db = int(db_path) if db_path else 0
     except ValueError:
         raise StoreConfigError(f"Redis db must be a number, got {db_path!r}") from None
-    password = merged.get("password") or parsed.password or environ.get(env_var("redis_password"))
+    app_defaults = app_defaults or {}
+    password = (
+        merged.get("password")
+        or parsed.password
+        or app_defaults.get("password")
+        or environ.get(env_var("redis_password"))
+    )
     namespace = str(
-        merged.get("namespace") or environ.get(env_var("redis_key_prefix")) or DEFAULT_NAMESPACE
+        merged.get("namespace")
+        or app_defaults.get("namespace")
+        or environ.get(env_var("redis_key_prefix"))
+        or DEFAULT_NAMESPACE
     )
     flush_interval = merged.get("flush_interval")
     return StoreConfig(

@@ -59,6 +59,8 @@ from faust.streams import current_event
 from faust.types import TP, AppT, CollectionT, EventT
 from mode import Service
 from mode.types.signals import BaseSignalT
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from yarl import URL
 
 from streams.tablestore.backend import PartitionWrite, RedisBackend
@@ -87,8 +89,12 @@ class RedisStore(base.SerializedStore[Any, Any]):
 
     def __init__(self, url: str | URL, app: AppT, table: CollectionT, **kwargs: Any) -> None:
         super().__init__(url, app, table, **kwargs)
-        self.config = parse_store_config(self.url, self.options)
-        client = redis.Redis(**self.config.client_kwargs())
+        self.config = parse_store_config(
+            self.url, self.options, app_defaults=getattr(app, "redis_store_defaults", None)
+        )
+        # No retries inside redis-py: the backend's own backoff retries every call, and
+        # logs an outage once, which redis-py's silent retries would hide.
+        client = redis.Redis(**self.config.client_kwargs(), retry=Retry(NoBackoff(), 0))
         self.backend = RedisBackend(
             client, ttl_ms=self.config.ttl_s * 1000, description=self.config.description
         )
@@ -135,6 +141,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         event = current_event()
         if event is None:
             return self._get_outside_stream(key)
+        self.backend.wait_while_down()
         partition = event.message.partition
         cached = self.cache.get(partition, key)
         if cached is not MISSING:
@@ -156,6 +163,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 f"table {self.table_name}: writes must happen while processing an event "
                 "(the store needs its partition and offset)"
             )
+        self.backend.wait_while_down()
         message = event.message
         self.cache.put(message.partition, key, value)
         if not self.config.changelog:
