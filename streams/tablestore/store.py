@@ -63,6 +63,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from yarl import URL
 
+from streams.tablestore import resume
 from streams.tablestore.backend import PartitionWrite, RedisBackend
 from streams.tablestore.cache import MISSING, WriteBackCache
 from streams.tablestore.config import StoreConfig, parse_store_config
@@ -108,6 +109,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._owned: set[int] = set()
         self._flush_lock = asyncio.Lock()
         self._ignored_changelog = False
+        self._resume: dict[TP, int] = {}
         if not self.config.changelog and getattr(table, "window", None) is not None:
             raise RedisStoreError(
                 f"table {self.table_name}: windowed tables need changelog=true on redis://"
@@ -285,6 +287,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
         """Check Redis answers and follow revocations, which must flush first."""
         await self.backend.retrying_async(self.backend.client.ping)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
+        if not self.config.changelog:
+            resume.install(self.app.consumer, self.resume_offsets)
 
     async def on_stop(self) -> None:
         """Flush what is left, then close the connection pool."""
@@ -331,10 +335,11 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._owned = owned
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        """Without a changelog: make the group resume each source partition where Redis is.
+        """Without a changelog: note where Redis says each source partition resumes.
 
         Faust seeks every partition to the group's committed offset right after this
-        call; committing the offsets Redis holds makes that seek land on them.
+        call; committing Redis's offsets makes that seek land on them, and the seek
+        wrapper installed at start (``resume``) enforces them even if the commit failed.
         """
         if self.config.changelog:
             return
@@ -347,15 +352,21 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 named = parse_offset_field(field)
                 if named is not None and TP(*named) in assignment:
                     resume[TP(*named)] = int(value)
+        self._resume = resume
         if resume:
-            # Faust has no public call to commit chosen offsets; this is its own commit
+            # Faust has no public call to commit chosen offsets: this is its own commit
             # path (ThreadDelegateConsumer._commit), without the acked-offset filter.
-            await self.app.consumer._commit(resume)  # type: ignore[attr-defined]
+            committed = await self.app.consumer._commit(resume)  # type: ignore[attr-defined]
             logger.info(
-                "table %s: resuming %d partitions at the offsets in Redis",
+                "table %s: resuming %d partitions at the offsets in Redis%s",
                 self.table_name,
                 len(resume),
+                "" if committed else " (group commit refused; seeking anyway)",
             )
+
+    def resume_offsets(self) -> dict[TP, int]:
+        """Source offsets to resume at, read from Redis at the last assignment."""
+        return dict(self._resume)
 
     # -- flushing --------------------------------------------------------------------
 
