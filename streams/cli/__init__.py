@@ -14,6 +14,8 @@ import typer
 from pydantic import ValidationError
 
 from streams.cli import demo, generate, infra, settings_cmd, worker
+from streams.cli import model as model_cmd
+from streams.cli import train as train_cmd
 from streams.settings import Settings
 
 cli = typer.Typer(
@@ -24,7 +26,9 @@ cli = typer.Typer(
     add_completion=False,
 )
 cli.add_typer(infra.cli, name="infra")
+cli.add_typer(model_cmd.cli, name="model")
 cli.command("worker")(worker.worker)
+cli.command("train")(train_cmd.train)
 cli.command("demo")(demo.demo)
 cli.command("settings")(settings_cmd.show_settings)
 cli.command("generate")(generate.generate)

@@ -1,0 +1,99 @@
+"""``fraudstream model``: list, show and promote the versions of the model registry.
+
+The registry directory is the settings' ``model_registry_dir`` (``--registry`` or
+``FRAUDSTREAM_MODEL_REGISTRY_DIR``). Promotion checks the version as a worker would load
+it (artifact sha256, trusted types, features against the running feature spec) and
+refuses it otherwise, with one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import typer
+
+from streams.settings import Settings
+
+cli = typer.Typer(
+    help="Inspect and promote model versions in the registry.",
+    no_args_is_help=True,
+)
+
+
+@cli.command("list")
+def list_versions(ctx: typer.Context) -> None:
+    """List every version, oldest first; the current one is marked with '*'."""
+    from models.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(_settings(ctx).model_registry_dir)
+    try:
+        versions = registry.versions()
+        current = registry.current()
+    except RegistryError as exc:
+        _fail("list", str(exc))
+    if not versions:
+        typer.echo(f"no model versions in {registry.root}")
+        return
+    typer.echo(
+        f"  {'version':<32} {'kind':<24} {'features':>8} {'AUC':>6} {'AP':>6} {'CP@k':>6} "
+        f"{'threshold':>10}  train period"
+    )
+    for metadata in versions:
+        test = metadata.metrics.get("test", {})
+        marker = "*" if current and current.version == metadata.version else " "
+        typer.echo(
+            f"{marker} {metadata.version:<32} {metadata.kind.value:<24} "
+            f"{len(metadata.feature_names):>8} {_num(test.get('auc_roc'))} "
+            f"{_num(test.get('average_precision'))} {_num(test.get('card_precision'))} "
+            f"{metadata.threshold_value:>10.4g}  {metadata.training.get('period', '?')}"
+        )
+
+
+@cli.command("show")
+def show(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The version id (see `model list`).")],
+) -> None:
+    """Print a version's metadata (JSON): features, threshold, metrics, provenance."""
+    from models.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(_settings(ctx).model_registry_dir)
+    try:
+        metadata = registry.metadata(version)
+    except RegistryError as exc:
+        _fail("show", str(exc))
+    typer.echo(metadata.to_json(), nl=False)
+
+
+@cli.command("promote")
+def promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="The version id to make current.")],
+) -> None:
+    """Make a version the current one, after checking that workers could load it."""
+    from features.spec import DEFAULT_FEATURES
+    from models.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(_settings(ctx).model_registry_dir)
+    try:
+        promotion = registry.promote(version, DEFAULT_FEATURES.names)
+    except RegistryError as exc:
+        _fail("promote", str(exc))
+    typer.echo(f"promoted {promotion.version} (previous: {promotion.previous or 'none'})")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    """The frozen settings the top-level callback put in the context."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def _num(value: object) -> str:
+    return f"{value:>6.3f}" if isinstance(value, int | float) else f"{'-':>6}"
+
+
+def _fail(command: str, message: str) -> NoReturn:
+    """Print one line to stderr and exit 1, without a traceback."""
+    typer.echo(f"fraudstream model {command}: {message}", err=True)
+    raise typer.Exit(1)
