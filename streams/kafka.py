@@ -12,7 +12,7 @@ import logging
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -25,6 +25,22 @@ logger = logging.getLogger(__name__)
 #: Kafka protocol error codes that ``create_topics`` reports per topic.
 _TOPIC_ALREADY_EXISTS = 36
 _NO_ERROR = 0
+
+
+#: Kafka header with the wall-clock time at which a producer handed the event to Kafka, as
+#: epoch milliseconds in ASCII decimal (``b"1718031234567"``): readable in any language.
+#: Event timestamps of replayed data are historical, so an alert's latency_ms is measured
+#: from this header instead (DESIGN: Alert). Set by ``fraudstream replay`` on every event.
+SENT_AT_HEADER: Final = "fraudstream-sent-ms"
+
+#: Topic configs of the event topics (transactions, fraud-reports). Their Kafka timestamps
+#: are event times (CreateTime, set by the producer), years old for a replayed dataset:
+#: with time-based retention the broker would delete a replay within its next retention
+#: check. Bound their size with retention.bytes or tiered storage instead.
+EVENT_TOPIC_CONFIG: Final[Mapping[str, str]] = {
+    "retention.ms": "-1",
+    "message.timestamp.type": "CreateTime",
+}
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -71,11 +87,29 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 
 def product_topics(settings: Settings) -> list[TopicSpec]:
-    """The topics the product reads and writes, with the configured partition count."""
+    """The topics the product reads and writes, with the configured partition count.
+
+    The event topics (transactions, fraud-reports) carry ``EVENT_TOPIC_CONFIG``.
+    """
+    names = settings.topic_names
+    event_topics = {names["transactions"], names["fraud_reports"]}
     return [
-        TopicSpec(name, settings.topic_partitions, settings.topic_replication_factor)
-        for name in settings.topic_names.values()
+        TopicSpec(
+            name,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+            config=dict(EVENT_TOPIC_CONFIG) if name in event_topics else {},
+        )
+        for name in names.values()
     ]
+
+
+def sent_at_ms(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
+    """Read the ``SENT_AT_HEADER`` of a consumed message; None when absent or malformed."""
+    for name, value in headers or ():
+        if name == SENT_AT_HEADER:
+            return int(value) if value.isdigit() else None
+    return None
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[TopicSpec]) -> list[str]:

@@ -1,0 +1,432 @@
+"""The replay's Kafka edge: topic checks, an idempotent producer, batches, pacing.
+
+Events go out in the order ``streams.replay.events`` gives them. The producer is
+idempotent (``enable_idempotence``: acks from all in-sync replicas, sequence numbers, at
+most one batch in flight per partition in aiokafka), so every partition receives its
+events exactly once and in that order, retries included.
+
+Keys and partitions: a transaction is keyed by ``customer_id`` (the score agent's
+partitioning), a fraud report by ``terminal_id`` (the terminal agent's; DESIGN "Data
+flow"). Partitions are chosen as Kafka's default partitioner does (murmur2 of the key,
+as the Java client and Faust do), so any other producer of the same keys agrees.
+
+Batching: records are appended straight into aiokafka batch builders, one open builder
+per topic-partition, each sent when full, when older than ``LINGER_S``, before the
+sender sleeps for the pace, and at the end. That skips ``AIOKafkaProducer.send``'s
+per-record coroutine and future (the per-event cost that matters at 50,000 events/s);
+aiokafka still assigns the idempotent sequence numbers when it drains a batch. It also
+holds at most one queued batch per partition, which bounds the replay's memory.
+
+Every record carries ``streams.kafka.SENT_AT_HEADER``: the wall-clock time (epoch ms) at
+which the replay handed it to the producer, read once per slice of at most
+``SLICE_EVENTS`` events. An alert's latency measured from it therefore includes the
+producer's batching (at most ``LINGER_S`` at a pace, a batch's fill time at ``max``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import polars as pl
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidTimestampError, KafkaConnectionError, KafkaError
+from aiokafka.partitioner import murmur2
+
+from streams.kafka import (
+    SENT_AT_HEADER,
+    BrokerUnavailableError,
+    client_options,
+    ensure_topics,
+    product_topics,
+)
+from streams.replay.events import REPORT, TRANSACTION, StreamStats, count
+from streams.replay.pacing import Pacer
+from streams.replay.reader import iso_ms
+from streams.settings import Settings
+
+#: Most bytes in one record batch (the broker's message.max.bytes defaults to 1 MiB).
+BATCH_BYTES: Final = 512 * 1024
+#: An open batch is sent once it is this old, so a quiet partition is not held back.
+LINGER_S: Final = 0.05
+#: Events appended per pacing decision, clock read and progress report.
+SLICE_EVENTS: Final = 1024
+#: A topic must keep replayed events at least this long after they are sent.
+MIN_KEEP_MS: Final = 24 * 3600 * 1000
+#: Memoised key hashes; beyond this many distinct keys the memo starts over.
+_MAX_MEMO_KEYS: Final = 1_000_000
+
+
+class ReplayError(RuntimeError):
+    """Kafka refused the replay or failed during it; the message is one line."""
+
+
+class SourceFailedError(RuntimeError):
+    """The events' source failed during the replay, after what was sent was delivered.
+
+    Attributes:
+        cause: The source's exception.
+        result: What was sent (and delivered) before it failed.
+    """
+
+    def __init__(self, cause: Exception, result: ReplayResult) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class SentEvent:
+    """The last event handed to Kafka, to say how far a replay got.
+
+    Attributes:
+        kind: ``events.TRANSACTION`` or ``events.REPORT``.
+        tx_id: The transaction (the reported one, for a report).
+        time_ms: Its event time.
+    """
+
+    kind: int
+    tx_id: str
+    time_ms: int
+
+    def describe(self) -> str:
+        """E.g. ``transaction 0001234 at 2018-04-03T10:00:00.000Z``."""
+        what = "transaction" if self.kind == TRANSACTION else "fraud report of"
+        return f"{what} {self.tx_id} at {iso_ms(self.time_ms)}"
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay sent.
+
+    Attributes:
+        stats: Events sent, by kind, and their event-time span.
+        last: The last event sent, if any.
+        elapsed_s: Wall-clock seconds from the producer's start to the last acknowledgement.
+        interrupted: Whether it stopped early on request (Ctrl-C); everything counted
+            in ``stats`` was still delivered.
+    """
+
+    stats: StreamStats = field(default_factory=StreamStats)
+    last: SentEvent | None = None
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+
+#: Called after every slice with the counts so far and the last event time.
+ProgressCallback = Callable[[StreamStats, int], None]
+
+
+def kafka_partition(key_hash: int, partitions: int) -> int:
+    """Kafka's default partition of a key hash (``murmur2(key) & 0x7fffffff``)."""
+    return key_hash % partitions
+
+
+class KeyHashes:
+    """murmur2 key hashes as Kafka's default partitioner computes them, memoised.
+
+    aiokafka's murmur2 is pure Python (about 2 us per short key); a dataset has far fewer
+    customers and terminals than events, so each is hashed once.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[bytes, int] = {}
+
+    def __call__(self, keys: Sequence[bytes]) -> list[int]:
+        """The positive murmur2 hash of each key."""
+        memo = self._memo
+        if len(memo) > _MAX_MEMO_KEYS:
+            memo.clear()
+        hashes = []
+        for key in keys:
+            hashed = memo.get(key)
+            if hashed is None:
+                hashed = memo[key] = murmur2(key) & 0x7FFFFFFF
+            hashes.append(hashed)
+        return hashes
+
+
+def topic_config_problem(
+    topic: str, config: dict[str, str], oldest_ms: int, now_ms: int
+) -> str | None:
+    """Why a topic would refuse or soon delete events as old as ``oldest_ms``, or None.
+
+    Args:
+        topic: The topic's name, for the message.
+        config: Its effective configs (``retention.ms``, ``message.timestamp.type``,
+            ``message.timestamp.before.max.ms``; missing ones are not checked).
+        oldest_ms: Event time of the oldest event to send.
+        now_ms: The wall clock, epoch ms.
+    """
+    if config.get("message.timestamp.type", "CreateTime") != "CreateTime":
+        return (
+            f"topic {topic} overwrites event timestamps with the append time "
+            "(message.timestamp.type=LogAppendTime); set it to CreateTime"
+        )
+    age_ms = now_ms - oldest_ms
+    before_max = int(config.get("message.timestamp.before.max.ms", "-1"))
+    if 0 <= before_max < age_ms:
+        return (
+            f"topic {topic} refuses events older than {before_max} ms "
+            f"(message.timestamp.before.max.ms) and the replay starts at {iso_ms(oldest_ms)}"
+        )
+    retention = int(config.get("retention.ms", "-1"))
+    if 0 <= retention < age_ms + MIN_KEEP_MS:
+        return (
+            f"topic {topic} deletes events older than {retention} ms (retention.ms) and the "
+            f"replay starts at {iso_ms(oldest_ms)}: the broker would delete them; set "
+            "retention.ms=-1 on it (fraudstream declares its topics so) or replay later dates"
+        )
+    return None
+
+
+async def prepare_topics(settings: Settings, oldest_ms: int) -> tuple[str, str]:
+    """Declare the product topics and check that the event topics keep old events.
+
+    Returns:
+        The transactions and fraud-reports topic names.
+
+    Raises:
+        BrokerUnavailableError: No broker answers.
+        ReplayError: A topic would refuse or delete the replayed events.
+    """
+    await ensure_topics(settings, product_topics(settings))
+    names = (settings.topic_names["transactions"], settings.topic_names["fraud_reports"])
+    admin = AIOKafkaAdminClient(request_timeout_ms=15_000, **client_options(settings))
+    try:
+        await admin.start()
+        wanted = {
+            "retention.ms": None,
+            "message.timestamp.type": None,
+            "message.timestamp.before.max.ms": None,
+        }
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs=wanted) for name in names]
+        )
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answers at {settings.kafka_bootstrap_servers} ({exc})"
+        ) from None
+    finally:
+        await admin.close()
+    now_ms = int(time.time() * 1000)
+    for response in responses:
+        for error_code, error_message, _type, name, entries, *_ in response.resources:
+            if error_code:
+                raise ReplayError(f"cannot read the configs of topic {name}: {error_message}")
+            config = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+            problem = topic_config_problem(name, config, oldest_ms, now_ms)
+            if problem:
+                raise ReplayError(problem)
+    return names
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    builder: Any  # aiokafka BatchBuilder (untyped)
+    opened_s: float
+
+
+class Sender:
+    """Sends ordered event frames to the transactions and fraud-reports topics.
+
+    Args:
+        settings: Connection settings.
+        topics: The transactions and fraud-reports topic names.
+        pacer: The schedule of this replay.
+        on_progress: Called after each slice.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: tuple[str, str],
+        pacer: Pacer,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topic_by_kind = {TRANSACTION: topics[0], REPORT: topics[1]}
+        self._pacer = pacer
+        self._on_progress = on_progress
+        self._hashes = KeyHashes()
+        self._open: dict[tuple[int, int], _OpenBatch] = {}
+        self._in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._producer: AIOKafkaProducer | None = None
+
+    async def run(self, frames: Iterable[pl.DataFrame], stop: asyncio.Event) -> ReplayResult:
+        """Send every frame's events, in order, at the pace; stop early when ``stop`` is set.
+
+        Whatever was handed to the producer is delivered before this returns, also when
+        stopped.
+
+        Raises:
+            BrokerUnavailableError: No broker answers.
+            ReplayError: Kafka refused an event or stopped answering.
+            SourceFailedError: ``frames`` raised; what was sent before is delivered.
+        """
+        producer = AIOKafkaProducer(
+            enable_idempotence=True,
+            max_batch_size=BATCH_BYTES,
+            linger_ms=int(LINGER_S * 1000),
+            request_timeout_ms=30_000,
+            **client_options(self._settings),
+        )
+        try:
+            await producer.start()
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            raise BrokerUnavailableError(
+                f"no Kafka broker answers at {self._settings.kafka_bootstrap_servers} ({exc})"
+            ) from None
+        self._producer = producer
+        result = ReplayResult()
+        started = time.monotonic()
+        try:
+            partitions = {
+                kind: len(await producer.partitions_for(topic))
+                for kind, topic in self._topic_by_kind.items()
+            }
+            source = iter(frames)
+            while True:
+                try:
+                    frame = next(source, None)
+                except Exception as exc:  # a bad row further on: deliver what went, then say
+                    await self._submit_all()
+                    await self._settle()
+                    raise SourceFailedError(exc, result) from exc
+                if frame is None:
+                    break
+                if await self._send_frame(frame, partitions, result, stop):
+                    result.interrupted = True
+                    break
+            await self._submit_all()
+            await self._settle()
+        except KafkaError as exc:
+            raise ReplayError(self._failure(exc, result)) from None
+        finally:
+            result.elapsed_s = time.monotonic() - started
+            self._producer = None
+            with contextlib.suppress(KafkaError):  # failing already: keep the first error
+                await producer.stop()
+        return result
+
+    async def _send_frame(
+        self,
+        frame: pl.DataFrame,
+        partitions: dict[int, int],
+        result: ReplayResult,
+        stop: asyncio.Event,
+    ) -> bool:
+        """Send one frame of events; return True if ``stop`` cut it short."""
+        times: list[int] = frame["time"].to_list()
+        kinds: list[int] = frame["kind"].to_list()
+        keys: list[bytes] = frame["key"].to_list()
+        values: list[bytes] = frame["value"].to_list()
+        hashes = self._hashes(keys)
+        tx_partitions, report_partitions = partitions[TRANSACTION], partitions[REPORT]
+        targets = [
+            (kind, h % (tx_partitions if kind == TRANSACTION else report_partitions))
+            for kind, h in zip(kinds, hashes, strict=True)
+        ]
+        pacer, open_batches = self._pacer, self._open
+        total, start = len(times), 0
+        while start < total:
+            if stop.is_set():
+                return True
+            now = time.monotonic()
+            sent_before = result.stats.events
+            due = pacer.due(now, times[start : start + SLICE_EVENTS], sent_before)
+            if due == 0:
+                await self._submit_all()  # what is due goes out before we sleep
+                delay = pacer.wait(time.monotonic(), times[start], sent_before)
+                with contextlib.suppress(TimeoutError):  # woken early by ``stop`` only
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                continue
+            end = start + due
+            headers = [(SENT_AT_HEADER, str(time.time_ns() // 1_000_000).encode())]
+            for index in range(start, end):
+                target = targets[index]
+                batch = open_batches.get(target)
+                if batch is None:
+                    batch = self._open_batch(target, now)
+                if (
+                    batch.builder.append(
+                        timestamp=times[index],
+                        key=keys[index],
+                        value=values[index],
+                        headers=headers,
+                    )
+                    is None
+                ):
+                    await self._submit(target)
+                    batch = self._open_batch(target, now)
+                    batch.builder.append(
+                        timestamp=times[index],
+                        key=keys[index],
+                        value=values[index],
+                        headers=headers,
+                    )
+            count(frame.slice(start, due), result.stats)
+            last = end - 1
+            result.last = SentEvent(kinds[last], frame["tx_id"][last], times[last])
+            start = end
+            await self._submit_stale(now)
+            self._check_delivered()
+            if self._on_progress is not None:
+                self._on_progress(result.stats, times[last])
+            await asyncio.sleep(0)  # let the producer's sender task run
+        return False
+
+    def _open_batch(self, target: tuple[int, int], now: float) -> _OpenBatch:
+        assert self._producer is not None
+        batch = _OpenBatch(self._producer.create_batch(), now)
+        self._open[target] = batch
+        return batch
+
+    async def _submit(self, target: tuple[int, int]) -> None:
+        """Hand an open batch to the producer (waits while that partition is backed up)."""
+        assert self._producer is not None
+        batch = self._open.pop(target)
+        batch.builder.close()  # a closed batch is sent at once, without linger
+        kind, partition = target
+        future = await self._producer.send_batch(
+            batch.builder, self._topic_by_kind[kind], partition=partition
+        )
+        self._in_flight.append(future)
+
+    async def _submit_stale(self, now: float) -> None:
+        for target in [t for t, b in self._open.items() if now - b.opened_s >= LINGER_S]:
+            await self._submit(target)
+
+    async def _submit_all(self) -> None:
+        for target in list(self._open):
+            await self._submit(target)
+
+    def _check_delivered(self) -> None:
+        """Forget delivered batches; raise the first delivery failure."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].done():
+            in_flight.popleft().result()
+
+    async def _settle(self) -> None:
+        """Wait until every batch handed to the producer is acknowledged."""
+        while self._in_flight:
+            await self._in_flight.popleft()
+
+    def _failure(self, exc: KafkaError, result: ReplayResult) -> str:
+        where = f" after {result.stats.events} events"
+        if result.last is not None:
+            where += f" (the last handed over: {result.last.describe()})"
+        if isinstance(exc, InvalidTimestampError):
+            return (
+                f"the broker refused the events' timestamps{where}: raise the topic's "
+                "message.timestamp.before.max.ms / after.max.ms"
+            )
+        return f"Kafka failed{where}: {type(exc).__name__}: {exc}"
