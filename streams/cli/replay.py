@@ -157,11 +157,19 @@ def replay(
 
 def _survey(dataset: Dataset, window: Window, limit: int | None) -> StreamStats:
     """Read the file once without encoding: every row checked, the events counted."""
+    from rich.console import Console
+
     from streams.replay.events import StreamStats, count, merge_events
 
     stats = StreamStats()
-    for frame in merge_events(dataset.chunks(window, encode=False), encoded=False, limit=limit):
-        count(frame, stats)
+    console = Console(stderr=True)
+    with (
+        console.status(f"checking {dataset.path}", spinner="dots")
+        if console.is_terminal
+        else contextlib.nullcontext()
+    ):
+        for frame in merge_events(dataset.chunks(window, encode=False), encoded=False, limit=limit):
+            count(frame, stats)
     return stats
 
 
