@@ -57,6 +57,9 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         # A new consumer group reads a topic from its start: no transaction is skipped.
         "consumer_auto_offset_reset": "earliest",
     }
+    if settings.table_store.startswith(("redis://", "rediss://")):
+        # Every worker reads Redis: standby replicas of table partitions would be idle.
+        options["table_standby_replicas"] = 0
     options.update(overrides)
     app = faust.App(settings.app_id, **options)
     # Read by redis:// table stores: the key namespace and password from these settings,

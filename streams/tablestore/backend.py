@@ -184,6 +184,10 @@ class RedisBackend:
         fields = self.retrying(lambda: self.client.hgetall(offsets_key(prefix)))
         return {_as_bytes(k) or b"": _as_bytes(v) or b"" for k, v in fields.items()}
 
+    def record_offset_if_absent(self, prefix: bytes, field: bytes, offset: int) -> None:
+        """Set one offset of a partition unless one is stored already (HSETNX)."""
+        self.retrying(lambda: self.client.hsetnx(offsets_key(prefix), field, offset))
+
     def claim(self, prefixes: Sequence[bytes], owner: str) -> list[bytes | None]:
         """Make ``owner`` the only writer of these partitions; return the previous owners."""
 

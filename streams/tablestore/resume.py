@@ -2,11 +2,16 @@
 
 In the no-changelog mode the offsets stored in Redis with the state are the truth. After
 every rebalance Faust's recovery ends with ``consumer.perform_seek()``, which seeks each
-assigned partition to the consumer group's committed offset; the store first commits
+assigned partition to the consumer group's committed offset. The store first commits
 Redis's offsets to the group (so lag monitoring agrees), but that commit can fail when
-another rebalance is already under way. So this wrapper re-seeks, after Faust's own seek,
-every partition for which a store knows the Redis offset: correctness never depends on
-that commit having succeeded.
+another rebalance is already under way, so this wrapper re-seeks, after Faust's own seek,
+every partition whose offset Redis knows: correctness never depends on that commit.
+
+It also tells the stores where this worker starts reading every assigned partition. A
+source partition that has never written a table has no offset in Redis yet; when it
+first does, the store records that start position there before anything else, so a
+crash before its first flush resumes from the start position, not from whatever the
+group committed meanwhile.
 
 This touches two members Faust does not publish: ``perform_seek`` (wrapped on the
 consumer instance) and ``_committed_offset`` (Faust's record of the committed position,
@@ -18,38 +23,62 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from faust.types import TP
 
 logger = logging.getLogger(__name__)
 
-ResumeOffsets = Callable[[], Mapping[TP, int]]
-
-_PROVIDERS = "_fraudstream_resume_providers"
+_FOLLOWERS = "_fraudstream_resume_followers"
 
 
-def install(consumer: Any, provider: ResumeOffsets) -> None:
-    """Have ``consumer`` seek to ``provider()``'s offsets after every ``perform_seek``."""
-    providers: list[ResumeOffsets] | None = consumer.__dict__.get(_PROVIDERS)
-    if providers is None:
-        providers = consumer.__dict__[_PROVIDERS] = []
-        consumer.perform_seek = _seeking_to_redis(consumer, consumer.perform_seek, providers)
-    providers.append(provider)
+class ResumeFollower(Protocol):
+    """What a store tells, and is told, about where partitions resume."""
+
+    def resume_offsets(self) -> Mapping[TP, int]:
+        """Offsets Redis holds for assigned source partitions."""
+
+    def note_start_positions(self, positions: Mapping[TP, int]) -> None:
+        """Where this worker starts reading each assigned partition."""
+
+
+def install(consumer: Any, follower: ResumeFollower) -> None:
+    """Have ``consumer`` seek to the followers' offsets after every ``perform_seek``."""
+    followers: list[ResumeFollower] | None = consumer.__dict__.get(_FOLLOWERS)
+    if followers is None:
+        followers = consumer.__dict__[_FOLLOWERS] = []
+        consumer.perform_seek = _seeking_to_redis(consumer, consumer.perform_seek, followers)
+    followers.append(follower)
 
 
 def _seeking_to_redis(
-    consumer: Any, faust_seek: Callable[[], Awaitable[None]], providers: list[ResumeOffsets]
+    consumer: Any, faust_seek: Callable[[], Awaitable[None]], followers: list[ResumeFollower]
 ) -> Callable[[], Awaitable[None]]:
     async def perform_seek() -> None:
         await faust_seek()
-        assignment = consumer.assignment()
-        for provider in providers:
-            for tp, offset in provider().items():
-                if tp not in assignment:
-                    continue
-                await consumer.seek(tp, offset)
+        assignment = set(consumer.assignment())
+        resumed: dict[TP, int] = {}
+        for follower in followers:
+            resumed.update(
+                (tp, offset) for tp, offset in follower.resume_offsets().items() if tp in assignment
+            )
+        if resumed:
+            # seek_wait runs the seek in the consumer's own thread (a plain seek from
+            # this thread races with its fetcher) and waits until the position holds.
+            await consumer.seek_wait(resumed)
+            for tp, offset in resumed.items():
                 consumer._committed_offset[tp] = offset
-                logger.debug("resuming %s at offset %d from Redis", tp, offset)
+        positions = dict(resumed)
+        uncommitted = []
+        for tp in assignment - set(resumed):
+            committed = consumer._committed_offset.get(tp)
+            if committed is None:
+                uncommitted.append(tp)
+            else:
+                positions[tp] = committed
+        if uncommitted:
+            positions.update(await consumer.earliest_offsets(*uncommitted))
+        for follower in followers:
+            follower.note_start_positions(positions)
 
     return perform_seek

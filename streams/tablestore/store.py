@@ -110,6 +110,9 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._flush_lock = asyncio.Lock()
         self._ignored_changelog = False
         self._resume: dict[TP, int] = {}
+        #: Source partitions with an offset in Redis, and where this worker started them.
+        self._sources: set[TP] = set()
+        self._start_positions: dict[TP, int] = {}
         if not self.config.changelog and getattr(table, "window", None) is not None:
             raise RedisStoreError(
                 f"table {self.table_name}: windowed tables need changelog=true on redis://"
@@ -167,10 +170,12 @@ class RedisStore(base.SerializedStore[Any, Any]):
             )
         self.backend.wait_while_down()
         message = event.message
-        self.cache.put(message.partition, key, value)
         if not self.config.changelog:
+            if message.tp not in self._sources:
+                self._register_source(message.tp, message.offset)
             # The state now includes this event: resume after it.
             self._covered[message.tp] = message.offset + 1
+        self.cache.put(message.partition, key, value)
 
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None
@@ -276,6 +281,10 @@ class RedisStore(base.SerializedStore[Any, Any]):
             return
         for event in batch:
             message = event.message
+            if message.partition not in self._owned:
+                # A standby replica: pointless with a shared Redis, and its writes would
+                # be refused as the partition's owner is another worker.
+                continue
             if message.key is None:
                 raise TypeError(f"Changelog entry is missing key: {message}")
             self.cache.put(message.partition, message.key, message.value)
@@ -288,7 +297,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         await self.backend.retrying_async(self.backend.client.ping)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         if not self.config.changelog:
-            resume.install(self.app.consumer, self.resume_offsets)
+            resume.install(self.app.consumer, self)
 
     async def on_stop(self) -> None:
         """Flush what is left, then close the connection pool."""
@@ -353,6 +362,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 if named is not None and TP(*named) in assignment:
                     resume[TP(*named)] = int(value)
         self._resume = resume
+        self._sources = set(resume)
         if resume:
             # Faust has no public call to commit chosen offsets: this is its own commit
             # path (ThreadDelegateConsumer._commit), without the acked-offset filter.
@@ -367,6 +377,25 @@ class RedisStore(base.SerializedStore[Any, Any]):
     def resume_offsets(self) -> dict[TP, int]:
         """Source offsets to resume at, read from Redis at the last assignment."""
         return dict(self._resume)
+
+    def note_start_positions(self, positions: Mapping[TP, int]) -> None:
+        """Remember where this worker starts reading each assigned partition."""
+        self._start_positions = dict(positions)
+
+    def _register_source(self, tp: TP, offset: int) -> None:
+        """Record a source partition's resume offset in Redis before its first write.
+
+        Without it, a worker killed before the first flush that covers this partition
+        would leave no offset in Redis, and the next owner would resume wherever the
+        group's commits had got to, skipping events whose state was never stored. The
+        start position is recorded (HSETNX: an offset already there wins), so those
+        events are read again.
+        """
+        start = self._start_positions.get(tp, offset)
+        self.backend.record_offset_if_absent(
+            self.prefix(tp.partition), offset_field(tp.topic, tp.partition), min(start, offset)
+        )
+        self._sources.add(tp)
 
     # -- flushing --------------------------------------------------------------------
 

@@ -48,16 +48,20 @@ class Workers:
             # A killed worker's partitions move after 6 s, the broker's minimum.
             "FRAUDSTREAM_KAFKA_SESSION_TIMEOUT_S": "6",
             "FRAUDSTREAM_KAFKA_HEARTBEAT_INTERVAL_S": "1",
+            "FRAUDSTREAM_LOG_LEVEL": os.environ.get("COUNTING_APP_LOG_LEVEL", "warn"),
         }
         self.logs = logs
         self.running: list[subprocess.Popen[bytes]] = []
         self.started = 0
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, **extra_env: str) -> subprocess.Popen[bytes]:
         self.started += 1
         with (self.logs / f"worker-{self.started}.log").open("wb") as log:
             worker = subprocess.Popen(
-                [sys.executable, str(APP)], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, str(APP)],
+                env={**self.env, **extra_env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.running.append(worker)
         return worker
@@ -153,7 +157,10 @@ def stream_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def workers_factory(tmp_path: Path) -> Iterator[Callable[[Settings, str], Workers]]:
+def workers_factory(
+    tmp_path: Path, redis_client: redis.Redis
+) -> Iterator[Callable[[Settings, str], Workers]]:
+    # Depends on redis_client so that workers stop (and flush) before its keys are deleted.
     made: list[Workers] = []
 
     def make(settings: Settings, store_url: str) -> Workers:
@@ -190,6 +197,44 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     assert stream.sent > 10_000
     found = wait_for_counts(redis_client, stream_settings, stream.expected, workers)
     assert found == stream.expected, f"seed {seed}"
+
+
+async def committed_offsets(settings: Settings) -> dict[int, int]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    topic = settings.topic("events")
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_before_its_first_flush_loses_nothing(
+    stream_settings: Settings,
+    workers_factory: Callable[[Settings, str], Workers],
+    redis_client: redis.Redis,
+) -> None:
+    """The group's commits run ahead of Redis; the next worker must not trust them."""
+    stream = Stream(stream_settings)
+    asyncio.run(stream.send_for(3))
+    slow_flush = f"{stream_settings.redis_url}?flush_interval=120"
+    workers = workers_factory(stream_settings, slow_flush)
+    first = workers.start(COUNTING_APP_COMMIT_INTERVAL_S="0.2")
+    deadline = time.monotonic() + 60
+    while sum(asyncio.run(committed_offsets(stream_settings)).values()) < stream.sent:
+        assert time.monotonic() < deadline, workers.log_tail()
+        time.sleep(0.2)
+    workers.kill(first)  # everything committed in Kafka, nothing flushed to Redis
+    assert counts_in_redis(redis_client, stream_settings) == {}
+
+    successors = workers_factory(stream_settings, stream_settings.redis_url)
+    successors.start()
+    found = wait_for_counts(redis_client, stream_settings, stream.expected, successors)
+    assert found == stream.expected
 
 
 @pytest.fixture
