@@ -1,9 +1,10 @@
 """``fraudstream demo``: the main job end to end, as far as it is built.
 
 Today it brings up the local Kafka broker and redis-server, declares the product topics,
-simulates a small labelled dataset, computes its features offline, starts a stream
-worker, waits until the worker is serving, stops it, and says what ran and what is not
-built yet. It grows with the pipeline.
+simulates a small labelled dataset, computes its features offline, replays it into
+Kafka with ``fraudstream replay``, starts a stream worker, waits until the worker is
+serving, stops it, and says what ran and what is not built yet. It grows with the
+pipeline.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def demo(ctx: typer.Context) -> None:
     """Run the demo: infrastructure up, topics, a worker that starts and stops cleanly."""
     settings: Settings = ctx.obj
     say = typer.echo
-    say("1/5 local infrastructure")
+    say("1/6 local infrastructure")
     for service in local_services(settings):
         try:
             say(f"    {service.start()}")
@@ -64,12 +65,12 @@ def demo(ctx: typer.Context) -> None:
             say(f"fraudstream demo: {service.name}: {exc}", err=True)
             raise typer.Exit(1) from None
 
-    say("2/5 topics")
+    say("2/6 topics")
     asyncio.run(ensure_topics(settings, product_topics(settings)))
     for role, name in settings.topic_names.items():
         say(f"    {role:<14} {name} ({settings.topic_partitions} partitions)")
 
-    say("3/5 redis")
+    say("3/6 redis")
     password = settings.redis_password
     client = redis.Redis.from_url(
         settings.redis_url, password=password.get_secret_value() if password else None
@@ -80,10 +81,13 @@ def demo(ctx: typer.Context) -> None:
     finally:
         client.close()
 
-    say("4/5 data and features")
-    _data_and_features(settings, say)
+    say("4/6 data and features")
+    dataset = _data_and_features(settings, say)
 
-    say("5/5 stream worker")
+    say("5/6 replay into Kafka")
+    _replay(settings, dataset, say)
+
+    say("6/6 stream worker")
     try:
         elapsed = _run_worker_until_ready(settings)
     except WorkerStartError as exc:
@@ -120,6 +124,23 @@ def _data_and_features(settings: Settings, say: Callable[[str], object]) -> Path
     genuine, fraud = by_label[risk].to_list()
     say(f"    e.g. mean {risk}: {fraud:.3f} for frauds, {genuine:.3f} for genuine")
     return path
+
+
+def _replay(settings: Settings, dataset: Path, say: Callable[[str], object]) -> None:
+    """Replay the dataset with the user-facing command, as fast as the broker takes it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "--log-level", "warn", "replay", str(dataset)],
+        env={**os.environ, **_settings_env(settings)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        typer.echo(f"fraudstream demo: replay failed: {result.stderr.strip()}", err=True)
+        raise typer.Exit(1)
+    for line in result.stdout.strip().splitlines()[-2:]:
+        say(f"    {line}")
 
 
 def _run_worker_until_ready(settings: Settings) -> float:
