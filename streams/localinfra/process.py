@@ -136,10 +136,14 @@ def tail_of(path: Path, lines: int = 15) -> str:
 
 
 def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """Return whether something accepts TCP connections on host:port."""
+    """Return whether something listens on host:port.
+
+    A connect to a free port in the ephemeral range can succeed by connecting to itself
+    (TCP simultaneous open); such a self-connection is not a listener.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            return bool(sock.getsockname() != sock.getpeername())
     except OSError:
         return False
 

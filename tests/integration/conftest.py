@@ -8,8 +8,11 @@ key prefix and app id, so runs and tests never see each other's data.
 
 from __future__ import annotations
 
+import random
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -78,3 +81,39 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function returning a free TCP port on 127.0.0.1, outside the ephemeral range.
+
+    Ports from the ephemeral range (what binding to port 0 gives) can be taken at any
+    moment by an outgoing connection, and a connect to one of them can even connect to
+    itself; a service started on such a port in a test would be flaky.
+    """
+    low, _ = _ephemeral_range()
+    taken: set[int] = set()
+
+    def pick() -> int:
+        for _ in range(1000):
+            port = random.randint(20_000, low - 1)
+            if port in taken:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            taken.add(port)
+            return port
+        raise RuntimeError("no free port below the ephemeral range")
+
+    return pick

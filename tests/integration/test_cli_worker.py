@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.error import URLError
 
 import pytest
 
 from streams.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cli_env(settings: Settings, web_port: int) -> dict[str, str]:
@@ -38,7 +32,9 @@ def listening(pid: int) -> set[str]:
     return {line.split()[3] for line in out.splitlines() if f"pid={pid}," in line}
 
 
-def test_worker_serves_on_loopback_and_stops_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+def test_worker_serves_on_loopback_and_stops_on_sigterm(
+    settings: Settings, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
     port = free_port()
     log = tmp_path / "worker.log"
     with log.open("w") as out:
@@ -72,7 +68,9 @@ def test_worker_serves_on_loopback_and_stops_on_sigterm(settings: Settings, tmp_
     assert code == 0
 
 
-def test_worker_refuses_an_unreachable_broker_with_one_line(settings: Settings) -> None:
+def test_worker_refuses_an_unreachable_broker_with_one_line(
+    settings: Settings, free_port: Callable[[], int]
+) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -93,7 +91,7 @@ def test_worker_refuses_an_unreachable_broker_with_one_line(settings: Settings) 
     assert "Traceback" not in result.stderr
 
 
-def test_demo_runs_end_to_end(settings: Settings) -> None:
+def test_demo_runs_end_to_end(settings: Settings, free_port: Callable[[], int]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "streams", "demo"],
         env=cli_env(settings, free_port()),

@@ -11,19 +11,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from streams.localinfra import LocalKafka, LocalRedis, LocalService, ServiceError
 from streams.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listening_addresses(pid: int) -> set[str]:
@@ -33,7 +27,7 @@ def listening_addresses(pid: int) -> set[str]:
 
 
 @pytest.fixture
-def spare_settings(tmp_path: Path) -> Settings:
+def spare_settings(tmp_path: Path, free_port: Callable[[], int]) -> Settings:
     return Settings(
         local_dir=tmp_path / "local",
         local_kafka_port=free_port(),

@@ -238,12 +238,8 @@ def test_a_worker_killed_before_its_first_flush_loses_nothing(
 
 
 @pytest.fixture
-def spare_redis(tmp_path: Path) -> Iterator[LocalRedis]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+def spare_redis(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[LocalRedis]:
+    port = free_port()
     service = LocalRedis(Settings(local_dir=tmp_path / "redis-local", local_redis_port=port))
     service.start()
     yield service

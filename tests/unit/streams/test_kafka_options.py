@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import ssl
 
+import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
 from streams.app import broker_credentials, create_app
 from streams.kafka import client_options, product_topics
-from streams.settings import Settings
+from streams.settings import ENV_PREFIX, Settings
+
+
+@pytest.fixture(autouse=True)
+def no_fraudstream_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read defaults: variables of the developer's shell must not leak in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
 
 
 def test_plaintext_has_no_tls_and_no_sasl() -> None:
