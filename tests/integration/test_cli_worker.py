@@ -91,10 +91,15 @@ def test_worker_refuses_an_unreachable_broker_with_one_line(
     assert "Traceback" not in result.stderr
 
 
-def test_demo_runs_end_to_end(settings: Settings, free_port: Callable[[], int]) -> None:
+def test_demo_runs_end_to_end(
+    settings: Settings, free_port: Callable[[], int], tmp_path: Path
+) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "streams", "demo"],
-        env=cli_env(settings, free_port()),
+        env={
+            **cli_env(settings, free_port()),
+            "FRAUDSTREAM_MODEL_REGISTRY_DIR": str(tmp_path / "registry"),
+        },
         capture_output=True,
         text=True,
         timeout=300,
@@ -102,5 +107,7 @@ def test_demo_runs_end_to_end(settings: Settings, free_port: Callable[[], int]) 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"transactions   {settings.topic_prefix}transactions (3 partitions)" in result.stdout
+    assert "promoted " in result.stdout
+    assert f"transactions to {settings.topic_prefix}transactions" in result.stdout
     assert "stopped cleanly" in result.stdout
     assert "demo done" in result.stdout
