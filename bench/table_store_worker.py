@@ -14,6 +14,8 @@ Not run by hand: the benchmark starts it with the FRAUDSTREAM_* variables of one
 - ``BENCH_PROFILE``: a file name: cProfile the event-loop thread from the first event to
   ``done`` and dump the stats there (the numbers of a profiled run are not benchmarks).
 - ``BENCH_LOGLEVEL``: Faust's log level (default warn; info shows recovery progress).
+- ``BENCH_TRACE``: ``1``: report the duration of the consumer's seek and commit calls
+  after an assignment (where a restart's "recovered -> ready" time goes).
 - ``BENCH_SWITCH_INTERVAL``: an experiment: ``sys.setswitchinterval`` for the process.
 
 It reports on stdout, one line per fact, ``BENCH <what> <monotonic s> <process CPU s>
@@ -46,6 +48,7 @@ EXPECTED = int(os.environ.get("BENCH_EXPECTED", "0"))
 REPORT_EVERY = int(os.environ.get("BENCH_REPORT_EVERY", "10000"))
 PROFILE_TO = os.environ.get("BENCH_PROFILE", "")
 LOGLEVEL = os.environ.get("BENCH_LOGLEVEL", "warn")
+TRACE = os.environ.get("BENCH_TRACE", "") == "1"
 if os.environ.get("BENCH_SWITCH_INTERVAL"):
     sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 
@@ -68,9 +71,28 @@ counts = (
 report("imported", os.path.dirname(os.path.dirname(streams.__file__)))
 
 
+def _traced(name: str, call: Any) -> Any:
+    """``call`` (a coroutine function), reporting how long each call takes."""
+
+    async def traced(*args: Any, **kwargs: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return await call(*args, **kwargs)
+        finally:
+            report("trace", name, f"{time.monotonic() - began:.4f}")
+
+    return traced
+
+
 @app.on_partitions_assigned.connect
 async def _assigned(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
     report("assigned")
+    consumer: Any = app.consumer
+    if TRACE and not getattr(consumer, "_bench_traced", False):
+        # Instance attributes, looked up at call time by Faust and by the store's wrapper.
+        consumer._bench_traced = True
+        for name in ("perform_seek", "seek_wait", "earliest_offsets", "_commit"):
+            setattr(consumer, name, _traced(name, getattr(consumer, name)))
 
 
 @app.on_rebalance_complete.connect
