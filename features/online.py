@@ -386,7 +386,15 @@ class EntityWindows:
             raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
         self._update(state, time_ms, amount, peer_id, out)
 
-    def read_into(self, state: EntityState, time_ms: int, amount: float, out: list[float]) -> None:
+    def read_into(
+        self,
+        state: EntityState,
+        time_ms: int,
+        amount: float,
+        out: list[float],
+        *,
+        refuse_late: bool = True,
+    ) -> None:
         """Write the entity's features for a transaction at ``time_ms`` without recording it.
 
         The scoring agent's call for the terminal, whose state the terminal agent owns.
@@ -397,12 +405,17 @@ class EntityWindows:
             time_ms: Transaction time, epoch milliseconds.
             amount: Transaction amount.
             out: The feature vector to write into.
+            refuse_late: Raise when the read is too far behind the state to be exact. With
+                False the features are computed anyway from what the state still holds
+                (lower bounds of the exact values): the scorer prefers a slightly low
+                terminal count to not scoring a transaction at all.
 
         Raises:
-            EventTooOldError: The read is too far behind the state to be exact.
+            EventTooOldError: The read is too far behind the state to be exact (only with
+                ``refuse_late``).
         """
         watermark = state.watermark_ms
-        if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
+        if refuse_late and watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
             raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
         if state.layout != self.layout and state.layout and self.layout & ~state.layout:
             raise ValueError(
@@ -414,7 +427,12 @@ class EntityWindows:
     def record(self, state: EntityState, time_ms: int, amount: float, peer_id: str) -> None:
         """Apply a transaction to its entity's state without reading features.
 
-        The terminal agent's call.
+        The terminal agent's call. It reads nothing, so lateness does not limit it: a
+        transaction is stored as long as it is inside the retention (newer than the
+        watermark minus the retention), where every later read that can see it finds it.
+        Terminal agents merge transactions from all customer partitions, whose event
+        times drift apart by days while a worker catches up on a backlog; refusing by
+        the allowed lateness would drop those transactions for good.
 
         Args:
             state: The entity's state, changed in place.
@@ -423,9 +441,12 @@ class EntityWindows:
             peer_id: The other party (the customer, for a terminal).
 
         Raises:
-            EventTooOldError: The transaction is too late; nothing was changed.
+            EventTooOldError: The transaction is older than the retention; nothing was
+                changed.
         """
-        self.check(state, time_ms)
+        watermark = state.watermark_ms
+        if watermark is not None and watermark - time_ms >= self.retention_ms:
+            raise EventTooOldError(self.entity, watermark - time_ms, self.retention_ms - 1)
         if state.layout != self.layout:
             self._conform(state)
         self._insert(state, time_ms, amount, peer_id)

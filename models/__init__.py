@@ -13,4 +13,5 @@ One responsibility per module, pure logic first:
 - `models.source`: reading a dataset file and hashing it.
 - `models.registry`: versioned skops artifacts, verified on load; promotion.
 - `models.scoring`: the batch scorer the stream workers use.
+- `models.explain`: alert reasons, by occlusion against the training medians.
 """

@@ -4,7 +4,8 @@ Layout under the registry directory (``FRAUDSTREAM_MODEL_REGISTRY_DIR``)::
 
     versions/<version>/model.skops      the estimator, skops format (never a pickle)
     versions/<version>/metadata.json    features in order, threshold, metrics, provenance,
-                                        and the artifact's sha256
+                                        the artifact's sha256, and (optional) each
+                                        feature's typical value for the explainer
     current.json                        the promoted version (absent until a promotion)
     promotions.jsonl                    every promotion, oldest first (audit trail)
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -112,6 +114,10 @@ class ModelMetadata:
         created_at: Registration time, ISO-8601 UTC.
         artifact_sha256: Hex SHA-256 of ``model.skops``.
         format: Metadata layout version.
+        feature_baseline: Each feature's typical value (median of the training rows), in
+            ``feature_names`` order: what `models.explain` puts in place of a feature to
+            measure its contribution. None for versions registered before it existed;
+            being optional, adding it did not change ``format``.
     """
 
     version: str
@@ -125,6 +131,17 @@ class ModelMetadata:
     created_at: str
     artifact_sha256: str
     format: int = METADATA_FORMAT
+    feature_baseline: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a baseline that does not give one value per feature."""
+        if self.feature_baseline is not None and len(self.feature_baseline) != len(
+            self.feature_names
+        ):
+            raise ValueError(
+                f"the feature baseline has {len(self.feature_baseline)} values for "
+                f"{len(self.feature_names)} features"
+            )
 
     @property
     def threshold_value(self) -> float:
@@ -136,6 +153,10 @@ class ModelMetadata:
         data = asdict(self)
         data["kind"] = self.kind.value
         data["feature_names"] = list(self.feature_names)
+        if self.feature_baseline is None:
+            del data["feature_baseline"]  # absent, as in metadata written before it existed
+        else:
+            data["feature_baseline"] = list(self.feature_baseline)
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -151,6 +172,8 @@ class ModelMetadata:
                 raise RegistryError(f"unknown metadata format {data.get('format')!r}")
             data["kind"] = ModelKind(data["kind"])
             data["feature_names"] = tuple(data["feature_names"])
+            if data.get("feature_baseline") is not None:
+                data["feature_baseline"] = tuple(float(v) for v in data["feature_baseline"])
             return cls(**data)
         except (ValueError, KeyError, TypeError) as exc:
             raise RegistryError(f"malformed metadata: {exc}") from None
@@ -234,6 +257,7 @@ class ModelRegistry:
         params: Mapping[str, Any],
         training: Mapping[str, Any],
         created_at: datetime | None = None,
+        feature_baseline: Sequence[float] | None = None,
     ) -> ModelMetadata:
         """Save a fitted estimator as a new version.
 
@@ -246,17 +270,21 @@ class ModelRegistry:
             params: Its hyper-parameters.
             training: The provenance block.
             created_at: Registration time (now when None).
+            feature_baseline: Each feature's typical value, in ``feature_names`` order
+                (`models.training.feature_baseline`); without it the version's alerts
+                cannot be explained by `models.explain.ReasonExplainer.for_model`.
 
         Returns:
             The new version's metadata.
 
         Raises:
-            RegistryError: The threshold is missing or out of range, or the version
-                cannot be written.
+            RegistryError: The threshold is missing or out of range, the baseline is not
+                one finite value per feature, or the version cannot be written.
         """
         value = threshold.get("value")
         if not isinstance(value, int | float) or not 0 <= value <= 1:
             raise RegistryError(f"the threshold value must be in [0, 1], got {value!r}")
+        baseline = _checked_baseline(feature_baseline, feature_names)
         created = (created_at or datetime.now(UTC)).astimezone(UTC)
         versions = self.root / VERSIONS_DIR
         try:
@@ -278,6 +306,7 @@ class ModelRegistry:
                     libraries=library_versions(),
                     created_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
                     artifact_sha256=digest,
+                    feature_baseline=baseline,
                 )
                 (staging / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
                 target = versions / version
@@ -456,6 +485,25 @@ def check_features(metadata: ModelMetadata, feature_names: Sequence[str]) -> Non
         f"model {metadata.version} was trained on {len(model)} features that do not match "
         f"the running feature spec's {len(running)}: {detail}"
     )
+
+
+def _checked_baseline(
+    baseline: Sequence[float] | None, feature_names: Sequence[str]
+) -> tuple[float, ...] | None:
+    """The baseline as a tuple of floats, refused unless one finite value per feature.
+
+    Checked before anything is written: a NaN would not even be valid JSON.
+    """
+    if baseline is None:
+        return None
+    values = tuple(float(v) for v in baseline)
+    if len(values) != len(feature_names):
+        raise RegistryError(
+            f"the feature baseline has {len(values)} values for {len(feature_names)} features"
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise RegistryError(f"the feature baseline holds non-finite values: {values}")
+    return values
 
 
 def _sha256(path: Path) -> str:

@@ -10,7 +10,9 @@ One call, `train`, runs the whole recipe on a feature frame (`features.offline` 
    the handbook's metrics (`models.evaluation`).
 3. Choose the alert threshold on the most recent validation fold's scores, for the
    requested objective (`models.threshold`), and report what it gives on the test period.
-4. Fingerprint the training data (`training_fingerprint`).
+4. Fingerprint the training data (`training_fingerprint`) and record each feature's
+   median over the training rows (`feature_baseline`), the reference values the alert
+   explainer (`models.explain`) occludes features with.
 
 The result carries everything the registry stores (`models.registry`); `train` itself
 writes nothing.
@@ -137,6 +139,8 @@ class TrainingResult:
         fingerprint: `training_fingerprint` of the training data.
         train_rows: Training transactions.
         train_frauds: Frauds among them.
+        feature_baseline: `feature_baseline` of the training matrix, in feature order;
+            registered with the model (``ModelRegistry.register(feature_baseline=...)``).
     """
 
     config: TrainingConfig
@@ -151,6 +155,7 @@ class TrainingResult:
     fingerprint: str
     train_rows: int
     train_frauds: int
+    feature_baseline: tuple[float, ...] = field(repr=False)
 
     def metrics(self) -> dict[str, object]:
         """The metrics block of the registry metadata."""
@@ -205,6 +210,26 @@ def training_fingerprint(
     digest.update(np.ascontiguousarray(x, dtype="<f8").tobytes())
     digest.update(np.ascontiguousarray(y, dtype=np.uint8).tobytes())
     return f"sha256:{digest.hexdigest()}"
+
+
+def feature_baseline(x: npt.NDArray[np.float64]) -> tuple[float, ...]:
+    """Each feature's typical value: the median of its column over the training rows.
+
+    The median rather than the mean because transaction features are skewed (amounts,
+    counts with long tails) and some are 0/1 flags: one extreme training row does not move
+    the median, and for a flag it is the usual value, not a fraction no transaction has.
+    Computed on exactly the matrix the model is fitted on, so it describes what the model
+    saw.
+
+    Args:
+        x: The training matrix, shape ``(rows, features)``.
+
+    Raises:
+        ValueError: The matrix has no rows.
+    """
+    if x.ndim != 2 or not len(x):
+        raise ValueError(f"a feature baseline needs a non-empty matrix, got shape {x.shape}")
+    return tuple(float(v) for v in np.median(x, axis=0))
 
 
 def train(features: pl.DataFrame, config: TrainingConfig) -> TrainingResult:
@@ -270,6 +295,7 @@ def train(features: pl.DataFrame, config: TrainingConfig) -> TrainingResult:
         fingerprint=training_fingerprint(names, x_train, y_train),
         train_rows=assessed.train.height,
         train_frauds=int(y_train.sum()),
+        feature_baseline=feature_baseline(x_train),
     )
 
 

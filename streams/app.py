@@ -43,6 +43,7 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "broker_credentials": broker_credentials(settings),
         "broker_session_timeout": settings.kafka_session_timeout_s,
         "broker_heartbeat_interval": settings.kafka_heartbeat_interval_s,
+        "broker_commit_interval": settings.commit_interval_s,
         "store": settings.table_store,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,

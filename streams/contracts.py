@@ -41,6 +41,7 @@ from streams.records import (
     Alert,
     AlertReason,
     FraudReport,
+    Score,
     Transaction,
     alert_id,
 )
@@ -49,8 +50,9 @@ R = TypeVar("R")
 
 #: Ids: letters, digits and ``_ . : -``, 1 to 64 characters (Kafka keys, Redis keys).
 ID_PATTERN: Final = r"[A-Za-z0-9_.:-]{1,64}"
-#: Amounts: a non-negative decimal string, no leading zeros, at most two decimals.
-MONEY_PATTERN: Final = r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?"
+#: Amounts: a non-negative decimal string, no leading zeros, at most two decimals, below
+#: ten million: a larger card payment is a unit or parsing mistake upstream, not a sale.
+MONEY_PATTERN: Final = r"(?:0|[1-9][0-9]{0,6})(?:\.[0-9]{1,2})?"
 #: ISO 4217 alphabetic currency code.
 CURRENCY_PATTERN: Final = r"[A-Z]{3}"
 #: Canonical lower-case UUID text.
@@ -75,6 +77,11 @@ class Problem(StrEnum):
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     BAD_VALUE = "bad_value"
+    UNKNOWN_FIELD = "unknown_field"
+    #: Beyond decoding, set by the agents:
+    WRONG_KEY = "wrong_key"  # the Kafka key is not the entity the topic is keyed by
+    TOO_LARGE = "too_large"  # over the worker's message size limit, not read
+    TOO_LATE = "too_late"  # later than the entity's allowed lateness: cannot be exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +205,7 @@ class IdRule(PatternRule):
 
 
 class MoneyRule(FieldRule):
-    """An amount as a decimal string, non-negative, at most two decimal places."""
+    """An amount as a decimal string, non-negative, below ten million, two decimals at most."""
 
     def __init__(self, description: str) -> None:
         super().__init__(description)
@@ -223,7 +230,8 @@ class MoneyRule(FieldRule):
                 )
             raise FieldProblem(
                 Problem.BAD_VALUE,
-                f"expected a decimal with at most two decimal places, got {_preview(value)}",
+                "expected a decimal below 10,000,000 with at most two decimal places, "
+                f"got {_preview(value)}",
             )
         return Decimal(value).quantize(CENT)
 
@@ -519,6 +527,19 @@ class Contract(Generic[R]):
                 else:
                     values[field] = parse(value)
             field = ""
+            version = values.get("schema_version")
+            if (
+                version is not None
+                and version <= SCHEMA_VERSION
+                and not data.keys() <= self._fieldset
+            ):
+                unknown = sorted(data.keys() - self._fieldset)
+                raise FieldProblem(
+                    Problem.UNKNOWN_FIELD,
+                    f"unknown field(s) {', '.join(unknown)[:100]} in a version-{version} event "
+                    "(a producer adding fields must raise schema_version)",
+                    unknown[0][:64],
+                )
             for check in self.checks:
                 check(values)
         except FieldProblem as problem:
@@ -672,9 +693,30 @@ ALERT: Final = Contract(
     checks=(_score_reaches_threshold, _alert_id_derived),
 )
 
+SCORE: Final = Contract(
+    Score,
+    "score",
+    {
+        "tx_id": IdRule("The transaction."),
+        "customer_id": IdRule("Its card holder; the Kafka key of the event."),
+        "terminal_id": IdRule("Its terminal."),
+        "tx_time": EpochMillisRule("When the transaction happened, epoch milliseconds UTC."),
+        "score": NumberRule("The model's fraud probability.", minimum=0, maximum=1),
+        "threshold": NumberRule(
+            "The model's alert threshold; the transaction alerted when score >= threshold.",
+            minimum=0,
+            maximum=1,
+        ),
+        "model_version": IdRule("Registry version of the model that scored."),
+        "features": FeatureMapRule("The feature vector the model saw, name -> value."),
+        "scored_at": EpochMillisRule("When the record was sent (wall clock), epoch ms UTC."),
+        "schema_version": SchemaVersionRule(_SCHEMA_VERSION_DOC),
+    },
+)
+
 #: The contracts published as JSON Schema files, by schema name.
 PUBLISHED: Final[Mapping[str, Contract[Any]]] = {
-    contract.name: contract for contract in (TRANSACTION, FRAUD_REPORT, ALERT)
+    contract.name: contract for contract in (TRANSACTION, FRAUD_REPORT, ALERT, SCORE)
 }
 
 
@@ -691,3 +733,8 @@ def decode_fraud_report(raw: bytes | str | None) -> FraudReport | DecodeError:
 def decode_alert(raw: bytes | str | None) -> Alert | DecodeError:
     """Decode an ``alerts`` message value; see ``Contract.decode``."""
     return ALERT.decode(raw)
+
+
+def decode_score(raw: bytes | str | None) -> Score | DecodeError:
+    """Decode a ``scores`` message value; see ``Contract.decode``."""
+    return SCORE.decode(raw)

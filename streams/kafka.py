@@ -89,24 +89,51 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def product_topics(settings: Settings) -> list[TopicSpec]:
     """The topics the product reads and writes, with the configured partition count.
 
-    The event topics (transactions, fraud-reports) carry ``EVENT_TOPIC_CONFIG``.
+    The event topics (transactions, fraud-reports) carry ``EVENT_TOPIC_CONFIG``. Every
+    topic keyed by customer or terminal has the same partition count, so Faust assigns
+    partition p of all of them to one worker (co-partitioning); the model-control topic
+    has one partition.
     """
     names = settings.topic_names
     event_topics = {names["transactions"], names["fraud_reports"]}
     return [
         TopicSpec(
             name,
-            settings.topic_partitions,
+            # One partition keeps model promotions in one order for every worker.
+            1 if role == "model_control" else settings.topic_partitions,
             settings.topic_replication_factor,
-            config=dict(EVENT_TOPIC_CONFIG) if name in event_topics else {},
+            config=_topic_config(role, name in event_topics),
         )
-        for name in names.values()
+        for role, name in names.items()
     ]
 
 
-def sent_at_ms(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
+#: Kafka headers as clients give them: (name, value) pairs, or a mapping (Faust).
+Headers = Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
+
+
+def header_items(headers: Headers) -> Iterable[tuple[str, bytes]]:
+    """The (name, value) pairs of headers in any of the forms clients give them."""
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        return headers.items()
+    return headers
+
+
+def _topic_config(role: str, is_event_topic: bool) -> dict[str, str]:
+    if is_event_topic:
+        return dict(EVENT_TOPIC_CONFIG)
+    if role == "model_control":
+        # Compacted on the one key promotions use: the latest promotion is kept forever
+        # (workers start from it); the full history is the registry's promotions.jsonl.
+        return {"cleanup.policy": "compact"}
+    return {}
+
+
+def sent_at_ms(headers: Headers) -> int | None:
     """Read the ``SENT_AT_HEADER`` of a consumed message; None when absent or malformed."""
-    for name, value in headers or ():
+    for name, value in header_items(headers):
         if name == SENT_AT_HEADER:
             return int(value) if value.isdigit() else None
     return None

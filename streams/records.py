@@ -1,8 +1,9 @@
 """Event contracts, version 1: the records fraudstream reads from and writes to Kafka.
 
-Three events cross the Kafka edge: a ``Transaction`` (topic ``transactions``), a
-``FraudReport`` (topic ``fraud-reports``, a transaction confirmed as fraud, later) and an
-``Alert`` (topic ``alerts``, a transaction the model scored at or above its threshold).
+Four events cross the Kafka edge: a ``Transaction`` (topic ``transactions``), a
+``FraudReport`` (topic ``fraud-reports``, a transaction confirmed as fraud, later), an
+``Alert`` (topic ``alerts``, a transaction the model scored at or above its threshold) and
+a ``Score`` (topic ``scores``, every scored transaction, optional).
 Consumers are not all Python, so the records are published as JSON Schema files in
 ``schemas/`` (generated from this module and ``streams.contracts`` by
 ``python -m streams.schemas --write``; a unit test fails when they drift apart).
@@ -206,6 +207,37 @@ class Alert(faust.Record, **_RECORD_OPTIONS):
     def __post_init__(self) -> None:
         """Quantise the amount to cents, so the JSON carries ``"12.30"``, never noise."""
         self.amount = money(self.amount)
+
+
+class Score(faust.Record, **_RECORD_OPTIONS):
+    """Every scored transaction with the features the model saw (topic ``scores``, key customer_id).
+
+    For monitoring, feature parity checks and training on live features; optional
+    (``FRAUDSTREAM_EMIT_SCORES``). The transaction alerted when ``score >= threshold``.
+
+    Attributes:
+        tx_id: The transaction.
+        customer_id: Its card holder.
+        terminal_id: Its terminal.
+        tx_time: When the transaction happened, epoch milliseconds UTC.
+        score: The model's fraud probability, in [0, 1].
+        threshold: The model's alert threshold, in [0, 1].
+        model_version: Registry version of the model that scored.
+        features: The whole feature vector the model saw, name -> value.
+        scored_at: When the record was sent, epoch milliseconds UTC (wall clock).
+        schema_version: Contract version of the producer.
+    """
+
+    tx_id: str
+    customer_id: str
+    terminal_id: str
+    tx_time: int
+    score: float
+    threshold: float
+    model_version: str
+    features: dict[str, float]
+    scored_at: int
+    schema_version: int = SCHEMA_VERSION
 
 
 def alert_id(tx_id: str, model_version: str) -> str:

@@ -44,7 +44,7 @@ def _object_schema(contract: Contract[Any], defs: dict[str, Any]) -> dict[str, A
         if isinstance(rule, RecordListRule) and rule.contract.title not in defs:
             defs[rule.contract.title] = _object_schema(rule.contract, defs)
     doc = (contract.record.__doc__ or "").strip().split("\n\n")[0]
-    return {
+    schema: dict[str, Any] = {
         "title": contract.title,
         "description": " ".join(doc.replace("``", "`").split()),
         "type": "object",
@@ -53,6 +53,14 @@ def _object_schema(contract: Contract[Any], defs: dict[str, Any]) -> dict[str, A
         # Additive evolution: readers ignore fields a newer producer adds.
         "additionalProperties": True,
     }
+    if "schema_version" in contract.rules:
+        # ...but an event claiming this version may only carry this version's fields.
+        schema["if"] = {
+            "properties": {"schema_version": {"maximum": SCHEMA_VERSION}},
+            "required": ["schema_version"],
+        }
+        schema["then"] = {"propertyNames": {"enum": list(contract.rules)}}
+    return schema
 
 
 def json_schema(contract: Contract[Any]) -> dict[str, Any]:

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     topic_scores: str = "scores"
     topic_dlq: str = "transactions-dlq"
     topic_model_control: str = "model-control"
+    topic_transactions_by_terminal: str = Field(
+        "transactions-by-terminal",
+        description="Valid transactions re-keyed by terminal_id, for the terminal agents.",
+    )
     topic_partitions: int = Field(
         6,
         ge=1,
@@ -104,13 +108,41 @@ class Settings(BaseSettings):
 
     # --- tables, models, web --------------------------------------------------------
     table_store: str = Field(
-        "memory://", description="Faust table store URL for the feature tables."
+        "",
+        description="Faust table store URL for the feature tables; empty means redis:// "
+        "at redis_url (the live pipeline needs Redis: scorers read terminal state "
+        "written by other workers).",
     )
     model_registry_dir: Path = Field(
         Path("model-registry"), description="Directory holding versioned model artifacts."
     )
     web_host: str = Field("127.0.0.1", description="Address of the worker's web server.")
     web_port: int = Field(6066, ge=1, le=65535)
+
+    # --- the live pipeline ----------------------------------------------------------
+    batch_max: int = Field(
+        500,
+        ge=1,
+        description="Most transactions per micro-batch (one feature read, one predict_proba).",
+    )
+    batch_within_ms: int = Field(
+        10,
+        ge=1,
+        description="Longest wait to fill a micro-batch: the latency a quiet stream pays.",
+    )
+    commit_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often a worker commits: table state to Redis with the offsets it "
+        "covers. Terminal state becomes visible to other workers' scorers at this pace.",
+    )
+    emit_scores: bool = Field(
+        True, description="Send a score record with its features for every transaction."
+    )
+    alert_reasons: int = Field(3, ge=0, le=20, description="Reasons listed on each alert.")
+    max_event_bytes: int = Field(
+        65_536, ge=1024, description="Larger input messages go to the dead-letter topic."
+    )
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
 
     # --- local infrastructure (deploy/local) ----------------------------------------
@@ -149,6 +181,8 @@ class Settings(BaseSettings):
             )
         if not self.redis_url:
             object.__setattr__(self, "redis_url", f"redis://127.0.0.1:{self.local_redis_port}/0")
+        if not self.table_store:
+            object.__setattr__(self, "table_store", self.redis_url)
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
@@ -178,12 +212,27 @@ class Settings(BaseSettings):
             "scores": self.topic(self.topic_scores),
             "dlq": self.topic(self.topic_dlq),
             "model_control": self.topic(self.topic_model_control),
+            "transactions_by_terminal": self.topic(self.topic_transactions_by_terminal),
         }
 
     @property
     def kafka_uses_tls(self) -> bool:
         """Whether the Kafka clients must speak TLS."""
         return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    def as_env(self) -> dict[str, str]:
+        """Every setting as a ``FRAUDSTREAM_*`` variable, secrets in clear.
+
+        For child processes that must see exactly these settings (the demo's worker,
+        tests); never log the result.
+        """
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            secret = getattr(value, "get_secret_value", None)
+            env[env_var(name)] = str(secret() if secret else value)
+        return env
 
     def public_view(self) -> dict[str, object]:
         """Every setting as plain values, secrets masked: safe to print or log."""

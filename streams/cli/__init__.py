@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from streams.cli import demo, generate, infra, replay, settings_cmd, worker
+from streams.cli import alerts, demo, generate, infra, replay, settings_cmd, worker
 from streams.cli import model as model_cmd
 from streams.cli import train as train_cmd
 from streams.settings import Settings
@@ -33,6 +33,7 @@ cli.command("demo")(demo.demo)
 cli.command("settings")(settings_cmd.show_settings)
 cli.command("generate")(generate.generate)
 cli.command("replay")(replay.replay)
+cli.command("alerts")(alerts.alerts)
 
 
 @cli.callback()

@@ -150,7 +150,7 @@ def _fraudstream(settings: Settings, *args: str) -> str:
     """Run a fraudstream command in a child process, as a user would; return its output."""
     result = subprocess.run(
         [sys.executable, "-m", "streams", "--log-level", "warn", *args],
-        env={**os.environ, **_settings_env(settings)},
+        env={**os.environ, **settings.as_env()},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -170,7 +170,7 @@ def _run_worker_until_ready(settings: Settings) -> float:
     with log.open("wb") as output:
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams", "--log-level", "warn", "worker"],
-            env={**os.environ, **_settings_env(settings)},
+            env={**os.environ, **settings.as_env()},
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -196,14 +196,3 @@ def _run_worker_until_ready(settings: Settings) -> float:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
-
-
-def _settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as FRAUDSTREAM_* variables, so the child worker sees what we see."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        secret = getattr(value, "get_secret_value", None)
-        env[f"FRAUDSTREAM_{name.upper()}"] = str(secret() if secret else value)
-    return env

@@ -3,11 +3,18 @@
 The registry directory is the settings' ``model_registry_dir`` (``--registry`` or
 ``FRAUDSTREAM_MODEL_REGISTRY_DIR``). Promotion checks the version as a worker would load
 it (artifact sha256, trusted types, features against the running feature spec) and
-refuses it otherwise, with one line on stderr and exit status 1.
+refuses it otherwise, with one line on stderr and exit status 1. A promotion that passes
+is published to the model-control topic, where every live worker picks it up
+(`streams.modelcontrol`), then recorded in the registry's ``current.json``;
+``--no-publish`` records it in the registry only, for use without a broker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Annotated, NoReturn
 
 import typer
@@ -69,17 +76,98 @@ def show(
 def promote(
     ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="The version id to make current.")],
+    no_publish: Annotated[
+        bool,
+        typer.Option(
+            "--no-publish",
+            help="Record the promotion in the registry only (no broker needed): live "
+            "workers are not told, and load it at start only when the control topic "
+            "holds no promotion.",
+        ),
+    ] = False,
 ) -> None:
-    """Make a version the current one, after checking that workers could load it."""
-    from features.spec import DEFAULT_FEATURES
-    from models.registry import ModelRegistry, RegistryError
+    """Make a version current: check it loads, tell the live workers, record it.
 
-    registry = ModelRegistry(_settings(ctx).model_registry_dir)
+    The event goes to the model-control topic first and current.json is written after,
+    so an unreachable broker leaves everything as it was.
+    """
+    from datetime import UTC, datetime
+
+    from features.spec import DEFAULT_FEATURES
+    from models.registry import ModelRegistry, Promotion, RegistryError
+    from streams.kafka import BrokerUnavailableError
+    from streams.modelcontrol import PublishUnconfirmedError, publish_promotion
+
+    settings = _settings(ctx)
+    registry = ModelRegistry(settings.model_registry_dir)
+    names = DEFAULT_FEATURES.names
+    if no_publish:
+        try:
+            promotion = registry.promote(version, names)
+        except RegistryError as exc:
+            _fail("promote", str(exc))
+        typer.echo(
+            f"promoted {promotion.version} (previous: {promotion.previous or 'none'}) in the "
+            "registry only: live workers are not told; they load it at start only when the "
+            "control topic holds no promotion"
+        )
+        return
+
     try:
-        promotion = registry.promote(version, DEFAULT_FEATURES.names)
+        registry.load(version, names)  # what every worker will do: refuse it here first
+        current = registry.current()
     except RegistryError as exc:
         _fail("promote", str(exc))
-    typer.echo(f"promoted {promotion.version} (previous: {promotion.previous or 'none'})")
+    event = Promotion(
+        version=version,
+        promoted_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        previous=current.version if current else None,
+    )
+    topic = settings.topic_names["model_control"]
+    try:
+        with _quiet_kafka_logs(settings):
+            asyncio.run(publish_promotion(settings, event))
+    except PublishUnconfirmedError as exc:
+        _fail(
+            "promote",
+            f"{exc}: the event may have reached the workers; the registry was not changed; "
+            "run the command again",
+        )
+    except BrokerUnavailableError as exc:
+        _fail(
+            "promote",
+            f"{exc}: nothing was changed; --no-publish records the promotion in the registry "
+            "only (workers then load it at start, and only when the control topic holds "
+            "no promotion)",
+        )
+    try:
+        promotion = registry.promote(version, names)
+    except RegistryError as exc:
+        _fail(
+            "promote",
+            f"published {version} to {topic} (live workers switch to it), but the registry "
+            f"did not record it: {exc}",
+        )
+    typer.echo(
+        f"promoted {promotion.version} (previous: {promotion.previous or 'none'}); "
+        f"published to {topic}: live workers switch to it without a restart"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_kafka_logs(settings: Settings) -> Iterator[None]:
+    """Silence aiokafka's own connection errors: the one-line failure message says it all.
+
+    Kept at debug level, where every detail is wanted.
+    """
+    kafka_logger = logging.getLogger("aiokafka")
+    level = kafka_logger.level
+    if settings.log_level != "debug":
+        kafka_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        kafka_logger.setLevel(level)
 
 
 def _settings(ctx: typer.Context) -> Settings:

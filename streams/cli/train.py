@@ -164,6 +164,7 @@ def train(
             metrics=metrics,
             params=result.params,
             training=training_info,
+            feature_baseline=result.feature_baseline,
         )
         typer.echo(f"registered {metadata.version} in {registry.root}")
         if promote:

@@ -165,6 +165,24 @@ class RedisBackend:
         values = self.retrying(lambda: self.client.mget(keys))
         return [_as_bytes(v) for v in values]
 
+    def mget_groups(self, groups: Sequence[Sequence[bytes]]) -> list[list[bytes | None]]:
+        """Entries of several partitions in one round trip: one MGET per group, pipelined.
+
+        A group holds keys of one partition (one hash tag, so one Redis Cluster slot).
+        """
+        wanted = [keys for keys in groups if keys]
+        if not wanted:
+            return [[] for _ in groups]
+
+        def call() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for keys in wanted:
+                pipe.mget(keys)
+            return list(pipe.execute())
+
+        answers = iter(self.retrying(call))
+        return [[_as_bytes(v) for v in next(answers)] if keys else [] for keys in groups]
+
     def scan_entries(self, prefix: bytes) -> Iterable[bytes]:
         """Every entry key of a partition (SCAN: for iteration, never on the hot path)."""
         pattern = entry_pattern(prefix)

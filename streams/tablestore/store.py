@@ -49,8 +49,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -113,6 +114,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
         #: Source partitions with an offset in Redis, and where this worker started them.
         self._sources: set[TP] = set()
         self._start_positions: dict[TP, int] = {}
+        #: Called with the seconds each flush that wrote something took (metrics).
+        self.flush_observer: Callable[[float], None] | None = None
         if not self.config.changelog and getattr(table, "window", None) is not None:
             raise RedisStoreError(
                 f"table {self.table_name}: windowed tables need changelog=true on redis://"
@@ -173,8 +176,11 @@ class RedisStore(base.SerializedStore[Any, Any]):
         if not self.config.changelog:
             if message.tp not in self._sources:
                 self._register_source(message.tp, message.offset)
-            # The state now includes this event: resume after it.
-            self._covered[message.tp] = message.offset + 1
+            # The state now includes this event: resume after it. (An agent writing a
+            # micro-batch may write an earlier event's key after a later one's.)
+            resume_at = message.offset + 1
+            if self._covered.get(message.tp, -1) < resume_at:
+                self._covered[message.tp] = resume_at
         self.cache.put(message.partition, key, value)
 
     def _contains(self, key: bytes) -> bool:
@@ -227,19 +233,66 @@ class RedisStore(base.SerializedStore[Any, Any]):
     # -- batched reads ---------------------------------------------------------------
 
     def prefetch(self, partition_keys: Mapping[int, Iterable[bytes]]) -> None:
-        """Load many entries into the cache with one MGET per partition.
+        """Load many entries into the cache: one MGET per partition, one round trip.
 
         Agents that work on micro-batches call this once per batch, so the per-event
         ``table[key]`` reads that follow are served from memory.
         """
+        partitions: list[int] = []
+        wanted: list[list[bytes]] = []
         for partition, keys in partition_keys.items():
-            wanted = [k for k in dict.fromkeys(keys) if self.cache.get(partition, k) is MISSING]
-            if not wanted:
-                continue
-            prefix = self.prefix(partition)
-            values = self.backend.mget([entry_key(prefix, k) for k in wanted])
-            for key, value in zip(wanted, values, strict=True):
+            missing = [k for k in dict.fromkeys(keys) if self.cache.get(partition, k) is MISSING]
+            if missing:
+                partitions.append(partition)
+                wanted.append(missing)
+        if not wanted:
+            return
+        groups = [
+            [entry_key(self.prefix(p), k) for k in keys]
+            for p, keys in zip(partitions, wanted, strict=True)
+        ]
+        answers = self.backend.mget_groups(groups)
+        for partition, keys, values in zip(partitions, wanted, answers, strict=True):
+            for key, value in zip(keys, values, strict=True):
                 self.cache.load(partition, key, value)
+
+    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
+        """Read entries of any partitions, owned by this worker or not, in one round trip.
+
+        For lookups into a table that other workers write (the scorers read terminal
+        state): entries this worker holds in its cache are served from it (they may be
+        newer than Redis); the rest come from Redis as last flushed by their owner.
+        Nothing is loaded into the cache, since the partitions may belong to others.
+
+        Returns:
+            Per partition, the values in the order of the keys asked (None: absent).
+        """
+        out: dict[int, list[bytes | None]] = {}
+        partitions: list[int] = []
+        groups: list[list[bytes]] = []
+        positions: list[list[int]] = []
+        for partition, keys in partition_keys.items():
+            values: list[bytes | None] = [None] * len(keys)
+            missing: list[int] = []
+            for i, key in enumerate(keys):
+                cached = self.cache.get(partition, key)
+                if cached is MISSING:
+                    missing.append(i)
+                else:
+                    values[i] = cached  # type: ignore[assignment]
+            out[partition] = values
+            if missing:
+                prefix = self.prefix(partition)
+                partitions.append(partition)
+                positions.append(missing)
+                groups.append([entry_key(prefix, keys[i]) for i in missing])
+        if groups:
+            answers = self.backend.mget_groups(groups)
+            for partition, missing, found in zip(partitions, positions, answers, strict=True):
+                values = out[partition]
+                for i, value in zip(missing, found, strict=True):
+                    values[i] = value
+        return out
 
     # -- offsets ---------------------------------------------------------------------
 
@@ -410,6 +463,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
             covered, self._covered = self._covered, {}
             if not dirty and not covered:
                 return
+            started = time.perf_counter()
             try:
                 if wait_for_producer and not self.config.changelog:
                     await self.app.producer.flush()
@@ -434,6 +488,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
                     self._owned.discard(partition)
             if self.config.cache_entries and len(self.cache) > self.config.cache_entries:
                 self.cache.evict_clean(self.config.cache_entries)
+            if self.flush_observer is not None:
+                self.flush_observer(time.perf_counter() - started)
 
     def _partition_writes(
         self, dirty: Mapping[int, Mapping[bytes, bytes | None]], covered: Mapping[TP, int]

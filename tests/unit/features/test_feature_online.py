@@ -246,8 +246,9 @@ def test_a_transaction_later_than_allowed_is_refused_and_changes_nothing() -> No
     assert refused.value.entity is Entity.CUSTOMER
     assert refused.value.lateness_ms == allowed + 1
     # Fine for its customer (new), too old for its terminal: refused as a whole.
+    terminal_allowed = TERMINAL_POLICY.allowed_lateness_ms
     with pytest.raises(EventTooOldError) as refused:
-        engine.transaction(T0 + 6 * DAY - allowed - 1, "C9", "T2", 10.0)
+        engine.transaction(T0 + 6 * DAY - terminal_allowed - 1, "C9", "T2", 10.0)
     assert refused.value.entity is Entity.TERMINAL
     after = {e: {k: s.to_bytes() for k, s in t.items() if len(s)} for e, t in engine.states.items()}
     assert after == before
@@ -260,7 +261,20 @@ def test_a_terminal_read_too_far_behind_the_terminal_is_refused() -> None:
     state = EntityState()
     windows.record(state, T0 + 10 * DAY, 1.0, "C1")
     with pytest.raises(EventTooOldError):
-        windows.read_into(state, T0 + 8 * DAY, 1.0, OnlineFeatures().new_vector())
+        windows.read_into(state, T0 + 2 * DAY, 1.0, OnlineFeatures().new_vector())
+
+
+def test_a_terminal_read_too_far_behind_can_be_served_inexactly() -> None:
+    online = OnlineFeatures()
+    windows = online.entities[Entity.TERMINAL]
+    state = EntityState()
+    windows.record(state, T0 + 1 * DAY, 1.0, "C1")
+    windows.record(state, T0 + 20 * DAY, 1.0, "C1")
+    out = online.new_vector()
+    windows.read_into(state, T0 + 8 * DAY + DAY // 2, 1.0, out, refuse_late=False)
+    count_1day = online.names.index("TERMINAL_ID_NB_TX_1DAY_WINDOW")
+    # The window (t - 8d, t - 7d] holds the transaction of day 1: still kept, so counted.
+    assert out[count_1day] == 1
 
 
 # --- fraud reports ------------------------------------------------------------------------
@@ -278,11 +292,11 @@ def test_a_report_later_than_the_delay_counts_from_its_arrival_on() -> None:
 
 def test_duplicate_and_expired_reports_are_not_counted() -> None:
     engine = OnlineEngine()
-    engine.transaction(T0 + 40 * DAY, "C1", "T1", 10.0)
-    assert engine.fraud_report("a", T0 + 35 * DAY, "C1", "T1")
-    assert not engine.fraud_report("a", T0 + 35 * DAY, "C1", "T1")  # delivered twice
-    assert engine.fraud_report("b", T0 + 35 * DAY, "C1", "T1")  # same time, other tx
-    # Older than the terminal's retention (38 days): no exact read can need it.
+    engine.transaction(T0 + 50 * DAY, "C1", "T1", 10.0)
+    assert engine.fraud_report("a", T0 + 45 * DAY, "C1", "T1")
+    assert not engine.fraud_report("a", T0 + 45 * DAY, "C1", "T1")  # delivered twice
+    assert engine.fraud_report("b", T0 + 45 * DAY, "C1", "T1")  # same time, other tx
+    # Older than the terminal's retention (44 days): no exact read can need it.
     assert not engine.fraud_report("c", T0 + 2 * DAY, "C1", "T1")
     assert len(engine.states[Entity.TERMINAL]["T1"].fraud_times) == 2
 
@@ -302,7 +316,8 @@ def test_quiet_entities_expire_by_event_time_only() -> None:
     engine.transaction(T0, "C1", "T1", 10.0)
     assert engine.expire(T0 + 31 * DAY - 1) == 0
     assert engine.expire(T0 + 31 * DAY) == 1  # the customer: 30-day reach + 1 day lateness
-    assert engine.expire(T0 + 38 * DAY) == 1  # the terminal: 37-day reach + 1 day
+    assert engine.expire(T0 + 44 * DAY - 1) == 0
+    assert engine.expire(T0 + 44 * DAY) == 1  # the terminal: 37-day reach + 7 days
     assert engine.states == {Entity.CUSTOMER: {}, Entity.TERMINAL: {}}
 
 
@@ -382,3 +397,18 @@ def test_out_of_order_streams_with_reloads_and_expiry_equal_the_reference(
                 states[key] = EntityState.from_bytes(state.to_bytes())
         if k in expire_at:
             engine.expire(now)
+
+
+def test_terminal_records_accept_anything_inside_the_retention() -> None:
+    online = OnlineFeatures()
+    windows = online.entities[Entity.TERMINAL]
+    state = EntityState()
+    windows.record(state, T0 + 50 * DAY, 1.0, "C1")
+    windows.record(state, T0 + 20 * DAY, 1.0, "C2")  # 30 days behind: kept, in order
+    assert state.event_times() == [T0 + 20 * DAY, T0 + 50 * DAY]
+    with pytest.raises(EventTooOldError):
+        windows.record(state, T0 + 50 * DAY - windows.retention_ms, 1.0, "C3")
+    assert len(state) == 2
+    out = online.new_vector()
+    windows.read_into(state, T0 + 50 * DAY, 1.0, out)
+    assert out[online.names.index("TERMINAL_ID_NB_TX_30DAY_WINDOW")] == 1

@@ -55,7 +55,7 @@ def test_terminal_features_look_at_the_window_ending_seven_days_ago() -> None:
         assert f.delay == timedelta(0)
     assert DEFAULT_FEATURES.reach_ms(Entity.TERMINAL) == 37 * 86_400_000
     assert DEFAULT_FEATURES.retention_ms(Entity.CUSTOMER) == 31 * 86_400_000
-    assert DEFAULT_FEATURES.retention_ms(Entity.TERMINAL) == 38 * 86_400_000
+    assert DEFAULT_FEATURES.retention_ms(Entity.TERMINAL) == 44 * 86_400_000
 
 
 @pytest.mark.parametrize(

@@ -68,9 +68,9 @@ def test_train_registers_a_version_and_model_commands_manage_it(
     assert shown["threshold"]["objective"] == "alert_budget"
     assert shown["training"]["source"]["sha256"] == read_dataset(dataset_file).sha256
 
-    code, out, _ = invoke(tmp_path, "model", "promote", version)
+    code, out, _ = invoke(tmp_path, "model", "promote", "--no-publish", version)
     assert code == 0
-    assert f"promoted {version} (previous: none)" in out
+    assert f"promoted {version} (previous: none) in the registry only" in out
     code, out, _ = invoke(tmp_path, "model", "list")
     assert f"* {version}" in out
 
@@ -120,8 +120,9 @@ def test_model_commands_on_unknown_versions_fail_clearly(tmp_path: Path) -> None
     code, out, _ = invoke(tmp_path, "model", "list")
     assert code == 0
     assert "no model versions" in out
-    for command in ("show", "promote"):
-        code, _, err = invoke(tmp_path, "model", command, "20240101T000000Z-lr-00000000")
+    # promote checks the version before it publishes anything: no broker is needed here
+    for command, *options in (["show"], ["promote"], ["promote", "--no-publish"]):
+        code, _, err = invoke(tmp_path, "model", command, *options, "20240101T000000Z-lr-00000000")
         assert code == 1
         assert err.strip() == (
             f"fraudstream model {command}: no model version "

@@ -70,7 +70,24 @@ GOOD_ALERT: dict[str, Any] = {
     "latency_ms": 25,
     "schema_version": 1,
 }
-GOOD = {"transaction": GOOD_TRANSACTION, "fraud-report": GOOD_REPORT, "alert": GOOD_ALERT}
+GOOD_SCORE: dict[str, Any] = {
+    "tx_id": "1754154",
+    "customer_id": "C4999",
+    "terminal_id": "T9999",
+    "tx_time": TX_TIME,
+    "score": 0.12,
+    "threshold": 0.5,
+    "model_version": "v3",
+    "features": {"TX_AMOUNT": 123.45, "TX_DURING_NIGHT": 1.0},
+    "scored_at": TX_TIME + 25,
+    "schema_version": 1,
+}
+GOOD = {
+    "transaction": GOOD_TRANSACTION,
+    "fraud-report": GOOD_REPORT,
+    "alert": GOOD_ALERT,
+    "score": GOOD_SCORE,
+}
 
 
 def encode(payload: Any) -> bytes:
@@ -514,7 +531,7 @@ def test_deeply_nested_json_is_bad_input_not_a_crash() -> None:
 # --- generated events ------------------------------------------------------------------
 
 ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
-amounts = st.decimals(min_value=0, max_value=Decimal("999999999999.99"), places=2)
+amounts = st.decimals(min_value=0, max_value=Decimal("9999999.99"), places=2)
 times = st.integers(min_value=315_532_800_000, max_value=4_102_444_799_999)
 
 
@@ -533,3 +550,23 @@ def test_any_valid_transaction_round_trips_and_matches_the_schema(
     raw = tx.dumps()
     assert decode_transaction(raw) == tx
     assert schema_accepts(TRANSACTION, raw)
+
+
+def test_unknown_fields_in_an_event_of_the_current_version_are_refused() -> None:
+    raw = changed(GOOD_TRANSACTION, wallet="apple_pay")
+    decoded = decode_transaction(raw)
+    assert isinstance(decoded, DecodeError)
+    assert decoded.problem is Problem.UNKNOWN_FIELD
+    assert decoded.field == "wallet"
+    assert "raise schema_version" in decoded.reason
+    assert not schema_accepts(TRANSACTION, raw)
+
+
+def test_amounts_of_ten_million_or_more_are_refused_as_absurd() -> None:
+    decoded = decode_transaction(changed(GOOD_TRANSACTION, amount="10000000.00"))
+    assert isinstance(decoded, DecodeError)
+    assert decoded.problem is Problem.BAD_VALUE
+    assert decoded.field == "amount"
+    assert isinstance(
+        decode_transaction(changed(GOOD_TRANSACTION, amount="9999999.99")), Transaction
+    )

@@ -62,7 +62,8 @@ def test_product_topics_use_the_configured_partitions_and_prefix() -> None:
         "p-alerts": 4,
         "p-scores": 4,
         "p-transactions-dlq": 4,
-        "p-model-control": 4,
+        "p-model-control": 1,
+        "p-transactions-by-terminal": 4,
     }
 
 

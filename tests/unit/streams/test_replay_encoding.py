@@ -25,7 +25,7 @@ from streams.replay import encoding
 
 ids = st.from_regex(f"^{ID_PATTERN}$", fullmatch=True)
 times = st.integers(MIN_EPOCH_MS, MAX_EPOCH_MS)
-cents = st.integers(0, 10**14 - 1)
+cents = st.integers(0, 10**9 - 1)  # the contract: below ten million
 
 
 def _optional(field: str) -> st.SearchStrategy[str | None]:

@@ -1,0 +1,307 @@
+"""Prometheus metrics of one stream worker, and the ``/metrics`` page that serves them.
+
+Every worker owns one :class:`PipelineMetrics`, built on its own ``CollectorRegistry``
+rather than prometheus-client's global one: several apps in one process (tests,
+benchmarks) then never collide on metric names or share values. The worker's existing
+Faust web server serves the registry (:func:`install_metrics_view`), so a scrape needs no
+second port and no thread of its own.
+
+Hot-path contract: the agents call these objects once per micro-batch (``inc(n)``,
+one ``observe``), not once per event; a prometheus-client observation takes a lock and
+costs about a microsecond, which is noise per batch but would not be per event at
+thousands of events a second. Per-event observations are fine only where events are rare
+(the latency of each alert).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Final
+
+import faust
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from streams.contracts import Problem
+
+#: Transactions per micro-batch: from single stragglers (idle stream) to catch-up batches.
+BATCH_SIZE_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+#: Latencies from 1 ms to 30 s, log-spaced: steps of x1.25 to x1.5 between 5 and 200 ms,
+#: where alert latency should lie (its quantiles are read precisely there), and of x2 to
+#: x3 outside, where a rough figure is enough and every bucket costs a series.
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.002,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
+
+#: Redis pipeline flushes: sub-millisecond on a local server, seconds when it struggles.
+REDIS_FLUSH_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+)
+
+
+class PipelineMetrics:
+    """All metrics of one worker, on their own registry.
+
+    The agents update the attributes directly (``metrics.transactions.inc(len(batch))``,
+    ``metrics.dlq.labels(problem="not_json").inc()``); only the metrics whose update is
+    more than one call have methods (:meth:`set_model_version`,
+    :meth:`observe_event_times`). Call them once per micro-batch, never per event: see
+    the module docstring.
+
+    Attributes:
+        registry: The registry holding every metric below plus the process, GC and
+            platform collectors; what :meth:`render` exports.
+        transactions: Transactions scored.
+        alerts: Alerts sent.
+        dlq: Records sent to the dead-letter topic, by ``problem``; every
+            :class:`~streams.contracts.Problem` starts at 0 so ``rate()`` sees the first.
+        fraud_reports: Fraud reports applied to terminal state.
+        terminal_transactions: Transactions applied to terminal state.
+        duplicates_skipped: Replayed inputs the terminal agent skipped, by ``source``.
+        inexact_terminal_reads: Terminal feature reads made while the terminal state had
+            not reached the event time they needed.
+        model_swaps: Active model changes.
+        model_load_failures: Model artifacts that failed to load.
+        batch_size: Transactions per micro-batch.
+        event_to_alert_latency: Producer send time (Kafka header) to alert send, seconds.
+        processing_latency: Per micro-batch, from taken off the stream to outputs sent.
+        redis_flush: Duration of a table flush to Redis, by ``table``.
+        model_info: 1 for the label ``version`` of the active model, no other series.
+        terminal_lag: Newest scored event time minus newest terminal event time,
+            seconds; NaN until both are known.
+        scorer_event_time: Newest transaction event time scored, epoch seconds; NaN
+            until the first batch.
+        terminal_event_time: Newest event time applied to terminal state, epoch seconds;
+            NaN until the first one.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """Create the metrics on ``registry``, or on a new registry of their own.
+
+        Args:
+            registry: Where to register. Passing prometheus-client's global ``REGISTRY``
+                is possible but then only one instance may exist per process: names
+                registered twice raise ``ValueError``.
+        """
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # Counters: the _total suffix is added by prometheus-client.
+        self.transactions = Counter("fraudstream_transactions", "Transactions scored.", registry=r)
+        self.alerts = Counter("fraudstream_alerts", "Alerts sent.", registry=r)
+        self.dlq = Counter(
+            "fraudstream_dlq_records",
+            "Records sent to the dead-letter topic, by class of problem.",
+            ["problem"],
+            registry=r,
+        )
+        for problem in Problem:
+            # A series that appears only with its first increment hides that increment
+            # from rate() and increase(): start every known problem at zero.
+            self.dlq.labels(problem=problem.value)
+        self.fraud_reports = Counter(
+            "fraudstream_fraud_reports", "Fraud reports applied to terminal state.", registry=r
+        )
+        self.terminal_transactions = Counter(
+            "fraudstream_terminal_transactions",
+            "Transactions applied to terminal state.",
+            registry=r,
+        )
+        self.duplicates_skipped = Counter(
+            "fraudstream_duplicates_skipped",
+            "Replayed inputs skipped by the terminal agent, by source.",
+            ["source"],
+            registry=r,
+        )
+        self.inexact_terminal_reads = Counter(
+            "fraudstream_terminal_reads_inexact",
+            "Terminal feature reads made before the terminal state reached their event time.",
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "fraudstream_model_swaps", "Changes of the active model.", registry=r
+        )
+        self.model_load_failures = Counter(
+            "fraudstream_model_load_failures", "Model artifacts that failed to load.", registry=r
+        )
+
+        self.batch_size = Histogram(
+            "fraudstream_batch_size",
+            "Transactions per micro-batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.event_to_alert_latency = Histogram(
+            "fraudstream_event_to_alert_latency_seconds",
+            "From the producer's send time (Kafka header) to the alert's send.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing_latency = Histogram(
+            "fraudstream_processing_latency_seconds",
+            "Per micro-batch, from taken off the stream to its outputs sent.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_flush = Histogram(
+            "fraudstream_redis_flush_seconds",
+            "Duration of a table flush to Redis, by table.",
+            ["table"],
+            buckets=REDIS_FLUSH_BUCKETS,
+            registry=r,
+        )
+
+        # A labelled gauge rather than an Info: it has no series at all until a model is
+        # active, where an unset Info would export an unlabelled 1.
+        self.model_info = Gauge(
+            "fraudstream_model_info",
+            "1 for the version of the active model.",
+            ["version"],
+            registry=r,
+        )
+        self.terminal_lag = Gauge(
+            "fraudstream_terminal_aggregation_lag_seconds",
+            "Event time of the newest scored transaction minus the event time the "
+            "terminal aggregation has reached; terminal features are exact only while "
+            "this stays below the 7-day delay.",
+            registry=r,
+        )
+        self.scorer_event_time = Gauge(
+            "fraudstream_scorer_event_time_seconds",
+            "Event time of the newest transaction scored, epoch seconds.",
+            registry=r,
+        )
+        self.terminal_event_time = Gauge(
+            "fraudstream_terminal_event_time_seconds",
+            "Newest event time applied to terminal state, epoch seconds.",
+            registry=r,
+        )
+        # NaN, not 0, until known: 0 would read as an event time of 1970 (a lag of
+        # decades) or as a perfectly caught-up aggregation, and alerts would fire or hide.
+        for gauge in (self.terminal_lag, self.scorer_event_time, self.terminal_event_time):
+            gauge.set(math.nan)
+
+        # Only read on a scrape, so free on the hot path.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
+
+        # Guards the read-compare-write updates below: Faust may serve the web in a
+        # thread (web_in_thread) and agents may run in executors.
+        self._lock = threading.Lock()
+        self._model_version: str | None = None
+        self._scorer_ms: int | None = None
+        self._terminal_ms: int | None = None
+
+    def set_model_version(self, version: str) -> None:
+        """Make ``version`` the only series of ``fraudstream_model_info``.
+
+        The new series is set before the old one is removed, so a scrape in between sees
+        two versions for an instant rather than none.
+
+        Args:
+            version: The version of the model now active.
+        """
+        with self._lock:
+            old = self._model_version
+            self.model_info.labels(version=version).set(1)
+            if old is not None and old != version:
+                self.model_info.remove(old)
+            self._model_version = version
+
+    def observe_event_times(
+        self, *, scorer_ms: int | None = None, terminal_ms: int | None = None
+    ) -> None:
+        """Update the two event-time gauges (monotonic max) and the lag gauge.
+
+        Event times are maxima because batches of different partitions interleave: an
+        older batch processed after a newer one must not move the watermark back. Call
+        once per batch with the batch's newest event time.
+
+        Args:
+            scorer_ms: Newest event time (epoch ms) of a batch just scored.
+            terminal_ms: Newest event time (epoch ms) just applied to terminal state.
+        """
+        with self._lock:
+            if scorer_ms is not None and (self._scorer_ms is None or scorer_ms > self._scorer_ms):
+                self._scorer_ms = scorer_ms
+                self.scorer_event_time.set(scorer_ms / 1000)
+            if terminal_ms is not None and (
+                self._terminal_ms is None or terminal_ms > self._terminal_ms
+            ):
+                self._terminal_ms = terminal_ms
+                self.terminal_event_time.set(terminal_ms / 1000)
+            if self._scorer_ms is not None and self._terminal_ms is not None:
+                # Negative when the terminal aggregation is ahead of the scorer: fine.
+                self.terminal_lag.set((self._scorer_ms - self._terminal_ms) / 1000)
+
+    def render(self) -> tuple[bytes, str]:
+        """Export the registry in the Prometheus text format.
+
+        Returns:
+            The body and its content type, ready for an HTTP response.
+        """
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def install_metrics_view(app: faust.App, metrics: PipelineMetrics, path: str = "/metrics") -> None:
+    """Serve ``metrics.render()`` at ``GET path`` on the worker's Faust web server.
+
+    Call it before the worker starts: aiohttp freezes its routes once the server runs.
+    Installing twice on the same path raises, as aiohttp refuses a second GET route.
+
+    Args:
+        app: The Faust app whose web server (``web_host:web_port``) serves the page.
+        metrics: The metrics of this worker.
+        path: The URL path of the page.
+    """
+
+    async def metrics_page(view: Any, request: Any) -> Any:
+        """Prometheus metrics of this worker."""
+        body, content_type = metrics.render()
+        # Passed as a header: aiohttp's content_type argument refuses parameters
+        # (version, charset) and the Prometheus content type has both.
+        return view.bytes(body, headers={"Content-Type": content_type})
+
+    app.page(path, name=f"fraudstream-metrics:{path}")(metrics_page)

@@ -1,0 +1,389 @@
+"""Model control: promotions as events on a Kafka topic, followed by every live worker.
+
+``fraudstream model promote`` publishes a `Promotion` to the model-control topic
+(`publish_promotion`); each worker runs a `ModelFollower` that reads every event of that
+topic and swaps its model without a restart. The topic is a broadcast, not a work queue:
+each follower reads all of its partitions itself (``group_id=None`` and a manual
+``assign``), so no worker can take an event away from another.
+
+A worker starts from the latest promotion on the topic (its last record), falling back to
+the registry's ``current.json`` only when the topic holds none, then follows the events
+after that position. Every event is loaded and verified by the registry (artifact sha256,
+features against the running spec, trusted types) in a thread, since skops loading takes
+long enough to stall the event loop; only a model that passed is handed to ``activate``,
+on the event-loop thread, so the caller's swap falls between two micro-batches. A version
+that fails keeps the current model active: a bad promotion must not stop scoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from models.registry import LoadedModel, ModelRegistry, Promotion, RegistryError
+from streams.kafka import BrokerUnavailableError, client_options
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: The key of every promotion event: one key, so all promotions share a partition and
+#: keep their order. Records with another key are not promotions and are ignored.
+PROMOTION_KEY: Final = b"model"
+
+#: How long connecting and checking the topic may take before the broker counts as gone.
+CONNECT_TIMEOUT_S: Final = 5.0
+#: How long the broker may take to acknowledge a promotion once it is handed over.
+DELIVERY_TIMEOUT_S: Final = 10.0
+#: How long reading the latest promotion at start may take.
+INITIAL_READ_TIMEOUT_S: Final = 15.0
+#: Pause after an unexpected consumer error, so a persistent one does not spin.
+ERROR_BACKOFF_S: Final = 1.0
+#: Pause between attempts to connect when `ModelFollower.follow` starts without a broker.
+RECONNECT_BACKOFF_S: Final = 5.0
+
+
+class PublishUnconfirmedError(BrokerUnavailableError):
+    """The broker stopped answering after the event was handed over: it may be published."""
+
+
+async def publish_promotion(settings: Settings, promotion: Promotion) -> None:
+    """Publish a promotion to the model-control topic and wait until the broker has it.
+
+    The producer is idempotent with ``acks=all``: a retry after a lost acknowledgement
+    cannot publish the event twice, and a delivered event survives a broker failover.
+
+    Args:
+        settings: Connection settings and the topic names.
+        promotion: The event.
+
+    Raises:
+        BrokerUnavailableError: No broker answers, or the model-control topic does not
+            exist; nothing was published.
+        PublishUnconfirmedError: The broker stopped answering during delivery; the event
+            may or may not be on the topic.
+    """
+    topic = settings.topic_names["model_control"]
+    await _partitions(settings, topic)  # refuse a missing topic rather than auto-create it
+    producer = AIOKafkaProducer(
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000),
+        **client_options(settings),
+    )
+    try:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await producer.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise _unavailable(settings, exc) from None
+        try:
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                await producer.send_and_wait(
+                    topic, value=promotion.to_json().encode(), key=PROMOTION_KEY
+                )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise PublishUnconfirmedError(
+                f"the broker at {settings.kafka_bootstrap_servers} did not confirm the "
+                f"promotion of {promotion.version} to {topic} ({_describe(exc)})"
+            ) from None
+    finally:
+        await producer.stop()
+    logger.info("published the promotion of %s to %s", promotion.version, topic)
+
+
+class ModelFollower:
+    """Keeps one worker's model in step with the promotions on the model-control topic.
+
+    Call `load_initial` once, then run `follow` as a task for the worker's lifetime.
+
+    Args:
+        settings: Connection settings, topic names and the registry directory.
+        feature_names: The running feature spec's names, in order: a model trained on
+            other features is refused.
+        activate: Called on the event-loop thread with each newly verified model; it
+            should only swap a reference (it runs between the worker's batches).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        feature_names: Sequence[str],
+        activate: Callable[[LoadedModel], None],
+    ) -> None:
+        self._settings = settings
+        self._topic = settings.topic_names["model_control"]
+        self._feature_names = tuple(feature_names)
+        self._activate = activate
+        self._registry = ModelRegistry(settings.model_registry_dir)
+        self._positions: dict[TopicPartition, int] | None = None
+        self._active: str | None = None
+        self._failures = 0
+
+    @property
+    def failures(self) -> int:
+        """How many promotions could not be activated (malformed, unknown, refused)."""
+        return self._failures
+
+    @property
+    def active_version(self) -> str | None:
+        """The version last handed to ``activate``; None before the first."""
+        return self._active
+
+    async def load_initial(self) -> LoadedModel | None:
+        """Load and activate the latest promotion on the control topic.
+
+        The last promotion record on the topic wins; when the topic holds none, the
+        registry's ``current.json`` (a promotion recorded with ``--no-publish``, or from
+        before model control existed). `follow` then starts after the records read here.
+
+        Returns:
+            The activated model, or None when neither the topic nor the registry names
+            a version.
+
+        Raises:
+            BrokerUnavailableError: No broker answers, or the topic does not exist.
+            RegistryError: The promoted version does not load; nothing is active, and
+                `follow` still picks up the next promotion.
+        """
+        latest = await self._read_latest()
+        source = f"the control topic {self._topic}"
+        if latest is None:
+            latest = self._registry.current()
+            source = str(self._registry.root / "current.json")
+        if latest is None:
+            logger.info("no model promoted yet (%s is empty, no current.json)", self._topic)
+            return None
+        try:
+            model = await asyncio.to_thread(
+                self._registry.load, latest.version, self._feature_names
+            )
+        except RegistryError as exc:
+            self._failures += 1
+            logger.error("cannot load %s, promoted on %s: %s", latest.version, source, exc)
+            raise
+        self._swap(model)
+        return model
+
+    async def follow(self) -> None:
+        """Apply every promotion published after `load_initial`'s position, until cancelled.
+
+        A broker that goes away is waited for (aiokafka reconnects; a broker missing when
+        this starts is retried every `RECONNECT_BACKOFF_S`); the consumer is closed when
+        the task is cancelled.
+
+        Raises:
+            RuntimeError: `load_initial` has not completed.
+        """
+        if self._positions is None:
+            raise RuntimeError("call load_initial() before follow()")
+        positions = self._positions
+        while True:
+            try:
+                consumer = await self._started_consumer()
+                break
+            except BrokerUnavailableError as exc:
+                logger.warning("model control: %s; retrying in %.0f s", exc, RECONNECT_BACKOFF_S)
+                await asyncio.sleep(RECONNECT_BACKOFF_S)
+        try:
+            consumer.assign(list(positions))
+            for partition, offset in positions.items():
+                consumer.seek(partition, offset)
+            while True:
+                try:
+                    batch = await consumer.getmany(timeout_ms=1000)
+                except KafkaError as exc:
+                    logger.warning("model control: reading %s failed: %s", self._topic, exc)
+                    await asyncio.sleep(ERROR_BACKOFF_S)
+                    continue
+                for record in _in_time_order(batch):
+                    await self._apply(record)
+                    positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        finally:
+            await consumer.stop()
+
+    async def _apply(self, record: Any) -> None:
+        """Load, verify and activate the version one control record names."""
+        if record.key != PROMOTION_KEY:
+            logger.debug("model control: ignored a record with key %r", record.key)
+            return
+        try:
+            promotion = _parse(record.value)
+        except RegistryError as exc:
+            self._reject(f"record at offset {record.offset}", str(exc))
+            return
+        if promotion.version == self._active:
+            logger.info("model %s is already active; promotion ignored", promotion.version)
+            return
+        try:
+            model = await asyncio.to_thread(
+                self._registry.load, promotion.version, self._feature_names
+            )
+        except RegistryError as exc:
+            self._reject(promotion.version, str(exc))
+            return
+        except Exception as exc:  # a bug or an OS failure must not end the follower
+            self._reject(promotion.version, _describe(exc))
+            return
+        try:
+            self._swap(model)
+        except Exception as exc:  # the caller's swap failed: its old model is still in use
+            self._reject(
+                promotion.version, f"activate() raised {type(exc).__name__}: {_describe(exc)}"
+            )
+
+    def _swap(self, model: LoadedModel) -> None:
+        """Hand a verified model to the worker; it is active from now on."""
+        self._activate(model)
+        previous, self._active = self._active, model.metadata.version
+        logger.info("model %s -> %s active", previous or "none", self._active)
+
+    def _reject(self, what: str, reason: str) -> None:
+        self._failures += 1
+        logger.warning(
+            "model control: cannot activate %s: %s; model %s stays active",
+            what,
+            reason,
+            self._active or "none",
+        )
+
+    async def _started_consumer(self) -> AIOKafkaConsumer:
+        """A started consumer outside any group (every worker sees every event)."""
+        consumer = AIOKafkaConsumer(
+            group_id=None,
+            enable_auto_commit=False,
+            # Only used if our position was deleted by retention: never replay old events.
+            auto_offset_reset="latest",
+            **client_options(self._settings),
+        )
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await consumer.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await consumer.stop()
+            raise _unavailable(self._settings, exc) from None
+        return consumer
+
+    async def _read_latest(self) -> Promotion | None:
+        """The newest promotion on the topic; records where `follow` starts."""
+        partition_ids = await _partitions(self._settings, self._topic)
+        partitions = [TopicPartition(self._topic, p) for p in partition_ids]
+        consumer = await self._started_consumer()
+        try:
+            async with asyncio.timeout(INITIAL_READ_TIMEOUT_S):
+                consumer.assign(partitions)
+                beginnings = await consumer.beginning_offsets(partitions)
+                ends = await consumer.end_offsets(partitions)
+                found = [
+                    await _last_promotion(consumer, tp, beginnings[tp], ends[tp])
+                    for tp in partitions
+                    if ends[tp] > beginnings[tp]
+                ]
+        except (KafkaError, TimeoutError) as exc:
+            raise _unavailable(self._settings, exc) from None
+        finally:
+            await consumer.stop()
+        self._positions = dict(ends)
+        records = [r for r in found if r is not None]
+        if not records:
+            return None
+        newest = max(records, key=lambda r: (r.timestamp, r.partition, r.offset))
+        return _parse(newest.value)
+
+
+async def _last_promotion(
+    consumer: AIOKafkaConsumer, partition: TopicPartition, beginning: int, end: int
+) -> Any | None:
+    """The last record of a partition before ``end`` that parses as a promotion.
+
+    Reads the last record, and further back only if that one is not a promotion (or its
+    offset holds none: a transaction marker, a compacted record).
+    """
+    window = 1
+    while True:
+        start = max(beginning, end - window)
+        consumer.seek(partition, start)
+        last = None
+        while await consumer.position(partition) < end:
+            batch = await consumer.getmany(partition, timeout_ms=500)
+            for record in batch.get(partition, []):
+                if record.offset < end and record.key == PROMOTION_KEY:
+                    try:
+                        _parse(record.value)
+                    except RegistryError as exc:
+                        logger.warning("model control: offset %d: %s", record.offset, exc)
+                        continue
+                    last = record
+        if last is not None or start == beginning:
+            return last
+        window *= 16
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition ids of a topic.
+
+    Lists all topics rather than asking for this one: a metadata request naming a
+    missing topic creates it on brokers that auto-create topics.
+
+    Raises:
+        BrokerUnavailableError: No broker answers, or the topic does not exist.
+    """
+    admin = AIOKafkaAdminClient(
+        request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000), **client_options(settings)
+    )
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await admin.start()
+            described = await admin.describe_topics()
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise _unavailable(settings, exc) from None
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry["topic"] == topic and entry["partitions"]:
+            return sorted(p["partition"] for p in entry["partitions"])
+    raise BrokerUnavailableError(
+        f"the model-control topic {topic} does not exist at "
+        f"{settings.kafka_bootstrap_servers} (`fraudstream worker` declares it)"
+    )
+
+
+def _parse(value: bytes | None) -> Promotion:
+    """A promotion from a record's value.
+
+    Raises:
+        RegistryError: Not a promotion record.
+    """
+    if value is None:
+        raise RegistryError("malformed promotion record: no value")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RegistryError("malformed promotion record: not UTF-8") from None
+    promotion = Promotion.from_json(text)
+    if not isinstance(promotion.version, str):
+        raise RegistryError(f"malformed promotion record: version {promotion.version!r}")
+    return promotion
+
+
+def _in_time_order(batch: dict[TopicPartition, list[Any]]) -> list[Any]:
+    """The records of a fetch, oldest first across partitions."""
+    records = [record for records in batch.values() for record in records]
+    return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"no Kafka broker answers at {settings.kafka_bootstrap_servers} ({_describe(exc)})"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception in one line, with its type when its message is empty."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

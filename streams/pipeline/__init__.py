@@ -1,0 +1,201 @@
+"""The live pipeline: the Faust agents, tables and tasks of a fraudstream worker.
+
+``build_pipeline(app, settings)`` declares on a Faust app (``streams.app.create_app``):
+
+- the ``score`` agent on ``transactions`` (``streams.pipeline.score``), with the
+  ``customer_windows`` table;
+- the ``terminal_activity`` agent on ``transactions-by-terminal`` and the
+  ``terminal_frauds`` agent on ``fraud-reports`` (``streams.pipeline.terminal``), with
+  the ``terminal_windows`` table;
+- a task following the model-control topic (``streams.modelcontrol``) that swaps the
+  active model between micro-batches;
+- Prometheus metrics at ``/metrics`` on the worker's web port (``streams.metrics``).
+
+Every topic is read and written as raw bytes: the agents decode with the validating
+contracts (``streams.contracts``) and encode with ``streams.pipeline.outputs``, never
+through Faust's codecs, so bad input becomes a dead letter instead of a crashed agent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from features.online import OnlineFeatures
+from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
+from streams.metrics import PipelineMetrics, install_metrics_view
+from streams.modelcontrol import ModelFollower
+from streams.pipeline.model import ModelSlot
+from streams.pipeline.outputs import Headers
+from streams.pipeline.score import ScoreStage, ScoreTopics
+from streams.pipeline.terminal import TerminalStage
+from streams.pipeline.terminals import TerminalLookup
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CUSTOMER_TABLE = "customer_windows"
+TERMINAL_TABLE = "terminal_windows"
+
+
+@dataclass
+class Pipeline:
+    """The parts of a worker's pipeline, for tests and benchmarks to look into.
+
+    Attributes:
+        app: The Faust app.
+        metrics: The worker's metrics.
+        slot: The active model.
+        score: The score agent's stage.
+        terminal: The terminal agents' stage.
+        follower: The model-control follower.
+    """
+
+    app: faust.App
+    metrics: PipelineMetrics
+    slot: ModelSlot
+    score: ScoreStage
+    terminal: TerminalStage
+    follower: ModelFollower
+
+
+class _LocalPeek:
+    """`TerminalLookup` over a store without ``peek`` (memory://): this worker's data only.
+
+    Right with one worker, which holds every partition; with several, terminal
+    features would miss the partitions of others, so the pipeline warns.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def peek(self, partition_keys: Any) -> dict[int, list[bytes | None]]:
+        data = self.table.data
+        return {
+            p: [data._get(k) if hasattr(data, "_get") else None for k in keys]
+            for p, keys in partition_keys.items()
+        }
+
+
+def build_pipeline(
+    app: faust.App, settings: Settings, *, features: FeatureSet = DEFAULT_FEATURES
+) -> Pipeline:
+    """Declare the pipeline's topics, tables, agents and tasks on ``app``."""
+    names = settings.topic_names
+    partitions = settings.topic_partitions
+    metrics = PipelineMetrics()
+    online = OnlineFeatures(features)
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    def raw_table(name: str) -> Any:
+        # bytes key and value types make Faust use its raw codec for the store and
+        # changelog: the agents encode states themselves (EntityState.to_bytes).
+        return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions)
+
+    customers = raw_table(CUSTOMER_TABLE)
+    terminals = raw_table(TERMINAL_TABLE)
+
+    async def send(
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: Headers | None,
+    ) -> Any:
+        return await app.producer.send(topic, key, value, partition, None, headers)
+
+    store = terminals.data
+    peekable = store if hasattr(store, "peek") else _LocalPeek(terminals)
+    if peekable is not store:
+        logger.warning(
+            "table store %s cannot read other workers' partitions: run one worker only, "
+            "or use redis:// (the default)",
+            settings.table_store,
+        )
+
+    def on_swap(version: str) -> None:
+        metrics.set_model_version(version)
+        metrics.model_swaps.inc()
+
+    slot = ModelSlot(features.names, reasons=settings.alert_reasons, on_swap=on_swap)
+    score_stage = ScoreStage(
+        online=online,
+        customers=customers,
+        terminals=TerminalLookup(peekable, partitions),
+        slot=slot,
+        send=send,
+        topics=ScoreTopics(
+            source=names["transactions"],
+            alerts=names["alerts"],
+            scores=names["scores"] if settings.emit_scores else None,
+            forwards=names["transactions_by_terminal"],
+            dlq=names["dlq"],
+        ),
+        metrics=metrics,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    terminal_stage = TerminalStage(
+        windows=online.entities[Entity.TERMINAL],
+        table=terminals,
+        send=send,
+        dlq=names["dlq"],
+        metrics=metrics,
+    )
+    batch_max = settings.batch_max
+    within = settings.batch_within_ms / 1000
+
+    async def batches(stream: StreamT[Any]) -> Any:
+        events: list[EventT[Any]]
+        async for events in stream.take_events(batch_max, within):  # type: ignore[attr-defined]
+            yield events
+
+    @app.agent(raw_topic(names["transactions"]), name="score")
+    async def score(stream: StreamT[Any]) -> None:
+        async for events in batches(stream):
+            await score_stage.process(events)
+
+    @app.agent(raw_topic(names["transactions_by_terminal"]), name="terminal_activity")
+    async def terminal_activity(stream: StreamT[Any]) -> None:
+        async for events in batches(stream):
+            await terminal_stage.process_transactions(events)
+
+    @app.agent(raw_topic(names["fraud_reports"]), name="terminal_frauds")
+    async def terminal_frauds(stream: StreamT[Any]) -> None:
+        async for events in batches(stream):
+            await terminal_stage.process_reports(events)
+
+    follower = ModelFollower(settings, features.names, slot.activate)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_models() -> None:
+        try:
+            await follower.load_initial()
+        except Exception:
+            logger.exception("could not load the initial model; waiting for a promotion")
+        await follower.follow()
+
+    install_metrics_view(app, metrics)
+    for table in (customers, terminals):
+        _observe_flushes(table, metrics)
+    return Pipeline(app, metrics, slot, score_stage, terminal_stage, follower)
+
+
+def _observe_flushes(table: Any, metrics: PipelineMetrics) -> None:
+    """Time the Redis flushes of a table (redis:// stores only)."""
+    store = table.data
+    if hasattr(store, "flush_observer"):
+        histogram = metrics.redis_flush.labels(table=table.name)
+        store.flush_observer = histogram.observe

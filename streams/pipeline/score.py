@@ -1,0 +1,336 @@
+"""The score agent's work on one micro-batch: the critical path of the product.
+
+Per micro-batch (``stream.take_events``), in this order:
+
+1. Decode and validate every message; bad ones (and ones over the size limit) are set
+   aside for the dead-letter topic with the reason.
+2. Load the customers' window states: one round trip for the batch (``prefetch``).
+3. Apply each transaction to its customer's state (in memory; a customer appearing twice
+   sees its first transaction) and compute the transaction and customer features. A
+   transaction later than the customer's allowed lateness changes nothing and is
+   dead-lettered (``too_late``): its features could not be exact.
+4. Read the terminals' states for the whole batch, one round trip, and add the terminal
+   features (7-day delayed windows, maintained by the terminal agents).
+5. Score the batch with one ``predict_proba``; explain the alerted rows only.
+6. Send: alerts, forwards to the terminal agents, score records, dead letters.
+7. Only then write the customers' states to the table.
+
+Why 6 before 7: the ``redis://`` store commits table state together with the source
+offsets it covers, after waiting for the producer to deliver everything sent before the
+snapshot. An event whose state is committed therefore has its alert delivered; a crash
+before the commit replays the event, whose alert is sent again with the same alert_id
+(at-least-once, deduplicable).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from faust.types import EventT
+
+from features.online import EntityState, EventTooOldError, OnlineFeatures
+from features.spec import Entity
+from streams.contracts import DecodeError, Problem, decode_transaction
+from streams.kafka import sent_at_ms
+from streams.metrics import PipelineMetrics
+from streams.pipeline.eventctx import restore_current_event, set_current_event
+from streams.pipeline.model import ModelSlot
+from streams.pipeline.outputs import Headers, alert_value, dlq_record, score_value
+from streams.pipeline.terminals import TerminalLookup, source_header
+from streams.records import Transaction
+
+logger = logging.getLogger(__name__)
+
+#: ``producer.send(topic, key, value, partition, headers)``: queue a message; delivery is
+#: awaited by the table store's flush, not here.
+Send = Callable[[str, bytes | None, bytes | None, int | None, Headers | None], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ScoreTopics:
+    """Where the score agent sends.
+
+    Attributes:
+        source: The transactions topic (named in dead-letter headers).
+        alerts: Alert events.
+        scores: Score records, or None when they are off.
+        forwards: Transactions re-keyed by terminal, for the terminal agents.
+        dlq: Dead letters.
+    """
+
+    source: str
+    alerts: str
+    scores: str | None
+    forwards: str
+    dlq: str
+
+
+class _Scored:
+    """One valid transaction of the batch on its way through (slots: no dict per event)."""
+
+    __slots__ = ("event", "transaction", "vector")
+
+    def __init__(self, event: EventT[Any], transaction: Transaction, vector: list[float]) -> None:
+        self.event = event
+        self.transaction = transaction
+        self.vector = vector
+
+
+class ScoreStage:
+    """Scores micro-batches of transaction events.
+
+    Args:
+        online: The compiled feature set (customer and terminal windows).
+        customers: The customer table (bytes keys and values; Redis-backed in production).
+        terminals: Batched reads of terminal states.
+        slot: The active model.
+        send: Queues a message on the producer.
+        topics: Output topics.
+        metrics: The worker's metrics.
+        max_event_bytes: Larger messages are dead-lettered unread.
+    """
+
+    def __init__(
+        self,
+        *,
+        online: OnlineFeatures,
+        customers: Any,
+        terminals: TerminalLookup,
+        slot: ModelSlot,
+        send: Send,
+        topics: ScoreTopics,
+        metrics: PipelineMetrics,
+        max_event_bytes: int,
+    ) -> None:
+        self.online = online
+        self.customer_windows = online.entities[Entity.CUSTOMER]
+        self.terminal_windows = online.entities[Entity.TERMINAL]
+        self.names = online.names
+        self.customers = customers
+        self.terminals = terminals
+        self.slot = slot
+        self.send = send
+        self.topics = topics
+        self.metrics = metrics
+        self.max_event_bytes = max_event_bytes
+        self._prefetch = getattr(customers.data, "prefetch", None)
+
+    async def process(self, events: Sequence[EventT[Any]]) -> None:
+        """Score one micro-batch; see the module docstring for the steps."""
+        started = time.perf_counter()
+        model = await self.slot.wait()
+        rejected: list[tuple[EventT[Any], DecodeError]] = []
+        valid: list[tuple[EventT[Any], Transaction]] = []
+        for event in events:
+            raw = event.value
+            if raw is not None and len(raw) > self.max_event_bytes:
+                rejected.append((event, _too_large(len(raw), self.max_event_bytes)))
+                continue
+            decoded = decode_transaction(raw)
+            if isinstance(decoded, DecodeError):
+                rejected.append((event, decoded))
+            elif event.key != decoded.customer_id.encode():
+                rejected.append((event, _wrong_key(event.key)))
+            else:
+                valid.append((event, decoded))
+
+        scored, states, last_write = self._customer_features(valid, rejected)
+        if scored:
+            self._terminal_features(scored)
+            matrix = np.array([s.vector for s in scored], dtype=np.float64)
+            scores = model.scorer.score_batch(matrix)
+            await self._send_alerts(scored, matrix, scores, model)
+            await self._send_forwards_and_scores(scored, scores, model)
+        await self._send_dead_letters(rejected)
+        self._write_customers(states, last_write)
+
+        self.metrics.batch_size.observe(len(events))
+        self.metrics.transactions.inc(len(scored))
+        if scored:
+            self.metrics.observe_event_times(scorer_ms=max(s.transaction.tx_time for s in scored))
+        self.metrics.processing_latency.observe(time.perf_counter() - started)
+
+    # -- features -------------------------------------------------------------------
+
+    def _customer_features(
+        self,
+        valid: list[tuple[EventT[Any], Transaction]],
+        rejected: list[tuple[EventT[Any], DecodeError]],
+    ) -> tuple[list[_Scored], dict[bytes, EntityState], dict[bytes, EventT[Any]]]:
+        """Apply each transaction to its customer's state; compute its first features."""
+        if self._prefetch is not None and valid:
+            by_partition: dict[int, list[bytes]] = {}
+            for event, tx in valid:
+                by_partition.setdefault(event.message.partition, []).append(tx.customer_id.encode())
+            self._prefetch(by_partition)
+        states: dict[bytes, EntityState] = {}
+        last_write: dict[bytes, EventT[Any]] = {}
+        scored: list[_Scored] = []
+        windows = self.customer_windows
+        new_vector = self.online.new_vector
+        transaction_into = self.online.transaction_into
+        for event, tx in valid:
+            key = tx.customer_id.encode()
+            state = states.get(key)
+            if state is None:
+                state = self._load_customer(event, key)
+                states[key] = state
+            vector = new_vector()
+            amount = float(tx.amount)
+            transaction_into(tx.tx_time, amount, vector)
+            try:
+                windows.update_into(state, tx.tx_time, amount, tx.terminal_id, vector)
+            except EventTooOldError as exc:
+                rejected.append((event, DecodeError(Problem.TOO_LATE, str(exc), "tx_time")))
+                continue
+            last_write[key] = event
+            scored.append(_Scored(event, tx, vector))
+        return scored, states, last_write
+
+    def _load_customer(self, event: EventT[Any], key: bytes) -> EntityState:
+        token = set_current_event(event)
+        try:
+            raw = self.customers.get(key)
+        finally:
+            restore_current_event(token)
+        if raw is None:
+            return EntityState()
+        try:
+            return EntityState.from_bytes(raw)
+        except ValueError:
+            logger.exception("customer %r: unreadable state, starting it afresh", key)
+            return EntityState()
+
+    def _terminal_features(self, scored: list[_Scored]) -> None:
+        terminal_ids = [s.transaction.terminal_id.encode() for s in scored]
+        states = self.terminals.states(terminal_ids)
+        windows = self.terminal_windows
+        inexact = 0
+        for item, terminal in zip(scored, terminal_ids, strict=True):
+            tx = item.transaction
+            state = states[terminal]
+            try:
+                windows.read_into(state, tx.tx_time, float(tx.amount), item.vector)
+            except EventTooOldError:
+                inexact += 1
+                windows.read_into(
+                    state, tx.tx_time, float(tx.amount), item.vector, refuse_late=False
+                )
+        if inexact:
+            self.metrics.inexact_terminal_reads.inc(inexact)
+
+    # -- outputs --------------------------------------------------------------------
+
+    async def _send_alerts(
+        self,
+        scored: list[_Scored],
+        matrix: np.ndarray[Any, np.dtype[np.float64]],
+        scores: np.ndarray[Any, np.dtype[np.float64]],
+        model: Any,
+    ) -> None:
+        alerted = np.flatnonzero(scores >= model.threshold)
+        if not len(alerted):
+            return
+        if model.explainer is not None:
+            reasons = model.explainer.explain(matrix[alerted], scores[alerted])
+        else:
+            reasons = [[] for _ in alerted]
+        names = self.names
+        latency = self.metrics.event_to_alert_latency
+        for row, why in zip(alerted.tolist(), reasons, strict=True):
+            item = scored[row]
+            emitted_at = int(time.time() * 1000)
+            sent_at = sent_at_ms(item.event.message.headers)
+            if sent_at is None:  # no producer header: the broker's timestamp
+                sent_at = int(item.event.message.timestamp * 1000)
+            latency_ms = max(0, emitted_at - sent_at)
+            tx = item.transaction
+            value = alert_value(
+                tx,
+                score=float(scores[row]),
+                threshold=model.threshold,
+                model_version=model.version,
+                reasons=why,
+                features=dict(zip(names, item.vector, strict=True)),
+                emitted_at=emitted_at,
+                latency_ms=latency_ms,
+            )
+            await self.send(self.topics.alerts, item.event.key, value, None, None)
+            latency.observe(latency_ms / 1000)
+        self.metrics.alerts.inc(len(alerted))
+
+    async def _send_forwards_and_scores(
+        self,
+        scored: list[_Scored],
+        scores: np.ndarray[Any, np.dtype[np.float64]],
+        model: Any,
+    ) -> None:
+        send = self.send
+        forwards = self.topics.forwards
+        partition_of = self.terminals.partition_of
+        for item in scored:
+            message = item.event.message
+            terminal = item.transaction.terminal_id.encode()
+            await send(
+                forwards,
+                terminal,
+                item.event.value,
+                partition_of(terminal),
+                [("fraudstream-source", source_header(message.partition, message.offset))],
+            )
+        if self.topics.scores is None:
+            return
+        scored_at = int(time.time() * 1000)
+        names = self.names
+        for item, score in zip(scored, scores.tolist(), strict=True):
+            value = score_value(
+                item.transaction,
+                score=score,
+                threshold=model.threshold,
+                model_version=model.version,
+                features=dict(zip(names, item.vector, strict=True)),
+                scored_at=scored_at,
+            )
+            await send(self.topics.scores, item.event.key, value, None, None)
+
+    async def _send_dead_letters(self, rejected: list[tuple[EventT[Any], DecodeError]]) -> None:
+        for event, problem in rejected:
+            message = event.message
+            value, headers = dlq_record(
+                event.value,
+                problem,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            await self.send(self.topics.dlq, event.key, value, None, headers)
+            self.metrics.dlq.labels(problem=str(problem.problem)).inc()
+
+    def _write_customers(
+        self, states: dict[bytes, EntityState], last_write: dict[bytes, EventT[Any]]
+    ) -> None:
+        """Write each changed customer state under the last event that changed it."""
+        table = self.customers
+        for key, event in last_write.items():
+            token = set_current_event(event)
+            try:
+                table[key] = states[key].to_bytes()
+            finally:
+                restore_current_event(token)
+
+
+def _too_large(size: int, limit: int) -> DecodeError:
+    return DecodeError(Problem.TOO_LARGE, f"message of {size} bytes exceeds the {limit}-byte limit")
+
+
+def _wrong_key(key: bytes | None) -> DecodeError:
+    return DecodeError(
+        Problem.WRONG_KEY,
+        f"the message key {key!r:.80} is not the customer_id: transactions must be keyed by "
+        "customer so that one worker holds each customer's state",
+    )

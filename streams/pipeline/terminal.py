@@ -1,0 +1,244 @@
+"""The terminal agents' work: per-terminal transaction and fraud history, off the critical path.
+
+Two agents write one table of terminal window states (``features.online.EntityState``),
+partitioned by terminal id:
+
+- terminal_activity reads ``transactions-by-terminal`` (each valid transaction, forwarded
+  by the score agent with its source partition and offset) and records it;
+- terminal_frauds reads ``fraud-reports`` and records each report by its transaction's
+  time (a duplicate report is recognised and ignored by the state itself).
+
+Both topics have the same partition count and key, so Faust gives partition p of both
+to one worker (co-partitioning) and both agents write p of the table. Micro-batches
+decode each touched state once and encode it once. Forwards replayed after a scorer's
+crash are recognised by their source offset and skipped (``streams.pipeline.terminals``),
+so a terminal never counts a transaction twice.
+
+The score agent reads these states for the 7-day-delayed terminal features: they are
+exact while this aggregation is less than 7 days of event time behind the scorers (the
+``fraudstream_terminal_aggregation_lag_seconds`` metric) and the reports a window needs
+have arrived (see README, "Feature parity").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from faust.types import EventT
+
+from features.online import EntityState, EntityWindows, EventTooOldError
+from streams.contracts import DecodeError, Problem, decode_fraud_report, decode_transaction
+from streams.metrics import PipelineMetrics
+from streams.pipeline.eventctx import restore_current_event, set_current_event
+from streams.pipeline.outputs import Headers, dlq_record
+from streams.pipeline.terminals import mark_key, parse_source_header
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[str, bytes | None, bytes | None, int | None, Headers | None], Awaitable[Any]]
+
+
+class TerminalStage:
+    """Applies forwarded transactions and fraud reports to the terminal table.
+
+    Args:
+        windows: The terminal windows of the feature set.
+        table: The terminal table (bytes keys and values).
+        send: Queues a message on the producer (dead letters).
+        dlq: The dead-letter topic.
+        metrics: The worker's metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        windows: EntityWindows,
+        table: Any,
+        send: Send,
+        dlq: str,
+        metrics: PipelineMetrics,
+    ) -> None:
+        self.windows = windows
+        self.table = table
+        self.send = send
+        self.dlq = dlq
+        self.metrics = metrics
+        self._prefetch = getattr(table.data, "prefetch", None)
+
+    async def process_transactions(self, events: Sequence[EventT[Any]]) -> None:
+        """Record a micro-batch of forwarded transactions; skip replayed forwards."""
+        batch = _Batch(self)
+        rejected: list[tuple[EventT[Any], DecodeError]] = []
+        decoded: list[tuple[EventT[Any], Any, tuple[int, int] | None]] = []
+        for event in events:
+            tx = decode_transaction(event.value)
+            if isinstance(tx, DecodeError):
+                rejected.append((event, tx))
+                continue
+            source = parse_source_header(event.message.headers)
+            decoded.append((event, tx, source))
+            batch.want(event, tx.terminal_id.encode())
+            if source is not None:
+                batch.want(event, mark_key(source[0]))
+        batch.load()
+        skipped = applied = 0
+        newest = 0
+        for event, tx, source in decoded:
+            if source is not None:
+                mark = batch.mark(event, source[0])
+                if source[1] <= mark:
+                    skipped += 1
+                    continue
+                batch.set_mark(event, source[0], source[1])
+            key = tx.terminal_id.encode()
+            state = batch.state(event, key)
+            try:
+                self.windows.record(state, tx.tx_time, float(tx.amount), tx.customer_id)
+            except EventTooOldError as exc:
+                rejected.append((event, DecodeError(Problem.TOO_LATE, str(exc), "tx_time")))
+                continue
+            batch.changed(event, key)
+            applied += 1
+            newest = max(newest, tx.tx_time)
+        await self._send_dead_letters(rejected)
+        batch.write()
+        self.metrics.terminal_transactions.inc(applied)
+        if skipped:
+            self.metrics.duplicates_skipped.labels(source="transactions").inc(skipped)
+        if newest:
+            self.metrics.observe_event_times(terminal_ms=newest)
+
+    async def process_reports(self, events: Sequence[EventT[Any]]) -> None:
+        """Record a micro-batch of fraud reports."""
+        batch = _Batch(self)
+        rejected: list[tuple[EventT[Any], DecodeError]] = []
+        decoded: list[tuple[EventT[Any], Any]] = []
+        for event in events:
+            report = decode_fraud_report(event.value)
+            if isinstance(report, DecodeError):
+                rejected.append((event, report))
+            elif event.key != report.terminal_id.encode():
+                rejected.append(
+                    (
+                        event,
+                        DecodeError(
+                            Problem.WRONG_KEY,
+                            "fraud reports must be keyed by terminal_id, the key of the "
+                            "terminal state they update",
+                        ),
+                    )
+                )
+            else:
+                decoded.append((event, report))
+                batch.want(event, report.terminal_id.encode())
+        batch.load()
+        stored = duplicates = 0
+        for event, report in decoded:
+            key = report.terminal_id.encode()
+            state = batch.state(event, key)
+            if self.windows.record_fraud(state, report.tx_time, report.tx_id):
+                batch.changed(event, key)
+                stored += 1
+            else:
+                duplicates += 1
+        await self._send_dead_letters(rejected)
+        batch.write()
+        self.metrics.fraud_reports.inc(stored)
+        if duplicates:
+            self.metrics.duplicates_skipped.labels(source="fraud_reports").inc(duplicates)
+
+    async def _send_dead_letters(self, rejected: list[tuple[EventT[Any], DecodeError]]) -> None:
+        for event, problem in rejected:
+            message = event.message
+            value, headers = dlq_record(
+                event.value,
+                problem,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            await self.send(self.dlq, event.key, value, None, headers)
+            self.metrics.dlq.labels(problem=str(problem.problem)).inc()
+
+
+class _Batch:
+    """The table entries one micro-batch touches: loaded once, written once each.
+
+    Entries are addressed by (partition, key): the same terminal key can only occur in
+    one partition, but marks (`mark_key`) exist in every partition.
+    """
+
+    def __init__(self, stage: TerminalStage) -> None:
+        self.stage = stage
+        self.table = stage.table
+        self.wanted: dict[int, list[bytes]] = {}
+        self.states: dict[tuple[int, bytes], EntityState] = {}
+        self.marks: dict[tuple[int, bytes], int] = {}
+        self.last: dict[tuple[int, bytes], EventT[Any]] = {}
+
+    def want(self, event: EventT[Any], key: bytes) -> None:
+        self.wanted.setdefault(event.message.partition, []).append(key)
+
+    def load(self) -> None:
+        if self.stage._prefetch is not None and self.wanted:
+            self.stage._prefetch(self.wanted)
+
+    def _get(self, event: EventT[Any], key: bytes) -> bytes | None:
+        token = set_current_event(event)
+        try:
+            value: bytes | None = self.table.get(key)
+        finally:
+            restore_current_event(token)
+        return value
+
+    def state(self, event: EventT[Any], key: bytes) -> EntityState:
+        slot = (event.message.partition, key)
+        state = self.states.get(slot)
+        if state is None:
+            raw = self._get(event, key)
+            state = EntityState() if raw is None else _decode_state(key, raw)
+            self.states[slot] = state
+        return state
+
+    def mark(self, event: EventT[Any], source_partition: int) -> int:
+        key = mark_key(source_partition)
+        slot = (event.message.partition, key)
+        mark = self.marks.get(slot)
+        if mark is None:
+            raw = self._get(event, key)
+            mark = self.marks[slot] = -1 if raw is None else int(raw)
+        return mark
+
+    def set_mark(self, event: EventT[Any], source_partition: int, offset: int) -> None:
+        key = mark_key(source_partition)
+        self.marks[(event.message.partition, key)] = offset
+        self.last[(event.message.partition, key)] = event
+
+    def changed(self, event: EventT[Any], key: bytes) -> None:
+        self.last[(event.message.partition, key)] = event
+
+    def write(self) -> None:
+        """Write every changed entry under the last event that changed it."""
+        table = self.table
+        for slot, event in self.last.items():
+            key = slot[1]
+            value = (
+                str(self.marks[slot]).encode()
+                if slot in self.marks
+                else self.states[slot].to_bytes()
+            )
+            token = set_current_event(event)
+            try:
+                table[key] = value
+            finally:
+                restore_current_event(token)
+
+
+def _decode_state(key: bytes, raw: bytes) -> EntityState:
+    try:
+        return EntityState.from_bytes(raw)
+    except ValueError:
+        logger.exception("terminal %r: unreadable state, starting it afresh", key)
+        return EntityState()

@@ -1,0 +1,119 @@
+"""Terminal state across partitions: where a terminal lives, batched reads, replay marks.
+
+The terminal agents own the terminal table, partitioned by terminal id like the topics
+they read (``transactions-by-terminal`` and ``fraud-reports``, both keyed by terminal id).
+A scorer is partitioned by customer, so the terminals of its micro-batch live in any
+partition, owned by any worker: it reads them with `TerminalLookup`, one round trip per
+micro-batch, computing each terminal's partition the way the producers did.
+
+Partitions: every producer of a terminal-keyed topic (Faust, aiokafka, the Java client)
+uses the default partitioner, murmur2 of the key bytes, so `terminal_partition` repeats
+it. A producer with a custom partitioner would break the lookup silently, so the
+scorer's forwards set the partition explicitly with the same function.
+
+Replay marks: the scorer forwards each valid transaction to the terminal agents. After a
+crash it processes again the events after its last flushed offset, so some forwards are
+sent twice. Forwards from one source partition reach a terminal partition in source-offset
+order (one producer at a time per source partition, idempotent, ordered), so the terminal
+agent keeps, per terminal partition and source partition, the highest source offset it
+applied (`mark_key`), in the same table as the states it covers: both are flushed in one
+atomic write, and a forward at or below the mark is a duplicate, skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final, Protocol
+
+from aiokafka.partitioner import murmur2
+
+from features.online import EntityState
+from streams.kafka import Headers, header_items
+
+#: Header of a forwarded transaction: ``<source partition>:<source offset>``.
+SOURCE_HEADER: Final = "fraudstream-source"
+#: Prefix of replay-mark keys; ``#`` cannot occur in an id (``streams.contracts.ID_PATTERN``).
+_MARK_PREFIX: Final = b"#source:"
+#: Terminal partitions remembered by `TerminalPartitioner` (bounded memory).
+_MEMO_SIZE: Final = 262_144
+
+
+def terminal_partition(terminal_id: bytes, partitions: int) -> int:
+    """The partition the default Kafka partitioner gives a key: murmur2, positive, modulo."""
+    hashed: int = murmur2(terminal_id)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class TerminalPartitioner:
+    """`terminal_partition` with a bounded memo: murmur2 in Python costs microseconds."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._memo: dict[bytes, int] = {}
+
+    def __call__(self, terminal_id: bytes) -> int:
+        """The partition of one terminal id."""
+        partition = self._memo.get(terminal_id)
+        if partition is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            partition = self._memo[terminal_id] = terminal_partition(terminal_id, self.partitions)
+        return partition
+
+
+def mark_key(source_partition: int) -> bytes:
+    """The terminal-table key of the replay mark for one source partition."""
+    return _MARK_PREFIX + str(source_partition).encode()
+
+
+def source_header(partition: int, offset: int) -> bytes:
+    """The value of `SOURCE_HEADER` for a forward of the event at ``partition``/``offset``."""
+    return f"{partition}:{offset}".encode()
+
+
+def parse_source_header(headers: Headers) -> tuple[int, int] | None:
+    """The source partition and offset of a forward; None when the header is absent or bad."""
+    for name, value in header_items(headers):
+        if name == SOURCE_HEADER:
+            partition, _, offset = value.partition(b":")
+            if partition.isdigit() and offset.isdigit():
+                return int(partition), int(offset)
+            return None
+    return None
+
+
+class PeekableStore(Protocol):
+    """What `TerminalLookup` needs of a table store (``RedisStore.peek``)."""
+
+    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
+        """Entries of any partitions, in the order asked."""
+        ...
+
+
+class TerminalLookup:
+    """Reads the states of a micro-batch's terminals, wherever their partitions are.
+
+    Args:
+        store: The terminal table's store.
+        partitions: Partition count of the terminal-keyed topics.
+    """
+
+    def __init__(self, store: PeekableStore, partitions: int) -> None:
+        self._store = store
+        self.partition_of = TerminalPartitioner(partitions)
+
+    def states(self, terminal_ids: Iterable[bytes]) -> dict[bytes, EntityState]:
+        """The state of each terminal (an empty state for a terminal never seen).
+
+        Raises:
+            ValueError: A stored state is corrupt (its bytes do not decode).
+        """
+        by_partition: dict[int, list[bytes]] = {}
+        for terminal in dict.fromkeys(terminal_ids):
+            by_partition.setdefault(self.partition_of(terminal), []).append(terminal)
+        found = self._store.peek(by_partition)
+        out: dict[bytes, EntityState] = {}
+        for partition, terminals in by_partition.items():
+            for terminal, raw in zip(terminals, found[partition], strict=True):
+                out[terminal] = EntityState() if raw is None else EntityState.from_bytes(raw)
+        return out

@@ -1,0 +1,288 @@
+"""Model control against the real broker: publish promotions, followers swap models live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaProducer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from typer.testing import CliRunner
+
+from features.spec import DEFAULT_FEATURES
+from models.estimators import ModelKind
+from models.registry import LoadedModel, ModelRegistry, Promotion, RegistryError
+from streams.cli import cli
+from streams.kafka import BrokerUnavailableError, client_options, ensure_topics, product_topics
+from streams.modelcontrol import PROMOTION_KEY, ModelFollower, publish_promotion
+from streams.settings import Settings
+
+NAMES = DEFAULT_FEATURES.names
+WAIT_S = 10.0
+UNKNOWN = "20240101T000000Z-lr-00000000"
+UNREACHABLE = re.escape("no Kafka broker answers at 127.0.0.1:")
+
+
+def register(registry: ModelRegistry, day: int, names: tuple[str, ...] = NAMES) -> str:
+    """Register a tiny logistic regression on ``names``; distinct per ``day``."""
+    rng = np.random.default_rng(day)
+    x = rng.normal(size=(40, len(names)))
+    model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression())])
+    model.fit(x, x[:, 0] > 0)
+    return registry.register(
+        model,
+        kind=ModelKind.LOGISTIC_REGRESSION,
+        feature_names=names,
+        threshold={"value": 0.5, "objective": "fixed"},
+        metrics={},
+        params={},
+        training={},
+        created_at=datetime(2024, 5, day, tzinfo=UTC),
+    ).version
+
+
+def promotion(version: str) -> Promotion:
+    return Promotion(version, datetime.now(UTC).isoformat(), None)
+
+
+class Activations:
+    """The ``activate`` callback of a test worker: remembers every model it was given."""
+
+    def __init__(self) -> None:
+        self.versions: list[str] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, model: LoadedModel) -> None:
+        self.versions.append(model.metadata.version)
+        self.changed.set()
+
+    async def wait_for(self, version: str) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not self.versions or self.versions[-1] != version:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+def control(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings with declared topics and an empty registry of their own."""
+    asyncio.run(ensure_topics(settings, product_topics(settings)))
+    return settings.model_copy(update={"model_registry_dir": tmp_path / "registry"})
+
+
+@contextlib.asynccontextmanager
+async def following(follower: ModelFollower) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``follow`` as a task; check it is still alive, then cancel it cleanly."""
+    task = asyncio.create_task(follower.follow())
+    try:
+        yield task
+        assert not task.done(), task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not condition():  # noqa: ASYNC110 - polls a counter that has no event
+            await asyncio.sleep(0.05)
+
+
+async def send_raw(settings: Settings, value: bytes) -> None:
+    producer = AIOKafkaProducer(**client_options(settings))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic_names["model_control"], value=value, key=PROMOTION_KEY
+        )
+    finally:
+        await producer.stop()
+
+
+async def test_a_follower_starts_from_the_latest_promotion_and_swaps_on_new_ones(
+    control: Settings,
+) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1, v2 = register(registry, 1), register(registry, 2)
+    await publish_promotion(control, promotion(v1))
+    activations = Activations()
+    first = ModelFollower(control, NAMES, activations)
+    model = await first.load_initial()
+    assert model is not None
+    assert model.metadata.version == v1
+    assert activations.versions == [v1]
+    assert first.active_version == v1
+    assert registry.current() is None  # the event, not current.json, named it
+
+    async with following(first):
+        started = time.monotonic()
+        await publish_promotion(control, promotion(v2))
+        await activations.wait_for(v2)
+        assert time.monotonic() - started < 5
+    assert activations.versions == [v1, v2]
+    assert first.active_version == v2
+    assert first.failures == 0
+
+    # A worker starting now takes the last event (v2), then follows only newer ones, as
+    # does every other follower (a broadcast): the unknown version published last is the
+    # fence that says every event was read.
+    later = Activations()
+    second = ModelFollower(control, NAMES, later)
+    assert (await second.load_initial()) is not None
+    async with following(first), following(second):
+        await publish_promotion(control, promotion(v1))
+        await publish_promotion(control, promotion(UNKNOWN))
+        await wait_until(lambda: first.failures == second.failures == 1)
+    assert later.versions == [v2, v1]
+    assert activations.versions == [v1, v2, v1]
+
+
+async def test_a_promoted_version_that_does_not_load_at_start_is_raised(
+    control: Settings,
+) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1 = register(registry, 1)
+    await publish_promotion(control, promotion(v1))
+    await publish_promotion(control, promotion(UNKNOWN))
+    activations = Activations()
+    follower = ModelFollower(control, NAMES, activations)
+    with pytest.raises(RegistryError, match=f"no model version '{UNKNOWN}'"):
+        await follower.load_initial()
+    assert follower.failures == 1
+    assert follower.active_version is None
+    async with following(follower):  # the next promotion still reaches the worker
+        await publish_promotion(control, promotion(v1))
+        await activations.wait_for(v1)
+
+
+async def test_bad_promotions_are_counted_logged_once_and_leave_the_model_active(
+    control: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1 = register(registry, 1)
+    mismatched = register(registry, 3, names=tuple(reversed(NAMES)))
+    caplog.set_level(logging.INFO, logger="streams.modelcontrol")
+    await publish_promotion(control, promotion(v1))
+    activations = Activations()
+    follower = ModelFollower(control, NAMES, activations)
+    await follower.load_initial()
+
+    async with following(follower):
+        await publish_promotion(control, promotion(v1))  # already active: skipped
+        await publish_promotion(control, promotion(UNKNOWN))
+        await publish_promotion(control, promotion(mismatched))
+        await send_raw(control, b"{not json")
+        await send_raw(control, b'{"version": 7, "promoted_at": "x"}')
+        await wait_until(lambda: follower.failures == 4)
+        await asyncio.sleep(0.3)  # nothing more comes
+    assert follower.failures == 4
+    assert follower.active_version == v1
+    assert activations.versions == [v1]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "streams.modelcontrol" and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 4, warnings
+    assert f"no model version '{UNKNOWN}'" in warnings[0]
+    assert "do not match the running feature spec" in warnings[1]
+    assert "malformed promotion record" in warnings[2]
+    assert "malformed promotion record: version 7" in warnings[3]
+    assert all(f"model {v1} stays active" in w for w in warnings)
+    assert f"model none -> {v1} active" in caplog.text
+
+
+async def test_without_an_event_the_registry_current_json_is_used(control: Settings) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1 = register(registry, 1)
+    activations = Activations()
+    assert await ModelFollower(control, NAMES, activations).load_initial() is None
+    assert activations.versions == []
+
+    registry.promote(v1, NAMES)  # what `model promote --no-publish` records
+    follower = ModelFollower(control, NAMES, activations)
+    model = await follower.load_initial()
+    assert model is not None
+    assert model.metadata.version == v1
+    assert activations.versions == [v1]
+
+
+async def test_the_cli_promotion_reaches_a_following_worker(control: Settings) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1 = register(registry, 1)
+    activations = Activations()
+    follower = ModelFollower(control, NAMES, activations)
+    assert await follower.load_initial() is None
+    async with following(follower):
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["model", "promote", v1], env=cli_env(control)
+        )
+        assert result.exit_code == 0, result.stdout + result.stderr
+        assert f"promoted {v1} (previous: none)" in result.stdout
+        assert control.topic_names["model_control"] in result.stdout
+        await activations.wait_for(v1)
+    current = registry.current()
+    assert current is not None
+    assert current.version == v1
+
+
+def test_the_cli_changes_nothing_when_the_broker_is_unreachable(
+    control: Settings, free_port: Callable[[], int]
+) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1, v2 = register(registry, 1), register(registry, 2)
+    registry.promote(v1, NAMES)
+    before = (control.model_registry_dir / "current.json").read_bytes()
+    env = {**cli_env(control), "FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["model", "promote", v2], env=env)
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("fraudstream model promote: no Kafka broker answers at")
+    assert "nothing was changed" in result.stderr
+    assert "--no-publish" in result.stderr
+    assert (control.model_registry_dir / "current.json").read_bytes() == before
+
+    result = CliRunner().invoke(cli, ["model", "promote", "--no-publish", v2], env=env)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "registry only" in result.stdout
+    current = registry.current()
+    assert current is not None
+    assert current.version == v2
+
+
+async def test_publishing_fails_fast_without_a_broker_or_a_topic(
+    settings: Settings, free_port: Callable[[], int]
+) -> None:
+    gone = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match=UNREACHABLE):
+        await publish_promotion(gone, promotion(UNKNOWN))
+    with pytest.raises(BrokerUnavailableError, match=UNREACHABLE):
+        await ModelFollower(gone, NAMES, Activations()).load_initial()
+    topic = settings.topic_names["model_control"]
+    with pytest.raises(BrokerUnavailableError, match=f"topic {topic} does not exist"):
+        await publish_promotion(settings, promotion(UNKNOWN))  # no topic declared
+    assert time.monotonic() - started < 10
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    return {
+        "FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "FRAUDSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "FRAUDSTREAM_MODEL_REGISTRY_DIR": str(settings.model_registry_dir),
+        "FRAUDSTREAM_LOG_LEVEL": "warn",
+    }
