@@ -1,0 +1,240 @@
+"""What the pipeline's integration tests share: a model, worker processes, topic readers.
+
+Workers are real ``python -m streams worker`` processes on the real broker and Redis,
+started with the test's settings as ``FRAUDSTREAM_*`` variables, as a user would run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import polars as pl
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from features.spec import DEFAULT_FEATURES
+from models.estimators import BASELINE_PARAMS, ModelKind, feature_matrix, fit, fraud_labels
+from models.registry import ModelRegistry
+from models.training import feature_baseline
+from streams.kafka import client_options
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Message:
+    """One consumed Kafka message."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def register_model(registry_dir: Path, featurised: pl.DataFrame, *, alert_share: float) -> str:
+    """Fit a logistic regression on offline features; register and promote it.
+
+    The threshold is the score quantile that alerts on ``alert_share`` of the rows, so
+    tests see enough alerts whatever the dataset.
+    """
+    names = DEFAULT_FEATURES.names
+    x = feature_matrix(featurised, names)
+    kind = ModelKind.LOGISTIC_REGRESSION
+    estimator = fit(kind, BASELINE_PARAMS[kind], x, fraud_labels(featurised), 0)
+    scores = estimator.predict_proba(x)[:, 1]
+    threshold = float(np.quantile(scores, 1 - alert_share))
+    registry = ModelRegistry(registry_dir)
+    metadata = registry.register(
+        estimator,
+        kind=kind,
+        feature_names=names,
+        threshold={"value": threshold, "objective": "share of test rows", "target": alert_share},
+        metrics={},
+        params=BASELINE_PARAMS[kind],
+        training={"rows": featurised.height},
+        feature_baseline=feature_baseline(x),
+    )
+    registry.promote(metadata.version, names)
+    return metadata.version
+
+
+class Workers:
+    """``fraudstream worker`` processes of one test."""
+
+    def __init__(self, settings: Settings, logs: Path, free_port: Callable[[], int]) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.free_port = free_port
+        self.running: list[tuple[subprocess.Popen[bytes], int]] = []
+        self.started = 0
+
+    def start(self) -> tuple[subprocess.Popen[bytes], int]:
+        """Start one worker; returns the process and its web port."""
+        self.started += 1
+        port = self.free_port()
+        env = {
+            **os.environ,
+            **self.settings.as_env(),
+            "FRAUDSTREAM_WEB_PORT": str(port),
+            "FRAUDSTREAM_LOG_LEVEL": os.environ.get("PIPELINE_WORKER_LOG_LEVEL", "warn"),
+        }
+        with (self.logs / f"worker-{self.started}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.running.append((process, port))
+        return process, port
+
+    def wait_ready(self, port: int, timeout_s: float = 90) -> None:
+        """Wait until the worker with this web port serves its metrics."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for process, p in self.running:
+                if p == port and process.poll() is not None:
+                    raise AssertionError(f"worker exited with {process.returncode}\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2):
+                    return
+            except (URLError, OSError):
+                time.sleep(0.3)
+        raise AssertionError(f"worker on port {port} never served /metrics\n{self.log()}")
+
+    def metric(self, port: int, name: str) -> float:
+        """One unlabelled sample of a worker's /metrics (0 when not served yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except (URLError, OSError):
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return 0.0
+
+    def wait_for_metric(self, port: int, name: str, at_least: float, timeout_s: float) -> None:
+        """Wait until a worker's counter reaches a value."""
+        deadline = time.monotonic() + timeout_s
+        while self.metric(port, name) < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} < {at_least} after {timeout_s}s\n{self.log()}")
+            time.sleep(0.2)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker: no flush, no commit, no goodbye to the group."""
+        process.kill()
+        process.wait()
+        self.running = [(p, port) for p, port in self.running if p is not process]
+
+    def stop_all(self) -> list[int]:
+        """SIGTERM every worker; returns their exit codes."""
+        codes = []
+        for process, _ in self.running:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in self.running:
+            try:
+                codes.append(process.wait(timeout=60))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes.append(-9)
+        self.running = []
+        return codes
+
+    def log(self) -> str:
+        """Every worker log of this test (for failure messages), last 4 kB each."""
+        parts = []
+        for path in sorted(self.logs.glob("worker-*.log")):
+            parts.append(f"--- {path.name}\n{path.read_bytes()[-4000:].decode(errors='replace')}")
+        return "\n".join(parts)
+
+
+def replay(settings: Settings, dataset: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``fraudstream replay`` on a dataset file (a child process, as users run it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", "--log-level", "warn", "replay", str(dataset), *args],
+        env={**os.environ, **settings.as_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    until: Callable[[list[Message]], bool] | None = None,
+    timeout_s: float = 30,
+) -> list[Message]:
+    """Read a topic from its start, without a consumer group, until ``until`` holds.
+
+    Without ``until``: until every partition's end offset at the start is reached.
+
+    Raises:
+        AssertionError: ``until`` did not hold within the timeout.
+    """
+    return asyncio.run(_read_topic(settings, topic, until, timeout_s))
+
+
+async def _read_topic(
+    settings: Settings,
+    topic: str,
+    until: Callable[[list[Message]], bool] | None,
+    timeout_s: float,
+) -> list[Message]:
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **client_options(settings))
+    await consumer.start()
+    messages: list[Message] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assert partitions, f"topic {topic} has no partitions"
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning()
+        if until is None:
+            ends = await consumer.end_offsets(assigned)
+
+            async def caught_up() -> bool:
+                return all([await consumer.position(tp) >= end for tp, end in ends.items()])
+
+        deadline = time.monotonic() + timeout_s
+        while not (await caught_up() if until is None else until(messages)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{topic}: condition not met; {len(messages)} messages read")
+            batch = await consumer.getmany(timeout_ms=int(min(remaining, 1.0) * 1000))
+            for records in batch.values():
+                messages.extend(
+                    Message(r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
+                    for r in records
+                )
+    finally:
+        await consumer.stop()
+    return messages
+
+
+def header(message: Message, name: str) -> bytes | None:
+    """One header's value, or None."""
+    return next((v for n, v in message.headers if n == name), None)
+
+
+def by_tx(values: Iterator[tuple[str, dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
+    """Group decoded feature maps by transaction id (a replayed transaction appears twice)."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for tx_id, features in values:
+        out.setdefault(tx_id, []).append(features)
+    return out
