@@ -8,8 +8,14 @@ One call, `train`, runs the whole recipe on a feature frame (`features.offline` 
    recent fold.
 2. Fit the chosen parameters on the train period; score and assess the test period with
    the handbook's metrics (`models.evaluation`).
-3. Choose the alert threshold on the most recent validation fold's scores, for the
-   requested objective (`models.threshold`), and report what it gives on the test period.
+3. Choose the alert threshold for the requested objective (`models.threshold`) and
+   report what it gives on the test period. An alert budget needs no labels, only the
+   score distribution of the model that will run: it is chosen on the fitted model's own
+   scores of the delay period (after its training, before the test). Scores of another
+   model (a validation fold's, trained on other weeks) can sit on another scale: a
+   gradient-boosting model's threshold taken from one gave three times the budget.
+   A precision target needs labels and a model they are unseen by: it is chosen on the
+   most recent validation fold, as is a budget when the protocol has no delay.
 4. Fingerprint the training data (`training_fingerprint`) and record each feature's
    median over the training rows (`feature_baseline`), the reference values the alert
    explainer (`models.explain`) occludes features with.
@@ -43,12 +49,14 @@ from models.estimators import (
 )
 from models.evaluation import TOP_K_CARDS, Assessment, assess
 from models.protocol import (
+    DAY,
     HANDBOOK_PROTOCOL,
     Protocol,
     ProtocolError,
     Split,
     prequential_splits,
     split,
+    with_day,
 )
 from models.selection import Selection, select, validate
 from models.threshold import (
@@ -271,14 +279,27 @@ def train(features: pl.DataFrame, config: TrainingConfig) -> TrainingResult:
     test = assess(assessed.test, test_scores, config.k)
 
     first = selection.first_fold
-    threshold = choose_threshold(
-        config.threshold,
-        first.scores,
-        fraud_labels(first.split.test),
-        protocol.test_days,
-        f"validation period {first.split.test_start}..{first.split.test_end} "
-        f"(model trained {first.split.train_start}..{first.split.train_end})",
-    )
+    if config.threshold.objective is Objective.ALERT_BUDGET and protocol.delay_days > 0:
+        delay_start = assessed.train_end + timedelta(days=1)
+        day = pl.col(DAY)
+        delay = with_day(features).filter((day >= delay_start) & (day < assessed.test_start))
+        threshold = choose_threshold(
+            config.threshold,
+            fraud_scores(estimator, feature_matrix(delay, names)),
+            fraud_labels(delay),
+            protocol.delay_days,
+            f"this model's scores on the delay period {delay_start}.."
+            f"{assessed.test_start - timedelta(days=1)} (an alert budget needs no labels)",
+        )
+    else:
+        threshold = choose_threshold(
+            config.threshold,
+            first.scores,
+            fraud_labels(first.split.test),
+            protocol.test_days,
+            f"validation period {first.split.test_start}..{first.split.test_end} "
+            f"(model trained {first.split.train_start}..{first.split.train_end})",
+        )
     per_day, precision, recall = alert_figures(
         test_scores, fraud_labels(assessed.test), protocol.test_days, threshold.value
     )

@@ -1,11 +1,14 @@
-"""``fraudstream demo``: the main job end to end, as far as it is built.
+"""``fraudstream demo``: the main job end to end, in about two minutes.
 
-Today it brings up the local Kafka broker and redis-server, declares the product topics,
-simulates a small labelled dataset, computes its features offline, trains, registers
-and promotes a model on it (``fraudstream train``, ``fraudstream model promote``),
-replays the dataset into Kafka with ``fraudstream replay``, starts a stream worker,
-waits until the worker is serving, stops it, and says what ran and what is not built
-yet. It grows with the pipeline.
+It brings up the local Kafka broker and redis-server, declares the product topics,
+simulates a labelled dataset and computes its features offline, trains, registers and
+promotes a model (``fraudstream train``, ``fraudstream model promote``), starts a stream
+worker (``fraudstream worker``), replays the weeks before the test period at full speed
+so the worker's windows hold their history, then replays the test week, with its fraud
+reports, paced to take about a minute (``fraudstream replay --speed``), while it shows
+the worker's progress. It ends with a summary read from the alert topic: alerts,
+precision and recall against the labels, the same model scored offline for comparison,
+event-to-alert latency percentiles; then it stops what it started.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 from urllib.error import URLError
 
 import polars as pl
@@ -27,14 +33,14 @@ import typer
 
 from features.offline import compute_features
 from features.simulator import SimulationConfig, simulate, write_dataset
-from features.spec import DEFAULT_FEATURES
+from features.spec import DEFAULT_FEATURES, Entity
+from models.protocol import HANDBOOK_PROTOCOL, latest_train_start
+from streams.alertsummary import summarise_alerts
 from streams.kafka import ensure_topics, product_topics
 from streams.localinfra import ServiceError, local_services
 from streams.settings import Settings
 
 WORKER_READY_TIMEOUT_S = 90.0
-
-NOT_BUILT_YET = ("scoring agents and alerts (the live pipeline)",)
 
 #: A dataset small enough to simulate and featurise in about a second.
 #: Compromises are scaled down with the population, to keep the handbook's fraud mix.
@@ -51,24 +57,51 @@ class WorkerStartError(RuntimeError):
     """The demo's worker exited or never served its web port."""
 
 
-def demo(ctx: typer.Context) -> None:
-    """Run the demo: infrastructure up, topics, a worker that starts and stops cleanly."""
+def demo(
+    ctx: typer.Context,
+    test_seconds: Annotated[
+        float, typer.Option(help="Wall-clock seconds the test week's replay takes.")
+    ] = 60.0,
+    keep_running: Annotated[
+        bool,
+        typer.Option(help="Leave Kafka, Redis and the worker running, to explore afterwards."),
+    ] = False,
+) -> None:
+    """Run the demo: a model scores a replayed week live and the alerts are summarised."""
     settings: Settings = ctx.obj
     say = typer.echo
-    say("1/7 local infrastructure")
+    say("1/8 local infrastructure")
+    started_services = []
     for service in local_services(settings):
+        was_running = service.status().pid is not None
         try:
             say(f"    {service.start()}")
         except ServiceError as exc:
             say(f"fraudstream demo: {service.name}: {exc}", err=True)
             raise typer.Exit(1) from None
+        if not was_running:
+            started_services.append(service)
 
-    say("2/7 topics")
+    try:
+        _run(settings, say, test_seconds, keep_running)
+    except WorkerStartError as exc:
+        say(f"fraudstream demo: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        if not keep_running:
+            for service in reversed(started_services):
+                say(f"    {service.stop()}")
+
+
+def _run(
+    settings: Settings, say: Callable[[str], object], test_seconds: float, keep_running: bool
+) -> None:
+    say("2/8 topics and redis")
     asyncio.run(ensure_topics(settings, product_topics(settings)))
-    for role, name in settings.topic_names.items():
-        say(f"    {role:<14} {name} ({settings.topic_partitions} partitions)")
-
-    say("3/7 redis")
+    say(
+        f"    {len(settings.topic_names)} topics with prefix {settings.topic_prefix!r}, "
+        f"{settings.topic_partitions} partitions each"
+    )
     password = settings.redis_password
     client = redis.Redis.from_url(
         settings.redis_url, password=password.get_secret_value() if password else None
@@ -79,31 +112,85 @@ def demo(ctx: typer.Context) -> None:
     finally:
         client.close()
 
-    say("4/7 data and features")
-    dataset = _data_and_features(settings, say)
+    say("3/8 data and features")
+    dataset, transactions, featurised = _data_and_features(settings, say)
+    periods = DemoPeriods.of(transactions)
 
-    say("5/7 model")
-    _train_and_promote(settings, dataset, say)
+    say("4/8 model")
+    version = _train_and_promote(settings, dataset, say)
 
-    say("6/7 replay into Kafka")
-    _replay(settings, dataset, say)
-
-    say("7/7 stream worker")
+    say("5/8 stream worker")
+    worker = DemoWorker(settings)
     try:
-        elapsed = _run_worker_until_ready(settings)
-    except WorkerStartError as exc:
-        say(f"fraudstream demo: {exc}", err=True)
-        raise typer.Exit(1) from None
-    say(
-        f"    worker served http://{settings.web_host}:{settings.web_port}/ after "
-        f"{elapsed:.1f}s and stopped cleanly"
-    )
+        elapsed = worker.start()
+        say(f"    worker up after {elapsed:.1f}s: metrics at {worker.metrics_url}")
 
-    say("demo done. Not built yet: " + "; ".join(NOT_BUILT_YET) + ".")
+        say(f"6/8 history: {periods.describe_history()}, at full speed")
+        warmup = transactions.filter(
+            (pl.col("tx_time") >= periods.history_start) & (pl.col("tx_time") < periods.test_start)
+        ).height
+        _replay(
+            settings,
+            dataset,
+            say,
+            "--from",
+            periods.history_start.isoformat(),
+            "--to",
+            periods.test_start.isoformat(),
+        )
+        seconds = worker.wait_scored(warmup, timeout_s=300)
+        seconds += worker.wait_scored(
+            warmup, timeout_s=300, metric="fraudstream_terminal_transactions_total"
+        )
+        say(
+            f"    the worker scored {warmup:,} transactions and aggregated them by terminal "
+            f"in {seconds:.1f}s"
+        )
+
+        speed = periods.test_seconds_of_event_time / test_seconds
+        say(
+            f"7/8 test week {periods.describe_test()}: replayed in ~{test_seconds:.0f}s "
+            f"(x{speed:,.0f} real time), fraud reports included"
+        )
+        tested = transactions.filter(pl.col("tx_time") >= periods.test_start).height
+        replay = _start_replay(
+            settings,
+            dataset,
+            "--from",
+            periods.test_start.isoformat(),
+            "--to",
+            periods.test_end.isoformat(),
+            "--speed",
+            str(speed),
+        )
+        worker.follow(replay, warmup + tested, say)
+        worker.wait_scored(warmup + tested, timeout_s=120)
+
+        say("8/8 what the alert topic says")
+        summary = summarise_alerts(
+            settings, featurised, version, since=periods.test_start, days=periods.test_days
+        )
+        for line in summary.lines():
+            say(f"    {line}")
+    finally:
+        if not keep_running:
+            worker.stop()
+            say("    worker stopped")
+    if keep_running:
+        say(
+            f"still running: worker (pid {worker.pid}), Kafka and Redis. Try "
+            "`fraudstream alerts --last 5` and "
+            f"`curl -s {worker.metrics_url} | grep ^fraudstream_`; "
+            "stop with `fraudstream infra down` and `kill <pid>`."
+        )
+    else:
+        say("demo done: rerun with --keep-running to explore the topics afterwards.")
 
 
-def _data_and_features(settings: Settings, say: Callable[[str], object]) -> Path:
-    """Simulate a small dataset, write it, and compute the model's features offline."""
+def _data_and_features(
+    settings: Settings, say: Callable[[str], object]
+) -> tuple[Path, pl.DataFrame, pl.DataFrame]:
+    """Simulate a dataset, write it, and compute the model's features offline."""
     started = time.monotonic()
     transactions = simulate(DEMO_DATA)
     path = settings.local_dir / "demo" / "transactions.parquet"
@@ -120,30 +207,89 @@ def _data_and_features(settings: Settings, say: Callable[[str], object]) -> Path
         f"    computed {len(DEFAULT_FEATURES.names)} features per transaction offline "
         f"in {time.monotonic() - started:.1f}s (simulation included)"
     )
-    risk = "TERMINAL_ID_RISK_7DAY_WINDOW"
-    by_label = featurised.group_by("is_fraud").agg(pl.col(risk).mean()).sort("is_fraud")
-    genuine, fraud = by_label[risk].to_list()
-    say(f"    e.g. mean {risk}: {fraud:.3f} for frauds, {genuine:.3f} for genuine")
-    return path
+    return path, transactions, featurised
 
 
-def _train_and_promote(settings: Settings, dataset: Path, say: Callable[[str], object]) -> None:
-    """Train, register and promote a model with the user-facing commands."""
-    trained = _fraudstream(settings, "train", "--data", str(dataset)).splitlines()
+@dataclass(frozen=True)
+class DemoPeriods:
+    """The demo's periods: the model's test week, and the history its windows need.
+
+    Attributes:
+        history_start: First event time replayed (enough history for every window).
+        test_start: First event time of the test week.
+        test_days: Days of the test week.
+    """
+
+    history_start: datetime
+    test_start: datetime
+    test_days: int
+
+    @classmethod
+    def of(cls, transactions: pl.DataFrame) -> DemoPeriods:
+        """The periods of the protocol's latest split of a dataset."""
+        train_start = latest_train_start(transactions, HANDBOOK_PROTOCOL)
+        test_day = train_start + timedelta(
+            days=HANDBOOK_PROTOCOL.train_days + HANDBOOK_PROTOCOL.delay_days
+        )
+        test_start = datetime(test_day.year, test_day.month, test_day.day, tzinfo=UTC)
+        reach = timedelta(milliseconds=DEFAULT_FEATURES.retention_ms(Entity.TERMINAL))
+        first = transactions["tx_time"].min()
+        assert isinstance(first, datetime)
+        return cls(max(first, test_start - reach), test_start, HANDBOOK_PROTOCOL.test_days)
+
+    @property
+    def test_end(self) -> datetime:
+        """End of the test week (exclusive); reports after it are not replayed."""
+        return self.test_start + timedelta(days=self.test_days)
+
+    @property
+    def test_seconds_of_event_time(self) -> float:
+        """Length of the test week, in seconds."""
+        return self.test_days * 86_400.0
+
+    def describe_history(self) -> str:
+        """The history period, for people."""
+        return f"{self.history_start:%Y-%m-%d} .. {self.test_start:%Y-%m-%d}"
+
+    def describe_test(self) -> str:
+        """The test week, for people."""
+        end = self.test_start + timedelta(days=self.test_days - 1)
+        return f"{self.test_start:%Y-%m-%d} .. {end:%Y-%m-%d}"
+
+
+def _train_and_promote(settings: Settings, dataset: Path, say: Callable[[str], object]) -> str:
+    """Train, register and promote a model with the user-facing commands; its version."""
+    trained = _fraudstream(
+        settings, "train", "--data", str(dataset), "--model", "logistic_regression"
+    ).splitlines()
     for line in trained:
         if line.startswith(("train ", "threshold ")):
             say(f"    {' '.join(line.split())}")
         elif line.startswith("ours:"):
-            say(f"    test AUC AP CP@k, ours | handbook's: {' '.join(line.split()[1:])}")
+            auc, ap = line.split()[2:4]
+            say(f"    logistic regression (quick to train): test AUC {auc}, average precision {ap}")
     version = trained[-1].split()[1]  # "registered VERSION in DIRECTORY"
     for line in _fraudstream(settings, "model", "promote", version).splitlines()[-1:]:
         say(f"    {line}")
+    return version
 
 
-def _replay(settings: Settings, dataset: Path, say: Callable[[str], object]) -> None:
-    """Replay the dataset with the user-facing command, as fast as the broker takes it."""
-    for line in _fraudstream(settings, "replay", str(dataset)).splitlines()[-2:]:
+def _replay(settings: Settings, dataset: Path, say: Callable[[str], object], *args: str) -> None:
+    """Replay (part of) the dataset with the user-facing command; show its last lines."""
+    for line in _fraudstream(settings, "replay", str(dataset), *args).splitlines()[-2:]:
         say(f"    {line}")
+
+
+def _start_replay(settings: Settings, dataset: Path, *args: str) -> subprocess.Popen[str]:
+    """Start a paced ``fraudstream replay`` in a child process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", "--log-level", "warn", "replay", str(dataset), *args],
+        env={**os.environ, **settings.as_env()},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _fraudstream(settings: Settings, *args: str) -> str:
@@ -162,37 +308,107 @@ def _fraudstream(settings: Settings, *args: str) -> str:
     return result.stdout.strip()
 
 
-def _run_worker_until_ready(settings: Settings) -> float:
-    """Start ``fraudstream worker`` in a child process; stop it once its web answers."""
-    started = time.monotonic()
-    log = settings.local_dir / "demo" / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "streams", "--log-level", "warn", "worker"],
-            env={**os.environ, **settings.as_env()},
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://{settings.web_host}:{settings.web_port}/"
-        while True:
-            if worker.poll() is not None:
-                raise WorkerStartError(f"worker exited with code {worker.returncode}; see {log}")
+class DemoWorker:
+    """The demo's ``fraudstream worker`` child process, watched through its metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.address = f"{settings.web_host}:{settings.web_port}"
+        self.metrics_url = f"http://{self.address}/metrics"
+        self.log = settings.local_dir / "demo" / "worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, once started."""
+        return self.process.pid if self.process else None
+
+    def start(self) -> float:
+        """Start the worker; wait until it serves its metrics; seconds it took.
+
+        Raises:
+            WorkerStartError: It exited or did not serve in time.
+        """
+        started = time.monotonic()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams", "--log-level", "warn", "worker"],
+                env={**os.environ, **self.settings.as_env()},
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        while self.metric("fraudstream_transactions_total") is None:
+            self._check_alive()
             if time.monotonic() - started > WORKER_READY_TIMEOUT_S:
-                raise WorkerStartError("worker did not serve its web port in time")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except (URLError, OSError):
-                time.sleep(0.5)
-    finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+                raise WorkerStartError("the worker did not serve its metrics in time")
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample of the worker's metrics; None when it does not answer."""
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except (URLError, OSError):
+            return None
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return None
+
+    def wait_scored(
+        self, count: int, timeout_s: float, metric: str = "fraudstream_transactions_total"
+    ) -> float:
+        """Wait until a counter of the worker (scored transactions) reaches ``count``.
+
+        Returns:
+            Seconds waited.
+
+        Raises:
+            WorkerStartError: It exited or did not get there in time.
+        """
+        started = time.monotonic()
+        while (self.metric(metric) or 0) < count:
+            self._check_alive()
+            if time.monotonic() - started > timeout_s:
+                raise WorkerStartError(f"the worker's {metric} did not reach {count:,} in time")
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def follow(
+        self, replay: subprocess.Popen[str], total: int, say: Callable[[str], object]
+    ) -> None:
+        """Show the worker's progress every 10 s until the replay ends."""
+        next_report = time.monotonic() + 10
+        while replay.poll() is None:
+            self._check_alive()
+            if time.monotonic() >= next_report:
+                scored = self.metric("fraudstream_transactions_total") or 0
+                alerts = self.metric("fraudstream_alerts_total") or 0
+                say(f"    ... {scored:,.0f} of {total:,} transactions scored, {alerts:,.0f} alerts")
+                next_report += 10
+            time.sleep(0.25)
+        output = (replay.stdout.read() if replay.stdout else "").strip().splitlines()
+        if replay.returncode != 0:
+            raise WorkerStartError(f"the replay failed: {' '.join(output[-2:])}")
+        for line in output[-2:]:
+            say(f"    {line}")
+
+    def stop(self) -> None:
+        """SIGTERM the worker and wait for it (SIGKILL after a minute)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise WorkerStartError(
+                f"the worker exited with code {self.process.returncode}; see {self.log}"
+            )

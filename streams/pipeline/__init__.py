@@ -74,11 +74,8 @@ class _LocalPeek:
         self.table = table
 
     def peek(self, partition_keys: Any) -> dict[int, list[bytes | None]]:
-        data = self.table.data
-        return {
-            p: [data._get(k) if hasattr(data, "_get") else None for k in keys]
-            for p, keys in partition_keys.items()
-        }
+        data = self.table.data  # memory://: a dict of the raw entries
+        return {p: [data.get(k) for k in keys] for p, keys in partition_keys.items()}
 
 
 def build_pipeline(

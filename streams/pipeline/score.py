@@ -146,8 +146,8 @@ class ScoreStage:
             scores = model.scorer.score_batch(matrix)
             await self._send_alerts(scored, matrix, scores, model)
             await self._send_forwards_and_scores(scored, scores, model)
-        self._write_customers(states, last_write)
         await self._send_dead_letters(rejected)
+        self._write_customers(states, last_write)
 
         self.metrics.batch_size.observe(len(events))
         self.metrics.transactions.inc(len(scored))

@@ -81,7 +81,7 @@ class TerminalStage:
             decoded.append((event, tx, source))
             batch.want(event, tx.terminal_id.encode())
             if source is not None:
-                batch.want(event, mark_key(source[0]))
+                batch.want(event, mark_key(event.message.partition, source[0]))
         batch.load()
         skipped = applied = 0
         newest = 0
@@ -203,7 +203,7 @@ class _Batch:
         return state
 
     def mark(self, event: EventT[Any], source_partition: int) -> int:
-        key = mark_key(source_partition)
+        key = mark_key(event.message.partition, source_partition)
         slot = (event.message.partition, key)
         mark = self.marks.get(slot)
         if mark is None:
@@ -212,7 +212,7 @@ class _Batch:
         return mark
 
     def set_mark(self, event: EventT[Any], source_partition: int, offset: int) -> None:
-        key = mark_key(source_partition)
+        key = mark_key(event.message.partition, source_partition)
         self.marks[(event.message.partition, key)] = offset
         self.last[(event.message.partition, key)] = event
 

@@ -22,6 +22,7 @@ atomic write, and a forward at or below the mark is a duplicate, skipped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
@@ -29,6 +30,8 @@ from aiokafka.partitioner import murmur2
 
 from features.online import EntityState
 from streams.kafka import Headers, header_items
+
+logger = logging.getLogger(__name__)
 
 #: Header of a forwarded transaction: ``<source partition>:<source offset>``.
 SOURCE_HEADER: Final = "fraudstream-source"
@@ -61,9 +64,14 @@ class TerminalPartitioner:
         return partition
 
 
-def mark_key(source_partition: int) -> bytes:
-    """The terminal-table key of the replay mark for one source partition."""
-    return _MARK_PREFIX + str(source_partition).encode()
+def mark_key(partition: int, source_partition: int) -> bytes:
+    """The terminal-table key of a terminal partition's replay mark for a source partition.
+
+    The key names the terminal partition too, so that marks stay apart in stores that
+    key entries by key alone (memory://), not only in redis://, which keeps partitions
+    apart by itself.
+    """
+    return _MARK_PREFIX + f"{partition}:{source_partition}".encode()
 
 
 def source_header(partition: int, offset: int) -> bytes:
@@ -105,8 +113,9 @@ class TerminalLookup:
     def states(self, terminal_ids: Iterable[bytes]) -> dict[bytes, EntityState]:
         """The state of each terminal (an empty state for a terminal never seen).
 
-        Raises:
-            ValueError: A stored state is corrupt (its bytes do not decode).
+        A stored state that does not decode is logged and read as empty, like a corrupt
+        customer state: its terminal features are zero until the terminal agent writes
+        it again, and the batch is scored.
         """
         by_partition: dict[int, list[bytes]] = {}
         for terminal in dict.fromkeys(terminal_ids):
@@ -115,5 +124,13 @@ class TerminalLookup:
         out: dict[bytes, EntityState] = {}
         for partition, terminals in by_partition.items():
             for terminal, raw in zip(terminals, found[partition], strict=True):
-                out[terminal] = EntityState() if raw is None else EntityState.from_bytes(raw)
+                out[terminal] = EntityState() if raw is None else _decode(terminal, raw)
         return out
+
+
+def _decode(terminal: bytes, raw: bytes) -> EntityState:
+    try:
+        return EntityState.from_bytes(raw)
+    except ValueError:
+        logger.exception("terminal %r: unreadable state, read as empty", terminal)
+        return EntityState()

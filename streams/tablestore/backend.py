@@ -134,11 +134,16 @@ class RedisBackend:
             self._backoff.succeeded()
             return result
 
-    async def retrying_async(self, call: Callable[[], T]) -> T:
-        """Like :meth:`retrying`, waiting without blocking the event loop."""
+    async def retrying_async(self, call: Callable[[], T], *, in_thread: bool = False) -> T:
+        """Like :meth:`retrying`, waiting without blocking the event loop.
+
+        With ``in_thread`` the call itself runs in a worker thread too (redis-py's pool is
+        thread-safe): a flush of thousands of entries takes milliseconds of round trip
+        and script time during which the agents keep scoring.
+        """
         while True:
             try:
-                result = call()
+                result = await asyncio.to_thread(call) if in_thread else call()
             except RETRYABLE as exc:
                 await asyncio.sleep(self._backoff.failed(exc))
                 continue
@@ -240,7 +245,7 @@ class RedisBackend:
                 self._flush(keys=keys, args=args, client=pipe)
             return list(pipe.execute(raise_on_error=False))
 
-        results = await self.retrying_async(run)
+        results = await self.retrying_async(run, in_thread=True)
         fenced: set[bytes] = set()
         for write, result in zip(writes, results, strict=True):
             if isinstance(result, redis.ResponseError) and str(result).startswith("FENCED"):

@@ -53,8 +53,19 @@ def test_train_assesses_on_the_test_period_and_thresholds_on_validation(
     assert 0 < result.test.average_precision <= 1
     assert 0 <= result.test.card_precision <= 1
     assert result.test.days == 7
-    # The threshold was chosen on the fold whose test period is the train period.
-    assert result.threshold.chosen_on.startswith(f"validation period {result.split.train_start}")
+    # An alert budget is met on the registered model's own scores of the delay week.
+    delay_start = result.split.train_end + timedelta(days=1)
+    assert result.threshold.chosen_on.startswith(
+        f"this model's scores on the delay period {delay_start}"
+    )
+    delay = features.filter(
+        (pl.col("tx_time").dt.date() >= delay_start)
+        & (pl.col("tx_time").dt.date() < result.split.test_start)
+    )
+    delay_scores = result.estimator.predict_proba(
+        delay.select(result.config.feature_names).to_numpy()
+    )[:, 1]
+    assert (delay_scores >= result.threshold.value).sum() / 7 <= 5
     assert result.threshold.alerts_per_day <= 5
     assert 0 <= result.threshold.value <= 1
     assert result.train_rows == result.split.train.height

@@ -1,0 +1,205 @@
+"""In-memory doubles of the pipeline stages' collaborators (our own interfaces, not clients).
+
+- `Recorder`: the ``send`` callable of the stages, and one log shared with the tables, so
+  a test sees the order of every output send and every table write of a batch.
+- `TableDouble`: a bytes table partitioned like the ``redis://`` store: reads and writes go
+  to the partition of Faust's current event, and a use outside an event fails (the store
+  needs the event's partition); writes record the event that was current.
+- `PeekStore`: the ``peek`` of a terminal table store, for `TerminalLookup`.
+- `Event` and `Message`: what ``stream.take_events`` yields, weak-referenceable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from faust.streams import current_event
+from faust.types import EventT
+
+from features.online import EntityState
+from streams.metrics import PipelineMetrics
+from streams.pipeline.outputs import Headers
+from streams.pipeline.terminals import terminal_partition
+
+
+class Message:
+    """The Kafka message of an event."""
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        headers: Headers | None = None,
+        timestamp: float = 0.0,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.headers: Headers = [] if headers is None else headers
+        self.timestamp = timestamp
+
+
+class Event:
+    """An event of a micro-batch (a plain class: `set_current_event` takes a weakref)."""
+
+    def __init__(self, key: bytes | None, value: bytes | None, message: Message) -> None:
+        self.key = key
+        self.value = value
+        self.message = message
+
+    def __repr__(self) -> str:
+        m = self.message
+        return f"Event({self.key!r}, {m.topic}:{m.partition}:{m.offset})"
+
+
+def as_events(events: Sequence[Event]) -> Sequence[EventT[Any]]:
+    """The doubles as what the stages take (they use key, value and message only)."""
+    return cast("Sequence[EventT[Any]]", events)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One ``send`` call."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None
+    headers: Headers | None
+
+    def header(self, name: str) -> bytes | None:
+        """The value of a header (the first of that name), None when absent."""
+        for header, value in self.headers or ():
+            if header == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Write:
+    """One table write: where it went and the event current while it was made."""
+
+    partition: int
+    key: bytes
+    value: bytes
+    event: Any
+
+
+class Recorder:
+    """The shared log of a test: output sends and table writes, in the order they happened."""
+
+    def __init__(self) -> None:
+        self.log: list[Sent | Write] = []
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: Headers | None,
+    ) -> None:
+        """The stages' ``send``."""
+        self.log.append(Sent(topic, key, value, partition, None if headers is None else headers))
+
+    def sends(self, topic: str | None = None) -> list[Sent]:
+        """The sends, all or to one topic, in order."""
+        return [e for e in self.log if isinstance(e, Sent) and topic in (None, e.topic)]
+
+    def writes(self) -> list[Write]:
+        """The table writes, in order."""
+        return [e for e in self.log if isinstance(e, Write)]
+
+    def assert_sends_precede_writes(self) -> None:
+        """Every send of the batch happened before any table write (at-least-once rule)."""
+        kinds = [isinstance(e, Sent) for e in self.log]
+        first_write = kinds.index(False) if False in kinds else len(kinds)
+        assert all(not sent for sent in kinds[first_write:]), [type(e).__name__ for e in self.log]
+
+
+class Store:
+    """The ``data`` of a table double with a ``prefetch`` that records what it was asked."""
+
+    def __init__(self) -> None:
+        self.prefetched: list[dict[int, list[bytes]]] = []
+
+    def prefetch(self, partition_keys: Mapping[int, Sequence[bytes]]) -> None:
+        """Record the request (the double holds everything in memory already)."""
+        self.prefetched.append({p: list(keys) for p, keys in partition_keys.items()})
+
+
+class TableDouble:
+    """A bytes table whose entries live in the partition of Faust's current event.
+
+    Args:
+        recorder: The shared log, which receives every write.
+        prefetch: Give ``data`` a recording ``prefetch`` (else ``data`` has none).
+    """
+
+    def __init__(self, recorder: Recorder, *, prefetch: bool = True) -> None:
+        self.recorder = recorder
+        self.values: dict[tuple[int, bytes], bytes] = {}
+        self.data: Any = Store() if prefetch else object()
+        self.reads: list[tuple[int, bytes, Any]] = []
+
+    @staticmethod
+    def _current() -> Any:
+        event = current_event()
+        assert event is not None, "table used outside an event: the store needs its partition"
+        return event
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        """The entry of ``key`` in the current event's partition."""
+        event = self._current()
+        partition = event.message.partition
+        self.reads.append((partition, key, event))
+        return self.values.get((partition, key), default)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        event = self._current()
+        partition = event.message.partition
+        self.recorder.log.append(Write(partition, key, value, event))
+        self.values[(partition, key)] = value
+
+
+class PeekStore:
+    """A terminal table store's ``peek``: entries of any partition, recorded requests.
+
+    Args:
+        partitions: Partition count of the terminal-keyed topics; `put` files each state
+            under its terminal's partition, so a lookup asking another partition misses.
+    """
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.entries: dict[int, dict[bytes, bytes]] = {}
+        self.asked: list[dict[int, list[bytes]]] = []
+
+    def put(self, terminal_id: bytes, state: EntityState | bytes) -> None:
+        """Store a terminal's state in its partition."""
+        raw = state if isinstance(state, bytes) else state.to_bytes()
+        partition = terminal_partition(terminal_id, self.partitions)
+        self.entries.setdefault(partition, {})[terminal_id] = raw
+
+    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
+        """Entries of any partitions, in the order asked."""
+        self.asked.append({p: list(keys) for p, keys in partition_keys.items()})
+        return {
+            p: [self.entries.get(p, {}).get(k) for k in keys] for p, keys in partition_keys.items()
+        }
+
+
+def counter(metrics: PipelineMetrics, name: str, **labels: str) -> float:
+    """The value of a metric sample (0 when it has never been set)."""
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def header_dict(headers: Headers | None) -> dict[str, bytes]:
+    """Headers as a dict (each name once)."""
+    out = dict(headers or ())
+    assert len(out) == len(headers or ()), f"repeated header names: {headers}"
+    return out

@@ -1,0 +1,614 @@
+"""ScoreStage.process on micro-batches: features, scores, alerts, forwards, dead letters, state.
+
+The stage runs with a real model (a small logistic regression in a temporary registry) and
+in-memory doubles of its collaborators (`pipeline_doubles`). Features are checked against
+an independent run of `features.online.OnlineEngine` over the same valid transactions
+(customer and transaction features) and against reads of the stored terminal states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from faust.streams import current_event
+from pipeline_doubles import (
+    Event,
+    Message,
+    PeekStore,
+    Recorder,
+    Sent,
+    TableDouble,
+    as_events,
+    counter,
+    header_dict,
+)
+
+from features.online import (
+    EntityState,
+    EntityWindows,
+    EventTooOldError,
+    OnlineEngine,
+    OnlineFeatures,
+)
+from features.spec import DEFAULT_FEATURES, Entity
+from models.estimators import BASELINE_PARAMS, ModelKind, fit
+from models.registry import LoadedModel, ModelRegistry
+from models.training import feature_baseline
+from streams.contracts import Problem, decode_alert, decode_score
+from streams.kafka import SENT_AT_HEADER
+from streams.metrics import PipelineMetrics
+from streams.pipeline.model import ModelSlot
+from streams.pipeline.score import ScoreStage, ScoreTopics
+from streams.pipeline.terminals import TerminalLookup, terminal_partition
+from streams.records import Alert, Score, alert_id
+
+NAMES = DEFAULT_FEATURES.names
+PARTITIONS = 6
+MAX_EVENT_BYTES = 1024
+THRESHOLD = 0.3
+REASONS = 3
+TOPICS = ScoreTopics(
+    source="transactions",
+    alerts="alerts",
+    scores="scores",
+    forwards="transactions-by-terminal",
+    dlq="transactions-dlq",
+)
+T0 = 1_700_000_000_000  # a Tuesday, 22:13:20 UTC
+SECOND = 1000
+HOUR = 3_600_000
+DAY = 86_400_000
+#: The partition of each customer's events (any fixed assignment will do for the stage).
+CUSTOMER_PARTITIONS = {"C1": 0, "C2": 1, "C3": 2, "C4": 3, "C5": 5, "C6": 4}
+
+Vector = list[float]
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+def training_matrix(rows: int = 2000, seed: int = 0) -> npt.NDArray[np.float64]:
+    """Feature rows in plausible ranges; the label will depend on the amount only."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for name in NAMES:
+        if "DURING" in name:
+            column = rng.integers(0, 2, rows).astype(np.float64)
+        elif "RISK" in name:
+            column = rng.uniform(0, 0.3, rows)
+        elif "TO_AVG" in name:
+            column = rng.uniform(0, 5, rows)
+        elif "SECONDS" in name:
+            column = rng.uniform(0, 30 * 86_400, rows)
+        elif "NB_" in name:
+            column = rng.integers(0, 30, rows).astype(np.float64)
+        else:  # amounts
+            column = rng.uniform(0, 3000, rows)
+        columns.append(column)
+    return np.column_stack(columns)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    x = training_matrix()
+    y = x[:, NAMES.index("TX_AMOUNT")] > 800
+    kind = ModelKind.LOGISTIC_REGRESSION
+    estimator = fit(kind, BASELINE_PARAMS[kind], x, y, seed=0)
+    registry = ModelRegistry(Path(tmp_path_factory.mktemp("registry")))
+    metadata = registry.register(
+        estimator,
+        kind=kind,
+        feature_names=NAMES,
+        threshold={"value": THRESHOLD, "objective": "fixed"},
+        metrics={},
+        params=BASELINE_PARAMS[kind],
+        training={"rows": len(x)},
+        feature_baseline=feature_baseline(x),
+    )
+    return registry.load(metadata.version, NAMES)
+
+
+@pytest.fixture
+def slot(model: LoadedModel) -> Iterator[ModelSlot]:
+    slot = ModelSlot(NAMES, reasons=REASONS)
+    slot.activate(model)
+    yield slot
+    close(slot)
+
+
+def close(slot: ModelSlot) -> None:
+    """Undo the scorer's process-wide thread pinning."""
+    if slot.active is not None:
+        slot.active.scorer.close()
+
+
+# --- the stage and its batches --------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    recorder: Recorder
+    customers: TableDouble
+    peek: PeekStore
+    metrics: PipelineMetrics
+    stage: ScoreStage
+
+
+def rig(slot: ModelSlot, *, topics: ScoreTopics = TOPICS, prefetch: bool = True) -> Rig:
+    recorder = Recorder()
+    customers = TableDouble(recorder, prefetch=prefetch)
+    peek = PeekStore(PARTITIONS)
+    metrics = PipelineMetrics()
+    stage = ScoreStage(
+        online=OnlineFeatures(DEFAULT_FEATURES),
+        customers=customers,
+        terminals=TerminalLookup(peek, PARTITIONS),
+        slot=slot,
+        send=recorder.send,
+        topics=topics,
+        metrics=metrics,
+        max_event_bytes=MAX_EVENT_BYTES,
+    )
+    return Rig(recorder, customers, peek, metrics, stage)
+
+
+def payload(
+    tx_id: str, customer: str, terminal: str, time_ms: int, amount: str = "10.00"
+) -> dict[str, Any]:
+    return {
+        "tx_id": tx_id,
+        "tx_time": time_ms,
+        "customer_id": customer,
+        "terminal_id": terminal,
+        "amount": amount,
+        "currency": "EUR",
+        "schema_version": 1,
+        "channel": "pos",
+    }
+
+
+def encode(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode()
+
+
+class Batch:
+    """Builds the events of a micro-batch, with increasing offsets per partition."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+        self.events: list[Event] = []
+        self.offsets: dict[int, int] = {}
+
+    def add(
+        self,
+        key: str | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        sent_ms: int | None = None,
+    ) -> Event:
+        if partition is None:
+            assert key is not None
+            partition = CUSTOMER_PARTITIONS[key]
+        offset = self.offsets[partition] = self.offsets.get(partition, 100 + 10 * partition) + 1
+        headers = [] if sent_ms is None else [(SENT_AT_HEADER, str(sent_ms).encode())]
+        message = Message(
+            TOPICS.source, partition, offset, headers, timestamp=(self.now_ms - 60_000) / 1000
+        )
+        event = Event(None if key is None else key.encode(), value, message)
+        self.events.append(event)
+        return event
+
+
+def positions(entity: Entity) -> list[int]:
+    return [i for i, feature in enumerate(DEFAULT_FEATURES) if feature.entity is entity]
+
+
+def terminal_state(
+    *transactions: tuple[int, float], frauds: tuple[tuple[int, str], ...] = ()
+) -> EntityState:
+    windows = EntityWindows(DEFAULT_FEATURES, Entity.TERMINAL)
+    state = EntityState()
+    for i, (time_ms, amount) in enumerate(transactions):
+        windows.record(state, time_ms, amount, f"P{i}")
+    for time_ms, tx_id in frauds:
+        assert windows.record_fraud(state, time_ms, tx_id)
+    return state
+
+
+def expected_vector(
+    engine_vector: Vector, terminal: EntityState, time_ms: int, amount: float
+) -> Vector:
+    """Transaction and customer features from the engine; terminal ones read from the state."""
+    read = [0.0] * len(NAMES)
+    EntityWindows(DEFAULT_FEATURES, Entity.TERMINAL).read_into(terminal, time_ms, amount, read)
+    vector = list(engine_vector)
+    for i in positions(Entity.TERMINAL):
+        vector[i] = read[i]
+    return vector
+
+
+def decoded_scores(recorder: Recorder) -> dict[str, tuple[Sent, Score]]:
+    out: dict[str, tuple[Sent, Score]] = {}
+    for sent in recorder.sends(TOPICS.scores):
+        record = decode_score(sent.value)
+        assert isinstance(record, Score), record
+        assert record.tx_id not in out
+        out[record.tx_id] = (sent, record)
+    return out
+
+
+def decoded_alerts(recorder: Recorder) -> dict[str, tuple[Sent, Alert]]:
+    out: dict[str, tuple[Sent, Alert]] = {}
+    for sent in recorder.sends(TOPICS.alerts):
+        record = decode_alert(sent.value)
+        assert isinstance(record, Alert), record
+        assert record.tx_id not in out
+        out[record.tx_id] = (sent, record)
+    return out
+
+
+# --- the mixed batch ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Valid:
+    event: Event
+    tx_id: str
+    customer: str
+    terminal: str
+    time_ms: int
+    amount: str
+
+
+@dataclass(frozen=True)
+class Bad:
+    event: Event
+    problem: Problem
+    field: str | None
+
+
+async def test_a_mixed_batch_is_scored_dead_lettered_and_stored_in_order(
+    slot: ModelSlot, model: LoadedModel
+) -> None:
+    r = rig(slot)
+    engine = OnlineEngine(DEFAULT_FEATURES)
+    # Earlier history of C2 and C3, already in the customer table.
+    engine.transaction(T0 - 2 * DAY, "C2", "T3", 20.0)
+    engine.transaction(T0 - HOUR, "C2", "T3", 35.0)  # C2's newest event
+    engine.transaction(T0 + DAY, "C3", "T4", 50.0)  # C3's newest event
+    for customer in ("C2", "C3"):
+        state = engine.states[Entity.CUSTOMER][customer]
+        r.customers.values[(CUSTOMER_PARTITIONS[customer], customer.encode())] = state.to_bytes()
+    # Terminal states as the terminal agents wrote them; T5 was never seen.
+    stored_terminals = {
+        "T1": terminal_state(
+            (T0 - 8 * DAY, 30.0),
+            (T0 - 9 * DAY, 40.0),
+            (T0 - 12 * DAY, 50.0),
+            frauds=((T0 - 9 * DAY, "old-fraud"),),
+        ),
+        "T2": terminal_state((T0 - 7 * DAY - SECOND, 5.0), (T0 - 20 * DAY, 6.0)),
+        "T4": terminal_state((T0 - 7 * DAY - HOUR, 8.0)),
+    }
+    for terminal, state in stored_terminals.items():
+        r.peek.put(terminal.encode(), state)
+
+    now_ms = int(time.time() * 1000)
+    batch = Batch(now_ms)
+    valid: list[Valid] = []
+    bad: list[Bad] = []
+
+    def good(
+        tx_id: str, customer: str, terminal: str, time_ms: int, amount: str, sent: bool
+    ) -> None:
+        data = payload(tx_id, customer, terminal, time_ms, amount)
+        event = batch.add(customer, encode(data), sent_ms=now_ms - 1500 if sent else None)
+        valid.append(Valid(event, tx_id, customer, terminal, time_ms, amount))
+
+    def wrong(key: str, value: bytes, problem: Problem, field: str | None) -> None:
+        bad.append(Bad(batch.add(key, value), problem, field))
+
+    good("t1", "C1", "T1", T0, "12.50", sent=True)
+    wrong("C4", b'{"tx_id": "b1", "tx_time": ', Problem.NOT_JSON, None)
+    good("t2", "C2", "T1", T0 + 10 * SECOND, "2500.00", sent=False)
+    wrong(
+        "C4",
+        encode({**payload("b2", "C4", "T1", T0), "tx_time": "yesterday"}),
+        Problem.WRONG_TYPE,
+        "tx_time",
+    )
+    good("t3", "C1", "T2", T0 + 60 * SECOND, "1999.99", sent=True)
+    missing = payload("b3", "C4", "T1", T0)
+    del missing["terminal_id"]
+    wrong("C4", encode(missing), Problem.MISSING_FIELD, "terminal_id")
+    wrong("C4", encode(payload("b4", "C4", "T1", T0, "-5.00")), Problem.BAD_VALUE, "amount")
+    wrong("C4", encode(payload("b5", "C4", "T1", T0, "10000000.00")), Problem.BAD_VALUE, "amount")
+    wrong(
+        "C4",
+        encode({**payload("b6", "C4", "T1", T0), "wallet": "x"}),
+        Problem.UNKNOWN_FIELD,
+        "wallet",
+    )
+    large = encode(payload("b7", "C4", "T1", T0))
+    large += b" " * (MAX_EVENT_BYTES + 1 - len(large))  # valid JSON, but too long to read
+    wrong("C4", large, Problem.TOO_LARGE, None)
+    # C5's transaction keyed by C1: it must touch neither customer.
+    wrong("C1", encode(payload("b8", "C5", "T1", T0)), Problem.WRONG_KEY, None)
+    # More than C2's allowed lateness (1 day) behind its newest stored event (T0 - 1 h).
+    late = T0 - HOUR - DAY - 1
+    with pytest.raises(EventTooOldError):  # the engine agrees it is too late
+        EntityWindows(DEFAULT_FEATURES, Entity.CUSTOMER).check(
+            engine.states[Entity.CUSTOMER]["C2"], late
+        )
+    wrong("C2", encode(payload("b9", "C2", "T3", late, "3.00")), Problem.TOO_LATE, "tx_time")
+    good("t5", "C3", "T4", T0, "0.00", sent=False)  # exactly 1 day behind C3: still exact
+    good("t6", "C6", "T5", T0 + 5 * SECOND, "7.00", sent=True)
+    events = batch.events
+
+    await r.stage.process(as_events(events))
+
+    assert current_event() is None
+    log = r.recorder
+    version = model.metadata.version
+
+    # Reference features: the engine over the valid transactions, in order.
+    expected: dict[str, Vector] = {}
+    for v in valid:
+        engine_vector = engine.transaction(v.time_ms, v.customer, v.terminal, float(v.amount))
+        stored = stored_terminals.get(v.terminal, EntityState())
+        expected[v.tx_id] = expected_vector(engine_vector, stored, v.time_ms, float(v.amount))
+    with pytest.raises(EventTooOldError):
+        engine.transaction(late, "C2", "T3", 3.0)
+    matrix = np.array([expected[v.tx_id] for v in valid])
+    expected_scores = dict(
+        zip(
+            [v.tx_id for v in valid],
+            model.estimator.predict_proba(matrix)[:, 1].tolist(),
+            strict=True,
+        )
+    )
+
+    # Dead letters: one per bad event, original bytes, problem and source in headers.
+    dlq = log.sends(TOPICS.dlq)
+    assert len(dlq) == len(bad)
+    for b in bad:
+        message = b.event.message
+        [sent] = [
+            s
+            for s in dlq
+            if s.header("fraudstream-source-partition") == str(message.partition).encode()
+            and s.header("fraudstream-source-offset") == str(message.offset).encode()
+        ]
+        headers = header_dict(sent.headers)
+        assert sent.value == b.event.value
+        assert sent.key == b.event.key
+        assert sent.partition is None
+        assert headers["fraudstream-problem"] == b.problem.value.encode(), headers
+        assert headers.get("fraudstream-field") == (None if b.field is None else b.field.encode())
+        assert headers["fraudstream-source-topic"] == TOPICS.source.encode()
+        assert "fraudstream-truncated-from" not in headers
+
+    # Forwards: one per valid transaction, keyed and partitioned by terminal.
+    forwards = log.sends(TOPICS.forwards)
+    assert [f.key for f in forwards] == [v.terminal.encode() for v in valid]
+    for forward, v in zip(forwards, valid, strict=True):
+        message = v.event.message
+        assert forward.value == v.event.value
+        assert forward.partition == terminal_partition(v.terminal.encode(), PARTITIONS)
+        assert forward.headers == [
+            ("fraudstream-source", f"{message.partition}:{message.offset}".encode())
+        ]
+
+    # Score records: one per valid transaction, with the reference features.
+    scores = decoded_scores(log)
+    assert sorted(scores) == sorted(v.tx_id for v in valid)
+    for v in valid:
+        sent, score = scores[v.tx_id]
+        assert sent.key == v.customer.encode()
+        assert (sent.partition, sent.headers) == (None, None)
+        assert (score.customer_id, score.terminal_id, score.tx_time) == (
+            v.customer,
+            v.terminal,
+            v.time_ms,
+        )
+        assert (score.threshold, score.model_version) == (THRESHOLD, version)
+        assert score.features == dict(zip(NAMES, expected[v.tx_id], strict=True)), v.tx_id
+        assert score.score == pytest.approx(expected_scores[v.tx_id], rel=1e-9, abs=1e-12)
+        assert now_ms <= score.scored_at
+
+    # Alerts: exactly the scores at or above the threshold, with reasons and latency.
+    alerts = decoded_alerts(log)
+    alerted = {tx for tx, (_, score) in scores.items() if score.score >= THRESHOLD}
+    assert set(alerts) == alerted
+    assert alerted == {"t2", "t3"}  # one with the sent-at header, one without
+    by_id = {v.tx_id: v for v in valid}
+    for tx_id, (sent, alert) in alerts.items():
+        v = by_id[tx_id]
+        score = scores[tx_id][1]
+        assert sent.key == v.customer.encode()
+        assert alert.alert_id == alert_id(tx_id, version)
+        assert str(alert.amount) == v.amount
+        assert (alert.score, alert.threshold, alert.model_version) == (
+            score.score,
+            THRESHOLD,
+            version,
+        )
+        assert alert.features == score.features
+        assert 1 <= len(alert.reasons) <= REASONS
+        assert all(alert.features[reason.feature] == reason.value for reason in alert.reasons)
+        contributions = [float(reason.contribution or 0) for reason in alert.reasons]
+        assert all(c > 0 for c in contributions), alert.reasons
+        assert contributions == sorted(contributions, reverse=True)
+        if v.event.message.headers:
+            sent_at = now_ms - 1500
+        else:
+            sent_at = int(v.event.message.timestamp * 1000)
+        assert alert.latency_ms == alert.emitted_at - sent_at
+    assert alerts["t2"][1].latency_ms >= 60_000  # from the broker timestamp, 60 s ago
+    assert 1500 <= alerts["t3"][1].latency_ms < 60_000  # from the header, 1.5 s ago
+
+    # State: every send before any write; each changed customer written once, under the
+    # event that last changed it, with the engine's state.
+    log.assert_sends_precede_writes()
+    writes = log.writes()
+    last_change = {"C1": "t3", "C2": "t2", "C3": "t5", "C6": "t6"}
+    assert sorted((w.partition, w.key) for w in writes) == sorted(
+        (CUSTOMER_PARTITIONS[c], c.encode()) for c in last_change
+    )
+    for w in writes:
+        customer = w.key.decode()
+        assert w.event is by_id[last_change[customer]].event
+        assert w.value == engine.states[Entity.CUSTOMER][customer].to_bytes(), customer
+    # Reads: the customers of valid transactions, in their own partitions, one each.
+    assert sorted((p, k) for p, k, _ in r.customers.reads) == sorted(
+        (CUSTOMER_PARTITIONS[c], c.encode()) for c in ("C1", "C2", "C3", "C6")
+    )
+    assert all(e.key == k for _, k, e in r.customers.reads)
+    # One prefetch of the decoded customers and one peek of the batch's terminals.
+    [prefetched] = r.customers.data.prefetched
+    assert {p: set(keys) for p, keys in prefetched.items()} == {
+        0: {b"C1"},
+        1: {b"C2"},
+        2: {b"C3"},
+        4: {b"C6"},
+    }
+    [asked] = r.peek.asked
+    assert sorted(k for keys in asked.values() for k in keys) == [b"T1", b"T2", b"T4", b"T5"]
+
+    # Metrics.
+    m = r.metrics
+    assert counter(m, "fraudstream_transactions_total") == len(valid)
+    assert counter(m, "fraudstream_alerts_total") == len(alerts)
+    problems: dict[str, int] = {}
+    for b in bad:
+        problems[b.problem.value] = problems.get(b.problem.value, 0) + 1
+    for problem in Problem:
+        assert counter(m, "fraudstream_dlq_records_total", problem=problem.value) == problems.get(
+            problem.value, 0
+        ), problem
+    assert counter(m, "fraudstream_batch_size_count") == 1
+    assert counter(m, "fraudstream_batch_size_sum") == len(events)
+    assert counter(m, "fraudstream_event_to_alert_latency_seconds_count") == len(alerts)
+    assert counter(m, "fraudstream_event_to_alert_latency_seconds_sum") == pytest.approx(
+        sum(a.latency_ms for _, a in alerts.values()) / 1000
+    )
+    assert counter(m, "fraudstream_processing_latency_seconds_count") == 1
+    assert counter(m, "fraudstream_terminal_reads_inexact_total") == 0
+    assert counter(m, "fraudstream_scorer_event_time_seconds") == (T0 + 60 * SECOND) / 1000
+
+
+# --- other batches -----------------------------------------------------------------------------
+
+
+def two_transactions(now_ms: int) -> Batch:
+    batch = Batch(now_ms)
+    batch.add("C1", encode(payload("s1", "C1", "T1", T0, "3000.00")), sent_ms=now_ms)
+    batch.add("C6", encode(payload("s2", "C6", "T2", T0 + SECOND, "4.00")))
+    return batch
+
+
+async def test_without_score_records_or_prefetch_the_rest_is_sent_and_stored(
+    slot: ModelSlot,
+) -> None:
+    r = rig(slot, topics=replace(TOPICS, scores=None), prefetch=False)
+    batch = two_transactions(int(time.time() * 1000))
+
+    await r.stage.process(as_events(batch.events))
+
+    assert r.recorder.sends(TOPICS.scores) == []
+    assert [s.topic for s in r.recorder.sends()] == [TOPICS.alerts] + [TOPICS.forwards] * 2
+    assert set(decoded_alerts(r.recorder)) == {"s1"}
+    assert [w.key for w in r.recorder.writes()] == [b"C1", b"C6"]
+    r.recorder.assert_sends_precede_writes()
+    assert counter(r.metrics, "fraudstream_transactions_total") == 2
+
+
+async def test_scoring_waits_for_the_first_model(model: LoadedModel) -> None:
+    slot = ModelSlot(NAMES, reasons=REASONS)
+    r = rig(slot)
+    batch = two_transactions(int(time.time() * 1000))
+    task = asyncio.create_task(r.stage.process(as_events(batch.events)))
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=0.1)
+        assert not task.done()
+        assert r.recorder.log == []
+        assert r.customers.reads == []
+
+        slot.activate(model)
+        await asyncio.wait_for(task, timeout=5)
+    finally:
+        task.cancel()
+        close(slot)
+    scores = decoded_scores(r.recorder)
+    assert sorted(scores) == ["s1", "s2"]
+    assert {s.model_version for _, s in scores.values()} == {model.metadata.version}
+    assert len(r.recorder.writes()) == 2
+
+
+async def test_a_batch_of_bad_events_only_sends_dead_letters(slot: ModelSlot) -> None:
+    r = rig(slot)
+    batch = Batch(int(time.time() * 1000))
+    batch.add("C1", None)  # a tombstone
+    batch.add("C1", b"")
+    batch.add("C1", b"[1, 2]")
+    batch.add(None, encode(payload("x", "C1", "T1", T0)), partition=0)
+    too_large = b"x" * (MAX_EVENT_BYTES + 1)
+    batch.add("C1", too_large)
+
+    await r.stage.process(as_events(batch.events))
+
+    dlq = r.recorder.sends(TOPICS.dlq)
+    assert [s.value for s in dlq] == [e.value for e in batch.events]
+    assert [s.header("fraudstream-problem") for s in dlq] == [
+        b"not_json",
+        b"not_json",
+        b"not_an_object",
+        b"wrong_key",
+        b"too_large",
+    ]
+    assert r.recorder.sends() == dlq
+    assert r.recorder.writes() == []
+    assert r.customers.reads == []
+    assert r.customers.data.prefetched == []
+    assert r.peek.asked == []
+    assert counter(r.metrics, "fraudstream_transactions_total") == 0
+    assert counter(r.metrics, "fraudstream_batch_size_sum") == 5
+    assert counter(r.metrics, "fraudstream_dlq_records_total", problem="not_json") == 2
+
+
+async def test_an_unreadable_customer_state_starts_afresh(slot: ModelSlot) -> None:
+    r = rig(slot)
+    r.customers.values[(CUSTOMER_PARTITIONS["C1"], b"C1")] = b"\x07 not a state"
+    batch = two_transactions(int(time.time() * 1000))
+
+    await r.stage.process(as_events(batch.events))
+
+    fresh = OnlineEngine()
+    expected = fresh.transaction(T0, "C1", "T1", 3000.0)
+    score = decoded_scores(r.recorder)["s1"][1]
+    for i in positions(Entity.CUSTOMER):
+        assert score.features[NAMES[i]] == expected[i]
+    written = {w.key: w.value for w in r.recorder.writes()}
+    assert written[b"C1"] == fresh.states[Entity.CUSTOMER]["C1"].to_bytes()
+
+
+async def test_an_unreadable_terminal_state_does_not_fail_the_batch(slot: ModelSlot) -> None:
+    r = rig(slot)
+    r.peek.put(b"T1", b"\x07 not a state")
+    batch = two_transactions(int(time.time() * 1000))
+
+    await r.stage.process(as_events(batch.events))
+
+    assert sorted(decoded_scores(r.recorder)) == ["s1", "s2"]
+    assert len(r.recorder.writes()) == 2
