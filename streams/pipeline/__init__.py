@@ -161,6 +161,9 @@ def build_pipeline(
 
     @app.agent(raw_topic(names["transactions"]), name="score")
     async def score(stream: StreamT[Any]) -> None:
+        # Wait for a model before taking any event: an event taken is tracked by Faust
+        # until acknowledged, and a worker stopped while holding one would wait forever.
+        await slot.wait()
         async for events in batches(stream):
             await score_stage.process(events)
 
