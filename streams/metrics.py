@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 import faust
@@ -305,3 +306,29 @@ def install_metrics_view(app: faust.App, metrics: PipelineMetrics, path: str = "
         return view.bytes(body, headers={"Content-Type": content_type})
 
     app.page(path, name=f"fraudstream-metrics:{path}")(metrics_page)
+
+
+def install_health_views(app: faust.App, ready: Callable[[], str | None]) -> None:
+    """Serve ``GET /health`` (alive) and ``GET /ready`` (scoring) on the worker's web server.
+
+    Orchestrators probe them: liveness restarts a worker whose event loop no longer
+    answers; readiness holds traffic and rolling updates until the worker can score.
+
+    Args:
+        app: The Faust app.
+        ready: None when the worker is ready, else why not (one line, in the 503 body).
+    """
+
+    async def health_page(view: Any, request: Any) -> Any:
+        """200 while the worker's event loop answers."""
+        return view.json({"status": "ok"})
+
+    async def ready_page(view: Any, request: Any) -> Any:
+        """200 when the worker can score, 503 with the reason otherwise."""
+        reason = ready()
+        if reason is None:
+            return view.json({"status": "ready"})
+        return view.json({"status": "not ready", "reason": reason}, status=503)
+
+    app.page("/health", name="fraudstream-health")(health_page)
+    app.page("/ready", name="fraudstream-ready")(ready_page)

@@ -27,7 +27,7 @@ from faust.types import EventT, StreamT
 
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
-from streams.metrics import PipelineMetrics, install_metrics_view
+from streams.metrics import PipelineMetrics, install_health_views, install_metrics_view
 from streams.modelcontrol import ModelFollower
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import Headers
@@ -188,6 +188,15 @@ def build_pipeline(
         await follower.follow()
 
     install_metrics_view(app, metrics)
+
+    def readiness() -> str | None:
+        if slot.active is None:
+            return "no model promoted yet"
+        if app.rebalancing:
+            return "partitions are being rebalanced"
+        return None
+
+    install_health_views(app, readiness)
     for table in (customers, terminals):
         _observe_flushes(table, metrics)
     return Pipeline(app, metrics, slot, score_stage, terminal_stage, follower)

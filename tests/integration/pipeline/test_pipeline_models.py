@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +66,14 @@ def produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
     asyncio.run(run())
 
 
+def readiness(port: int) -> tuple[int, str | None]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
+            return response.status, json.loads(response.read()).get("reason")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()).get("reason")
+
+
 def versions_by_tx(settings: Settings, count: int) -> dict[str, str]:
     scores = read_topic(
         settings, settings.topic_names["scores"], until=lambda m: len(m) >= count, timeout_s=60
@@ -88,6 +98,7 @@ def test_a_worker_without_a_model_waits_stops_cleanly_and_loses_nothing(
     produce(settings, transactions("a", 20))
     time.sleep(3)
     assert workers.metric(port, "fraudstream_transactions_total") == 0
+    assert readiness(port) == (503, "no model promoted yet")
     started = time.monotonic()
     assert workers.stop_all() == [0], workers.log()
     assert time.monotonic() - started < 30
@@ -98,6 +109,7 @@ def test_a_worker_without_a_model_waits_stops_cleanly_and_loses_nothing(
     try:
         workers.wait_ready(port)
         scored = versions_by_tx(settings, 20)
+        assert readiness(port) == (200, None)
     finally:
         assert workers.stop_all() == [0], workers.log()
     assert scored == {f"a{i}": version for i in range(20)}
