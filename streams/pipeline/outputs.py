@@ -9,14 +9,20 @@ contracts (``streams.contracts``), so the fast path cannot drift from the schema
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import orjson
+from faust.types import EventT
 
+from features.online import EntityState
 from models.explain import Reason
 from streams.contracts import DecodeError
+from streams.metrics import PipelineMetrics
 from streams.records import SCHEMA_VERSION, Transaction, alert_id
+
+logger = logging.getLogger(__name__)
 
 #: Dead-letter headers naming where a bad record came from.
 SOURCE_TOPIC_HEADER: Final = "fraudstream-source-topic"
@@ -28,6 +34,10 @@ TRUNCATED_HEADER: Final = "fraudstream-truncated-from"
 MAX_DLQ_VALUE_BYTES: Final = 900_000
 
 Headers = list[tuple[str, bytes]]
+
+#: ``producer.send(topic, key, value, partition, headers)``: queue a message; delivery is
+#: awaited by the table store's flush, not by the agents.
+Send = Callable[[str, bytes | None, bytes | None, int | None, Headers | None], Awaitable[Any]]
 
 
 def dlq_record(
@@ -119,3 +129,38 @@ def _reasons(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
     return [
         {"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in reasons
     ]
+
+
+async def send_dead_letters(
+    send: Send,
+    topic: str,
+    rejected: Iterable[tuple[EventT[Any], DecodeError]],
+    metrics: PipelineMetrics,
+) -> None:
+    """Send each rejected event to the dead-letter topic and count it by problem."""
+    for event, problem in rejected:
+        message = event.message
+        value, headers = dlq_record(
+            event.value,
+            problem,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        await send(topic, event.key, value, None, headers)
+        metrics.dlq.labels(problem=str(problem.problem)).inc()
+
+
+def decode_state(entity: str, key: bytes, raw: bytes | None) -> EntityState:
+    """A stored window state; a missing or unreadable one reads as empty (logged).
+
+    An unreadable state (a bug, or bytes written by something else) must not stop the
+    batch: its entity starts afresh, which is exact again after one retention.
+    """
+    if raw is None:
+        return EntityState()
+    try:
+        return EntityState.from_bytes(raw)
+    except ValueError:
+        logger.exception("%s %r: unreadable state, starting it afresh", entity, key)
+        return EntityState()

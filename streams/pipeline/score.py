@@ -24,9 +24,8 @@ before the commit replays the event, whose alert is sent again with the same ale
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,15 +39,15 @@ from streams.kafka import sent_at_ms
 from streams.metrics import PipelineMetrics
 from streams.pipeline.eventctx import restore_current_event, set_current_event
 from streams.pipeline.model import ModelSlot
-from streams.pipeline.outputs import Headers, alert_value, dlq_record, score_value
+from streams.pipeline.outputs import (
+    Send,
+    alert_value,
+    decode_state,
+    score_value,
+    send_dead_letters,
+)
 from streams.pipeline.terminals import TerminalLookup, source_header
 from streams.records import Transaction
-
-logger = logging.getLogger(__name__)
-
-#: ``producer.send(topic, key, value, partition, headers)``: queue a message; delivery is
-#: awaited by the table store's flush, not here.
-Send = Callable[[str, bytes | None, bytes | None, int | None, Headers | None], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ class ScoreStage:
             scores = model.scorer.score_batch(matrix)
             await self._send_alerts(scored, matrix, scores, model)
             await self._send_forwards_and_scores(scored, scores, model)
-        await self._send_dead_letters(rejected)
+        await send_dead_letters(self.send, self.topics.dlq, rejected, self.metrics)
         self._write_customers(states, last_write)
 
         self.metrics.batch_size.observe(len(events))
@@ -198,13 +197,7 @@ class ScoreStage:
             raw = self.customers.get(key)
         finally:
             restore_current_event(token)
-        if raw is None:
-            return EntityState()
-        try:
-            return EntityState.from_bytes(raw)
-        except ValueError:
-            logger.exception("customer %r: unreadable state, starting it afresh", key)
-            return EntityState()
+        return decode_state("customer", key, raw)
 
     def _terminal_features(self, scored: list[_Scored]) -> None:
         terminal_ids = [s.transaction.terminal_id.encode() for s in scored]
@@ -297,19 +290,6 @@ class ScoreStage:
                 scored_at=scored_at,
             )
             await send(self.topics.scores, item.event.key, value, None, None)
-
-    async def _send_dead_letters(self, rejected: list[tuple[EventT[Any], DecodeError]]) -> None:
-        for event, problem in rejected:
-            message = event.message
-            value, headers = dlq_record(
-                event.value,
-                problem,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            await self.send(self.topics.dlq, event.key, value, None, headers)
-            self.metrics.dlq.labels(problem=str(problem.problem)).inc()
 
     def _write_customers(
         self, states: dict[bytes, EntityState], last_write: dict[bytes, EventT[Any]]

@@ -22,8 +22,7 @@ have arrived (see README, "Feature parity").
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from faust.types import EventT
@@ -32,12 +31,8 @@ from features.online import EntityState, EntityWindows, EventTooOldError
 from streams.contracts import DecodeError, Problem, decode_fraud_report, decode_transaction
 from streams.metrics import PipelineMetrics
 from streams.pipeline.eventctx import restore_current_event, set_current_event
-from streams.pipeline.outputs import Headers, dlq_record
+from streams.pipeline.outputs import Send, decode_state, send_dead_letters
 from streams.pipeline.terminals import mark_key, parse_source_header
-
-logger = logging.getLogger(__name__)
-
-Send = Callable[[str, bytes | None, bytes | None, int | None, Headers | None], Awaitable[Any]]
 
 
 class TerminalStage:
@@ -102,7 +97,7 @@ class TerminalStage:
             batch.changed(event, key)
             applied += 1
             newest = max(newest, tx.tx_time)
-        await self._send_dead_letters(rejected)
+        await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
         batch.write()
         self.metrics.terminal_transactions.inc(applied)
         if skipped:
@@ -143,24 +138,11 @@ class TerminalStage:
                 stored += 1
             else:
                 duplicates += 1
-        await self._send_dead_letters(rejected)
+        await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
         batch.write()
         self.metrics.fraud_reports.inc(stored)
         if duplicates:
             self.metrics.duplicates_skipped.labels(source="fraud_reports").inc(duplicates)
-
-    async def _send_dead_letters(self, rejected: list[tuple[EventT[Any], DecodeError]]) -> None:
-        for event, problem in rejected:
-            message = event.message
-            value, headers = dlq_record(
-                event.value,
-                problem,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            await self.send(self.dlq, event.key, value, None, headers)
-            self.metrics.dlq.labels(problem=str(problem.problem)).inc()
 
 
 class _Batch:
@@ -198,7 +180,7 @@ class _Batch:
         state = self.states.get(slot)
         if state is None:
             raw = self._get(event, key)
-            state = EntityState() if raw is None else _decode_state(key, raw)
+            state = decode_state("terminal", key, raw)
             self.states[slot] = state
         return state
 
@@ -234,11 +216,3 @@ class _Batch:
                 table[key] = value
             finally:
                 restore_current_event(token)
-
-
-def _decode_state(key: bytes, raw: bytes) -> EntityState:
-    try:
-        return EntityState.from_bytes(raw)
-    except ValueError:
-        logger.exception("terminal %r: unreadable state, starting it afresh", key)
-        return EntityState()

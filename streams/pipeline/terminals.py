@@ -22,7 +22,6 @@ atomic write, and a forward at or below the mark is a duplicate, skipped.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
@@ -30,8 +29,7 @@ from aiokafka.partitioner import murmur2
 
 from features.online import EntityState
 from streams.kafka import Headers, header_items
-
-logger = logging.getLogger(__name__)
+from streams.pipeline.outputs import decode_state
 
 #: Header of a forwarded transaction: ``<source partition>:<source offset>``.
 SOURCE_HEADER: Final = "fraudstream-source"
@@ -124,13 +122,5 @@ class TerminalLookup:
         out: dict[bytes, EntityState] = {}
         for partition, terminals in by_partition.items():
             for terminal, raw in zip(terminals, found[partition], strict=True):
-                out[terminal] = EntityState() if raw is None else _decode(terminal, raw)
+                out[terminal] = decode_state("terminal", terminal, raw)
         return out
-
-
-def _decode(terminal: bytes, raw: bytes) -> EntityState:
-    try:
-        return EntityState.from_bytes(raw)
-    except ValueError:
-        logger.exception("terminal %r: unreadable state, read as empty", terminal)
-        return EntityState()
