@@ -70,12 +70,14 @@ def _seeking_to_redis(
                 consumer._committed_offset[tp] = offset
         positions = dict(resumed)
         uncommitted = []
-        # Changelog partitions are never a table's source (and, without a changelog,
-        # never read): asking their earliest offsets would only cost a broker round trip
-        # on every restart (1.5 s measured with two tables).
-        changelogs = consumer.app.tables.changelog_topics
+        # Changelog partitions and Faust's leader topic (randomly assigned) are never a
+        # table's source: asking their earliest offsets would only cost a broker round
+        # trip on every restart (1.5 s measured).
+        not_sources = consumer.app.tables.changelog_topics | set(
+            getattr(consumer, "randomly_assigned_topics", ())
+        )
         for tp in assignment - set(resumed):
-            if tp.topic in changelogs:
+            if tp.topic in not_sources:
                 continue
             committed = consumer._committed_offset.get(tp)
             if committed is None:
@@ -83,6 +85,7 @@ def _seeking_to_redis(
             else:
                 positions[tp] = committed
         if uncommitted:
+            logger.info("asking the earliest offsets of %d new partitions", len(uncommitted))
             positions.update(await consumer.earliest_offsets(*uncommitted))
         for follower in followers:
             follower.note_start_positions(positions)
