@@ -1457,6 +1457,12 @@ def summary(
     return "\n".join(out)
 
 
+def interrupt(signum: int, task: asyncio.Task[None]) -> None:
+    """Stop the run on SIGINT/SIGTERM, saying so (the finally clauses clean up)."""
+    print(f"\n{signal.Signals(signum).name} received at {time.strftime('%H:%M:%S')}: stopping")
+    task.cancel()
+
+
 async def main_async(args: argparse.Namespace) -> None:
     base = Settings()
     run = uuid.uuid4().hex[:8]
@@ -1467,7 +1473,7 @@ async def main_async(args: argparse.Namespace) -> None:
     task = asyncio.current_task()
     assert task is not None
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signum, interrupt, signum, task)
     for service in local_services(base):
         bench.services[service.name] = service.process.pid()
     load_start = load()
