@@ -190,7 +190,8 @@ def test_image_environment_is_settings_the_worker_accepts(image: Image) -> None:
     assert not unknown_variables(image.env)
     assert not SECRET_ENV_VARS & image.env.keys()
     settings = image_settings(image)
-    assert settings.web_host == "0.0.0.0"  # reachable from outside the container
+    # Loopback unless a deployment says otherwise: the HEALTHCHECK probes it from inside.
+    assert settings.web_host == "127.0.0.1"
     assert image.exposed == [str(settings.web_port)]
     # Writable places are directories of their own, not the read-only install.
     assert settings.local_dir.is_absolute()
@@ -387,7 +388,8 @@ def test_compose_workers_serve_on_the_image_port(stack: dict[str, Any], image: I
     worker = stack["services"]["worker"]
     settings = service_settings(image, worker)
     assert [str(p) for p in worker["expose"]] == image.exposed == [str(settings.web_port)]
-    assert settings.web_host == "0.0.0.0"
+    # Its own address, through its host name (never every interface).
+    assert settings.web_host == worker["hostname"]
     assert "ports" not in worker, "replicas would clash on a host port"
     assert "healthcheck" not in worker  # the image's /health check applies
     replicas = int(worker["deploy"]["replicas"])

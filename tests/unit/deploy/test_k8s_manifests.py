@@ -189,7 +189,14 @@ def test_configmap_and_secret_make_valid_settings_for_the_image(image: Image) ->
     assert settings.kafka_security_protocol.startswith("SASL")
     assert settings.kafka_sasl_password is not None
     assert settings.redis_password is not None
-    assert settings.web_host == "0.0.0.0"
+    # The pod's own address from the downward API, never every interface.
+    assert settings.web_host == "127.0.0.1"  # what the ConfigMap and image alone give
+    (web_host,) = [
+        v
+        for v in container(workload("deployment.yaml"))["env"]
+        if v["name"] == "FRAUDSTREAM_WEB_HOST"
+    ]
+    assert web_host["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert settings.redis_url.startswith(("redis://", "rediss://"))
 
 
