@@ -24,69 +24,33 @@ per alert; with the load average, since the machine is shared.
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from handbook_models import arguments, handbook_split, load, register_baselines, time_calls
 
-from features.offline import compute_features
-from features.simulator import SimulationConfig, simulate
 from features.spec import DEFAULT_FEATURES
-from models.estimators import BASELINE_PARAMS, ModelKind, feature_matrix, fit, fraud_labels
+from models.estimators import feature_matrix
 from models.explain import ReasonExplainer
-from models.handbook import HANDBOOK_TRAIN_START
-from models.protocol import split
 from models.registry import ModelRegistry
 from models.scoring import BatchScorer
-from models.training import feature_baseline
 
 ALERTS_PER_BATCH = (1, 10, 100)
 #: Time spent per (kind, k), so small k gets many calls.
 BUDGET_S = 2.0
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", type=Path, default=None)
-    parser.add_argument("--customers", type=int, default=5_000)
-    parser.add_argument("--terminals", type=int, default=10_000)
-    args = parser.parse_args()
-
+    args = arguments((__doc__ or "").splitlines()[0])
     names = DEFAULT_FEATURES.names
-    config = SimulationConfig(customers=args.customers, terminals=args.terminals)
-    frame = compute_features(simulate(config), DEFAULT_FEATURES)
-    handbook_split = split(frame, HANDBOOK_TRAIN_START)
-    vectors = feature_matrix(handbook_split.test, names)
+    assessed = handbook_split(args)
+    vectors = feature_matrix(assessed.test, names)
 
     with tempfile.TemporaryDirectory() as temporary:
         registry = ModelRegistry(args.registry or Path(temporary))
         if args.registry is None:
-            x = feature_matrix(handbook_split.train, names)
-            y = fraud_labels(handbook_split.train)
-            baseline = feature_baseline(x)
-            for kind in ModelKind:
-                started = time.perf_counter()
-                estimator = fit(kind, BASELINE_PARAMS[kind], x, y, seed=0)
-                registry.register(
-                    estimator,
-                    kind=kind,
-                    feature_names=names,
-                    threshold={"value": 0.5, "objective": "fixed"},
-                    metrics={},
-                    params=BASELINE_PARAMS[kind],
-                    training={"period": handbook_split.describe()},
-                    feature_baseline=baseline,
-                )
-                print(f"fitted {kind.value} in {time.perf_counter() - started:.1f}s")
+            register_baselines(registry, assessed)
         newest = {m.kind: m for m in registry.versions() if m.feature_names == names}
         for metadata in newest.values():
             if metadata.feature_baseline is None:
@@ -112,19 +76,10 @@ def main() -> None:
             for k in ALERTS_PER_BATCH:
                 picks = [rng.choice(pool, k) for _ in range(64)]
                 batches = [(np.ascontiguousarray(vectors[p]), all_scores[p]) for p in picks]
-                explainer.explain(*batches[0])  # warm up
                 reasons = sum(len(r) for r in explainer.explain(*batches[0])) / k
-                timings: list[float] = []
-                deadline = time.perf_counter() + BUDGET_S
-                while time.perf_counter() < deadline or len(timings) < 5:
-                    rows, scores = batches[len(timings) % len(batches)]
-                    started = time.perf_counter_ns()
-                    explainer.explain(rows, scores)
-                    timings.append((time.perf_counter_ns() - started) / 1000)
-                median = statistics.median(timings)
-                p90 = statistics.quantiles(timings, n=10)[-1]
+                calls, median, p90 = time_calls(explainer.explain, batches, BUDGET_S)
                 print(
-                    f"{kind.value:<24} {k:>5} {len(timings):>7} {median:>12.1f} "
+                    f"{kind.value:<24} {k:>5} {calls:>7} {median:>12.1f} "
                     f"{p90:>10.1f} {median / k:>9.1f} {reasons:>8.2f}  {load()}",
                     flush=True,
                 )

@@ -18,21 +18,14 @@ the machine is shared.
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from handbook_models import arguments, handbook_split, load, register_baselines, time_calls
 
-from features.offline import compute_features
-from features.simulator import SimulationConfig, simulate
 from features.spec import DEFAULT_FEATURES
-from models.estimators import BASELINE_PARAMS, ModelKind, feature_matrix, fit, fraud_labels
-from models.handbook import HANDBOOK_TRAIN_START
-from models.protocol import split
+from models.estimators import feature_matrix
 from models.registry import ModelRegistry
 from models.scoring import BatchScorer
 
@@ -41,42 +34,16 @@ BATCH_SIZES = (1, 10, 100, 1000)
 BUDGET_S = 2.0
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", type=Path, default=None)
-    parser.add_argument("--customers", type=int, default=5_000)
-    parser.add_argument("--terminals", type=int, default=10_000)
-    args = parser.parse_args()
-
+    args = arguments((__doc__ or "").splitlines()[0])
     names = DEFAULT_FEATURES.names
-    config = SimulationConfig(customers=args.customers, terminals=args.terminals)
-    frame = compute_features(simulate(config), DEFAULT_FEATURES)
-    handbook_split = split(frame, HANDBOOK_TRAIN_START)
-    vectors = feature_matrix(handbook_split.test, names)
+    assessed = handbook_split(args)
+    vectors = feature_matrix(assessed.test, names)
 
     with tempfile.TemporaryDirectory() as temporary:
         registry = ModelRegistry(args.registry or Path(temporary))
         if args.registry is None:
-            x = feature_matrix(handbook_split.train, names)
-            y = fraud_labels(handbook_split.train)
-            for kind in ModelKind:
-                started = time.perf_counter()
-                estimator = fit(kind, BASELINE_PARAMS[kind], x, y, seed=0)
-                registry.register(
-                    estimator,
-                    kind=kind,
-                    feature_names=names,
-                    threshold={"value": 0.5, "objective": "fixed"},
-                    metrics={},
-                    params=BASELINE_PARAMS[kind],
-                    training={"period": handbook_split.describe()},
-                )
-                print(f"fitted {kind.value} in {time.perf_counter() - started:.1f}s")
+            register_baselines(registry, assessed)
         newest = {m.kind: m.version for m in registry.versions() if m.feature_names == names}
 
         print(f"\nbatch scorer, {len(names)} features; load average at start: {load()}")
@@ -89,21 +56,12 @@ def main() -> None:
             scorer = BatchScorer(registry.load(version, names), names)
             for size in BATCH_SIZES:
                 batches = [
-                    np.ascontiguousarray(vectors[rng.integers(0, len(vectors), size)])
+                    (np.ascontiguousarray(vectors[rng.integers(0, len(vectors), size)]),)
                     for _ in range(64)
                 ]
-                scorer.score_batch(batches[0])  # warm up
-                timings: list[float] = []
-                deadline = time.perf_counter() + BUDGET_S
-                while time.perf_counter() < deadline or len(timings) < 5:
-                    batch = batches[len(timings) % len(batches)]
-                    started = time.perf_counter_ns()
-                    scorer.score_batch(batch)
-                    timings.append((time.perf_counter_ns() - started) / 1000)
-                median = statistics.median(timings)
-                p90 = statistics.quantiles(timings, n=10)[-1]
+                calls, median, p90 = time_calls(scorer.score_batch, batches, BUDGET_S)
                 print(
-                    f"{kind.value:<24} {size:>6} {len(timings):>7} {median:>12.1f} "
+                    f"{kind.value:<24} {size:>6} {calls:>7} {median:>12.1f} "
                     f"{p90:>10.1f} {median / size:>9.2f}  {load()}",
                     flush=True,
                 )
