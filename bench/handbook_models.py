@@ -86,4 +86,3 @@ def time_calls(
         call(*arguments)
         timings.append((time.perf_counter_ns() - started) / 1000)
     return len(timings), statistics.median(timings), statistics.quantiles(timings, n=10)[-1]
-
