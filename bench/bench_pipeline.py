@@ -101,8 +101,10 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from features.simulator import SimulationConfig, simulate, write_dataset
 from streams.app import create_app
+from streams.contracts import DecodeError
 from streams.kafka import TopicSpec, client_options, ensure_topics, product_topics, sent_at_ms
 from streams.localinfra import local_services
+from streams.pipeline.forwards import ForwardRow, decode_forwards
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -865,6 +867,12 @@ async def read_topic(settings: Settings, topic: str, starts: dict[int, int]) -> 
     return out
 
 
+def forward_rows(value: bytes) -> list[ForwardRow]:
+    """The rows of a forward message (one per transaction; none if it does not decode)."""
+    rows = decode_forwards(value)
+    return [] if isinstance(rows, DecodeError) else rows
+
+
 def tx_id(value: bytes) -> str:
     found = re.search(rb'"tx_id":"([^"]+)"', value)
     return found.group(1).decode() if found else str(orjson.loads(value)["tx_id"])
@@ -1034,7 +1042,10 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
     )
     forwards = await read_topic(settings, names["transactions_by_terminal"], forward_starts)
     forward_ms = sorted(
-        float(m.timestamp - at) for m in forwards if (at := sent.get(tx_id(m.value))) is not None
+        float(m.timestamp - at)
+        for m in forwards
+        for row in forward_rows(m.value)
+        if (at := sent.get(row.tx_id)) is not None
     )
     field_ms: list[float] = []
     kafka_ts_ms: list[float] = []

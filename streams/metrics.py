@@ -15,8 +15,11 @@ thousands of events a second. Per-event observations are fine only where events 
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -116,6 +119,10 @@ class PipelineMetrics:
             until the first batch.
         terminal_event_time: Newest event time applied to terminal state, epoch seconds;
             NaN until the first one.
+        event_loop_lag: How late a periodic timer of the event loop fires: time the
+            loop was held by something (a long batch, a synchronous call, a collection).
+        gc_pause: Duration of the garbage collector's generation 1 and 2 collections,
+            by ``generation`` (generation 0 runs too often and too briefly to time).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -195,6 +202,20 @@ class PipelineMetrics:
 
         # A labelled gauge rather than an Info: it has no series at all until a model is
         # active, where an unset Info would export an unlabelled 1.
+        self.event_loop_lag = Histogram(
+            "fraudstream_event_loop_lag_seconds",
+            "How late a periodic timer on the worker's event loop fires: how long the loop "
+            "was held by other work. Every event waits this long too.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "fraudstream_gc_pause_seconds",
+            "Duration of garbage collections of generations 1 and 2, which stop the worker.",
+            ["generation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.model_info = Gauge(
             "fraudstream_model_info",
             "1 for the version of the active model.",
@@ -284,6 +305,51 @@ class PipelineMetrics:
             The body and its content type, ready for an HTTP response.
         """
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+async def watch_event_loop(histogram: Histogram, interval_s: float = 0.05) -> None:
+    """Observe, forever, how late a timer of ``interval_s`` fires on the running loop.
+
+    Run it as a task of the worker. A lag is time every event waiting on the loop also
+    waited, whatever held it, so it separates stalls of the process from waits on Kafka.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval_s)
+        histogram.observe(max(0.0, loop.time() - started - interval_s))
+
+
+class GcPauseObserver:
+    """Times the collections of generations 1 and 2 into a histogram (``gc.callbacks``).
+
+    A full collection walks every tracked object of the heap, holding the event loop
+    for as long; with large caches that is a latency spike worth seeing.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._children = {g: histogram.labels(generation=str(g)) for g in (1, 2)}
+        self._started: float | None = None
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """The ``gc.callbacks`` hook."""
+        if info["generation"] == 0:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self._children[info["generation"]].observe(time.perf_counter() - self._started)
+            self._started = None
+
+    def install(self) -> None:
+        """Start observing (once per process; a second install is ignored)."""
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        """Stop observing."""
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 def install_metrics_view(app: faust.App, metrics: PipelineMetrics, path: str = "/metrics") -> None:

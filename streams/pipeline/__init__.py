@@ -27,7 +27,13 @@ from faust.types import EventT, StreamT
 
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
-from streams.metrics import PipelineMetrics, install_health_views, install_metrics_view
+from streams.metrics import (
+    GcPauseObserver,
+    PipelineMetrics,
+    install_health_views,
+    install_metrics_view,
+    watch_event_loop,
+)
 from streams.modelcontrol import ModelFollower
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import Headers
@@ -186,6 +192,11 @@ def build_pipeline(
         except Exception:
             logger.exception("could not load the initial model; waiting for a promotion")
         await follower.follow()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def observe_event_loop() -> None:
+        GcPauseObserver(metrics.gc_pause).install()
+        await watch_event_loop(metrics.event_loop_lag)
 
     install_metrics_view(app, metrics)
 

@@ -139,16 +139,29 @@ async def send_dead_letters(
 ) -> None:
     """Send each rejected event to the dead-letter topic and count it by problem."""
     for event, problem in rejected:
-        message = event.message
-        value, headers = dlq_record(
-            event.value,
-            problem,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        await send(topic, event.key, value, None, headers)
-        metrics.dlq.labels(problem=str(problem.problem)).inc()
+        await send_dead_letter(send, topic, event, problem, metrics)
+
+
+async def send_dead_letter(
+    send: Send,
+    topic: str,
+    event: EventT[Any],
+    problem: DecodeError,
+    metrics: PipelineMetrics,
+    *,
+    value: bytes | None = None,
+) -> None:
+    """Send one dead letter for ``event``: its bytes, or ``value`` for a part of it."""
+    message = event.message
+    value, headers = dlq_record(
+        event.value if value is None else value,
+        problem,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    await send(topic, event.key, value, None, headers)
+    metrics.dlq.labels(problem=str(problem.problem)).inc()
 
 
 def decode_state(entity: str, key: bytes, raw: bytes | None) -> EntityState:

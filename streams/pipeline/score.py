@@ -12,7 +12,8 @@ Per micro-batch (``stream.take_events``), in this order:
 4. Read the terminals' states for the whole batch, one round trip, and add the terminal
    features (7-day delayed windows, maintained by the terminal agents).
 5. Score the batch with one ``predict_proba``; explain the alerted rows only.
-6. Send: alerts, forwards to the terminal agents, score records, dead letters.
+6. Send: alerts, forwards to the terminal agents (one message per terminal partition,
+   ``streams.pipeline.forwards``), score records, dead letters.
 7. Only then write the customers' states to the table.
 
 Why 6 before 7: the ``redis://`` store commits table state together with the source
@@ -38,6 +39,7 @@ from streams.contracts import DecodeError, Problem, decode_transaction
 from streams.kafka import sent_at_ms
 from streams.metrics import PipelineMetrics
 from streams.pipeline.eventctx import restore_current_event, set_current_event
+from streams.pipeline.forwards import Row, encode_forwards
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import (
     Send,
@@ -46,7 +48,7 @@ from streams.pipeline.outputs import (
     score_value,
     send_dead_letters,
 )
-from streams.pipeline.terminals import TerminalLookup, source_header
+from streams.pipeline.terminals import TerminalLookup
 from streams.records import Transaction
 
 
@@ -264,18 +266,28 @@ class ScoreStage:
         model: Any,
     ) -> None:
         send = self.send
-        forwards = self.topics.forwards
         partition_of = self.terminals.partition_of
+        by_partition: dict[int, list[Row]] = {}
         for item in scored:
             message = item.event.message
-            terminal = item.transaction.terminal_id.encode()
-            await send(
-                forwards,
-                terminal,
-                item.event.value,
-                partition_of(terminal),
-                [("fraudstream-source", source_header(message.partition, message.offset))],
+            tx = item.transaction
+            row = (
+                message.partition,
+                message.offset,
+                tx.tx_id,
+                tx.customer_id,
+                tx.terminal_id,
+                tx.tx_time,
+                float(tx.amount),
             )
+            partition = partition_of(tx.terminal_id.encode())
+            rows = by_partition.get(partition)
+            if rows is None:
+                by_partition[partition] = [row]
+            else:
+                rows.append(row)
+        for partition, rows in by_partition.items():
+            await send(self.topics.forwards, None, encode_forwards(rows), partition, None)
         if self.topics.scores is None:
             return
         scored_at = int(time.time() * 1000)

@@ -3,16 +3,19 @@
 Two agents write one table of terminal window states (``features.online.EntityState``),
 partitioned by terminal id:
 
-- terminal_activity reads ``transactions-by-terminal`` (each valid transaction, forwarded
-  by the score agent with its source partition and offset) and records it;
+- terminal_activity reads ``transactions-by-terminal`` (the valid transactions of each
+  scorer micro-batch, one message per terminal partition, each row with its source
+  partition and offset: ``streams.pipeline.forwards``) and records them;
 - terminal_frauds reads ``fraud-reports`` and records each report by its transaction's
   time (a duplicate report is recognised and ignored by the state itself).
 
 Both topics have the same partition count and key, so Faust gives partition p of both
 to one worker (co-partitioning) and both agents write p of the table. Micro-batches
-decode each touched state once and encode it once. Forwards replayed after a scorer's
+decode each touched state once and encode it once. Rows replayed after a scorer's
 crash are recognised by their source offset and skipped (``streams.pipeline.terminals``),
-so a terminal never counts a transaction twice.
+so a terminal never counts a transaction twice. A row outside the terminal's retention
+is dead-lettered alone, as a JSON object of its fields with the forward message's
+position; a forward message that does not decode is dead-lettered whole.
 
 The score agent reads these states for the 7-day-delayed terminal features: they are
 exact while this aggregation is less than 7 days of event time behind the scorers (the
@@ -28,11 +31,12 @@ from typing import Any
 from faust.types import EventT
 
 from features.online import EntityState, EntityWindows, EventTooOldError
-from streams.contracts import DecodeError, Problem, decode_fraud_report, decode_transaction
+from streams.contracts import DecodeError, Problem, decode_fraud_report
 from streams.metrics import PipelineMetrics
 from streams.pipeline.eventctx import restore_current_event, set_current_event
-from streams.pipeline.outputs import Send, decode_state, send_dead_letters
-from streams.pipeline.terminals import mark_key, parse_source_header
+from streams.pipeline.forwards import ForwardRow, decode_forwards, row_value
+from streams.pipeline.outputs import Send, decode_state, send_dead_letter, send_dead_letters
+from streams.pipeline.terminals import mark_key
 
 
 class TerminalStage:
@@ -63,41 +67,49 @@ class TerminalStage:
         self._prefetch = getattr(table.data, "prefetch", None)
 
     async def process_transactions(self, events: Sequence[EventT[Any]]) -> None:
-        """Record a micro-batch of forwarded transactions; skip replayed forwards."""
+        """Record a micro-batch of forward messages; skip rows already applied."""
         batch = _Batch(self)
         rejected: list[tuple[EventT[Any], DecodeError]] = []
-        decoded: list[tuple[EventT[Any], Any, tuple[int, int] | None]] = []
+        decoded: list[tuple[EventT[Any], list[ForwardRow]]] = []
         for event in events:
-            tx = decode_transaction(event.value)
-            if isinstance(tx, DecodeError):
-                rejected.append((event, tx))
+            rows = decode_forwards(event.value)
+            if isinstance(rows, DecodeError):
+                rejected.append((event, rows))
                 continue
-            source = parse_source_header(event.message.headers)
-            decoded.append((event, tx, source))
-            batch.want(event, tx.terminal_id.encode())
-            if source is not None:
-                batch.want(event, mark_key(event.message.partition, source[0]))
+            decoded.append((event, rows))
+            partition = event.message.partition
+            sources = set()
+            for row in rows:
+                batch.want(event, row.terminal_id.encode())
+                sources.add(row.source_partition)
+            for source in sources:
+                batch.want(event, mark_key(partition, source))
         batch.load()
+        late: list[tuple[EventT[Any], DecodeError, bytes]] = []
         skipped = applied = 0
         newest = 0
-        for event, tx, source in decoded:
-            if source is not None:
-                mark = batch.mark(event, source[0])
-                if source[1] <= mark:
+        record = self.windows.record
+        for event, rows in decoded:
+            for row in rows:
+                if row.source_offset <= batch.mark(event, row.source_partition):
                     skipped += 1
                     continue
-                batch.set_mark(event, source[0], source[1])
-            key = tx.terminal_id.encode()
-            state = batch.state(event, key)
-            try:
-                self.windows.record(state, tx.tx_time, float(tx.amount), tx.customer_id)
-            except EventTooOldError as exc:
-                rejected.append((event, DecodeError(Problem.TOO_LATE, str(exc), "tx_time")))
-                continue
-            batch.changed(event, key)
-            applied += 1
-            newest = max(newest, tx.tx_time)
+                batch.set_mark(event, row.source_partition, row.source_offset)
+                key = row.terminal_id.encode()
+                state = batch.state(event, key)
+                try:
+                    record(state, row.tx_time, row.amount, row.customer_id)
+                except EventTooOldError as exc:
+                    problem = DecodeError(Problem.TOO_LATE, str(exc), "tx_time")
+                    late.append((event, problem, row_value(row)))
+                    continue
+                batch.changed(event, key)
+                applied += 1
+                if row.tx_time > newest:
+                    newest = row.tx_time
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
+        for event, problem, value in late:
+            await send_dead_letter(self.send, self.dlq, event, problem, self.metrics, value=value)
         batch.write()
         self.metrics.terminal_transactions.inc(applied)
         if skipped:

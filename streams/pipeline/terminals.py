@@ -11,13 +11,14 @@ uses the default partitioner, murmur2 of the key bytes, so `terminal_partition` 
 it. A producer with a custom partitioner would break the lookup silently, so the
 scorer's forwards set the partition explicitly with the same function.
 
-Replay marks: the scorer forwards each valid transaction to the terminal agents. After a
-crash it processes again the events after its last flushed offset, so some forwards are
-sent twice. Forwards from one source partition reach a terminal partition in source-offset
-order (one producer at a time per source partition, idempotent, ordered), so the terminal
-agent keeps, per terminal partition and source partition, the highest source offset it
-applied (`mark_key`), in the same table as the states it covers: both are flushed in one
-atomic write, and a forward at or below the mark is a duplicate, skipped.
+Replay marks: the scorer forwards each valid transaction to the terminal agents
+(``streams.pipeline.forwards``). After a crash it processes again the events after its
+last flushed offset, so some transactions are forwarded twice. Rows from one source
+partition reach a terminal partition in source-offset order (one producer at a time per
+source partition, idempotent, ordered; rows in a message in offset order), so the
+terminal agent keeps, per terminal partition and source partition, the highest source
+offset it applied (`mark_key`), in the same table as the states it covers: both are
+flushed in one atomic write, and a row at or below the mark is a duplicate, skipped.
 """
 
 from __future__ import annotations
@@ -28,11 +29,8 @@ from typing import Final, Protocol
 from aiokafka.partitioner import murmur2
 
 from features.online import EntityState
-from streams.kafka import Headers, header_items
 from streams.pipeline.outputs import decode_state
 
-#: Header of a forwarded transaction: ``<source partition>:<source offset>``.
-SOURCE_HEADER: Final = "fraudstream-source"
 #: Prefix of replay-mark keys; ``#`` cannot occur in an id (``streams.contracts.ID_PATTERN``).
 _MARK_PREFIX: Final = b"#source:"
 #: Terminal partitions remembered by `TerminalPartitioner` (bounded memory).
@@ -70,22 +68,6 @@ def mark_key(partition: int, source_partition: int) -> bytes:
     apart by itself.
     """
     return _MARK_PREFIX + f"{partition}:{source_partition}".encode()
-
-
-def source_header(partition: int, offset: int) -> bytes:
-    """The value of `SOURCE_HEADER` for a forward of the event at ``partition``/``offset``."""
-    return f"{partition}:{offset}".encode()
-
-
-def parse_source_header(headers: Headers) -> tuple[int, int] | None:
-    """The source partition and offset of a forward; None when the header is absent or bad."""
-    for name, value in header_items(headers):
-        if name == SOURCE_HEADER:
-            partition, _, offset = value.partition(b":")
-            if partition.isdigit() and offset.isdigit():
-                return int(partition), int(offset)
-            return None
-    return None
 
 
 class PeekableStore(Protocol):

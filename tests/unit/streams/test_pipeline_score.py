@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,10 @@ from models.training import feature_baseline
 from streams.contracts import Problem, decode_alert, decode_score
 from streams.kafka import SENT_AT_HEADER
 from streams.metrics import PipelineMetrics
+from streams.pipeline.forwards import ForwardRow, decode_forwards
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.score import ScoreStage, ScoreTopics
+from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import TerminalLookup, terminal_partition
 from streams.records import Alert, Score, alert_id
 
@@ -257,6 +260,42 @@ def decoded_alerts(recorder: Recorder) -> dict[str, tuple[Sent, Alert]]:
     return out
 
 
+def forwarded(recorder: Recorder) -> dict[int, list[ForwardRow]]:
+    """The forward messages of a batch by terminal partition, decoded (one per partition)."""
+    out: dict[int, list[ForwardRow]] = {}
+    for sent in recorder.sends(TOPICS.forwards):
+        assert (sent.key, sent.headers) == (None, None)
+        assert sent.partition is not None
+        assert sent.partition not in out, f"two forward messages to partition {sent.partition}"
+        rows = decode_forwards(sent.value)
+        assert isinstance(rows, list), rows
+        out[sent.partition] = rows
+    return out
+
+
+#: A valid transaction of a batch: (event, tx_id, customer, terminal, tx_time, amount string).
+Forwarded = tuple[Event, str, str, str, int, str]
+
+
+def expected_forwards(transactions: list[Forwarded]) -> dict[int, list[ForwardRow]]:
+    """The rows the terminal agents need, by terminal partition, in batch order."""
+    out: dict[int, list[ForwardRow]] = {}
+    for event, tx_id, customer, terminal, time_ms, amount in transactions:
+        message = event.message
+        out.setdefault(terminal_partition(terminal.encode(), PARTITIONS), []).append(
+            ForwardRow(
+                message.partition,
+                message.offset,
+                tx_id,
+                customer,
+                terminal,
+                time_ms,
+                float(Decimal(amount)),
+            )
+        )
+    return out
+
+
 # --- the mixed batch ---------------------------------------------------------------------------
 
 
@@ -398,16 +437,11 @@ async def test_a_mixed_batch_is_scored_dead_lettered_and_stored_in_order(
         assert headers["fraudstream-source-topic"] == TOPICS.source.encode()
         assert "fraudstream-truncated-from" not in headers
 
-    # Forwards: one per valid transaction, keyed and partitioned by terminal.
-    forwards = log.sends(TOPICS.forwards)
-    assert [f.key for f in forwards] == [v.terminal.encode() for v in valid]
-    for forward, v in zip(forwards, valid, strict=True):
-        message = v.event.message
-        assert forward.value == v.event.value
-        assert forward.partition == terminal_partition(v.terminal.encode(), PARTITIONS)
-        assert forward.headers == [
-            ("fraudstream-source", f"{message.partition}:{message.offset}".encode())
-        ]
+    # Forwards: one message per terminal partition, holding that partition's valid
+    # transactions in batch order, each with its source position.
+    assert forwarded(log) == expected_forwards(
+        [(v.event, v.tx_id, v.customer, v.terminal, v.time_ms, v.amount) for v in valid]
+    )
 
     # Score records: one per valid transaction, with the reference features.
     scores = decoded_scores(log)
@@ -526,11 +560,100 @@ async def test_without_score_records_or_prefetch_the_rest_is_sent_and_stored(
     await r.stage.process(as_events(batch.events))
 
     assert r.recorder.sends(TOPICS.scores) == []
+    # T1 and T2 live in different terminal partitions: one forward message each.
     assert [s.topic for s in r.recorder.sends()] == [TOPICS.alerts] + [TOPICS.forwards] * 2
+    first, second = batch.events
+    assert forwarded(r.recorder) == expected_forwards(
+        [
+            (first, "s1", "C1", "T1", T0, "3000.00"),
+            (second, "s2", "C6", "T2", T0 + SECOND, "4.00"),
+        ]
+    )
     assert set(decoded_alerts(r.recorder)) == {"s1"}
     assert [w.key for w in r.recorder.writes()] == [b"C1", b"C6"]
     r.recorder.assert_sends_precede_writes()
     assert counter(r.metrics, "fraudstream_transactions_total") == 2
+
+
+async def test_forwards_hold_each_terminal_partitions_transactions_in_batch_order(
+    slot: ModelSlot,
+) -> None:
+    r = rig(slot)
+    # T2, T3 and T6 share a terminal partition, as do T5 and T8; T1 has its own.
+    assert len({terminal_partition(t, PARTITIONS) for t in (b"T2", b"T3", b"T6")}) == 1
+    assert len({terminal_partition(t, PARTITIONS) for t in (b"T5", b"T8")}) == 1
+    assert len({terminal_partition(t, PARTITIONS) for t in (b"T1", b"T2", b"T5")}) == 3
+    now_ms = int(time.time() * 1000)
+    spec: list[tuple[str, str, str] | None] = [
+        ("C1", "T2", "0.10"),
+        ("C2", "T5", "1999.99"),
+        ("C6", "T3", "9999999.99"),
+        ("C1", "T1", "0.01"),
+        None,  # a bad event between them: not forwarded
+        ("C2", "T6", "3.00"),
+        ("C1", "T8", "12.34"),
+        ("C6", "T2", "0.00"),
+        ("C2", "T2", "100.10"),
+    ]
+    batches: list[tuple[Batch, list[Forwarded]]] = []
+    for round_ in range(2):
+        batch = Batch(now_ms)
+        if round_:  # the next batch goes on after the first one's offsets
+            batch.offsets = dict(batches[-1][0].offsets)
+        transactions: list[Forwarded] = []
+        for i, item in enumerate(spec):
+            if item is None:
+                batch.add("C1", b"{not json")
+                continue
+            customer, terminal, amount = item
+            tx_id, time_ms = f"f{round_}-{i}", T0 + (10 * round_ + i) * SECOND
+            data = payload(tx_id, customer, terminal, time_ms, amount)
+            event = batch.add(customer, encode(data))
+            transactions.append((event, tx_id, customer, terminal, time_ms, amount))
+        batches.append((batch, transactions))
+
+    terminal_events: list[Event] = []
+    for batch, transactions in batches:
+        r.recorder.log.clear()
+        await r.stage.process(as_events(batch.events))
+        # One message per terminal partition per batch, with exactly its transactions.
+        assert len(r.recorder.sends(TOPICS.forwards)) == 3
+        assert len(r.recorder.sends(TOPICS.dlq)) == 1
+        assert forwarded(r.recorder) == expected_forwards(transactions)
+        for sent in r.recorder.sends(TOPICS.forwards):
+            assert sent.partition is not None
+            offset = len(terminal_events)
+            message = Message(TOPICS.forwards, sent.partition, offset)
+            terminal_events.append(Event(sent.key, sent.value, message))
+
+    # The terminal agents apply what was forwarded: each terminal's transactions, once.
+    terminal_recorder = Recorder()
+    table = TableDouble(terminal_recorder)
+    terminal_metrics = PipelineMetrics()
+    stage = TerminalStage(
+        windows=EntityWindows(DEFAULT_FEATURES, Entity.TERMINAL),
+        table=table,
+        send=terminal_recorder.send,
+        dlq=TOPICS.dlq,
+        metrics=terminal_metrics,
+    )
+    await stage.process_transactions(as_events(terminal_events))
+    await stage.process_transactions(as_events(terminal_events))  # replayed: all skipped
+    windows = EntityWindows(DEFAULT_FEATURES, Entity.TERMINAL)
+    expected: dict[str, EntityState] = {}
+    for _, transactions in batches:
+        for _, _, customer, terminal, time_ms, amount in transactions:
+            state = expected.setdefault(terminal, EntityState())
+            windows.record(state, time_ms, float(amount), customer)
+    for terminal, state in expected.items():
+        partition = terminal_partition(terminal.encode(), PARTITIONS)
+        assert table.values[(partition, terminal.encode())] == state.to_bytes(), terminal
+    assert counter(terminal_metrics, "fraudstream_terminal_transactions_total") == 16
+    assert (
+        counter(terminal_metrics, "fraudstream_duplicates_skipped_total", source="transactions")
+        == 16
+    )
+    assert terminal_recorder.sends() == []
 
 
 async def test_scoring_waits_for_the_first_model(model: LoadedModel) -> None:

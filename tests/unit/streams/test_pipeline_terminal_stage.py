@@ -2,10 +2,13 @@
 
 Expected states are built by hand with `EntityWindows.record` / `record_fraud` on the same
 starting states; the table double keeps entries per partition like the ``redis://`` store.
+Forward messages are built with `encode_forwards`, as the scorer sends them: one message per
+scorer micro-batch and terminal partition, each row naming its source partition and offset.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +21,9 @@ from features.online import EntityState, EntityWindows
 from features.spec import DEFAULT_FEATURES, Entity
 from streams.contracts import Problem
 from streams.metrics import PipelineMetrics
+from streams.pipeline.forwards import Row, encode_forwards
 from streams.pipeline.terminal import TerminalStage
-from streams.pipeline.terminals import mark_key, source_header, terminal_partition
+from streams.pipeline.terminals import mark_key, terminal_partition
 
 PARTITIONS = 6
 FORWARDS = "transactions-by-terminal"
@@ -29,13 +33,20 @@ T0 = 1_700_000_000_000
 SECOND = 1000
 DAY = 86_400_000
 #: Two terminals in different partitions (checked below), so marks of one source
-#: partition exist in both.
+#: partition exist in both; TA2 lives in TA's partition, so one message holds both.
 TA, TB = "TA", "TB"
 PA, PB = terminal_partition(TA.encode(), PARTITIONS), terminal_partition(TB.encode(), PARTITIONS)
+TA2 = next(
+    t
+    for t in (f"TA{i}" for i in itertools.count())
+    if terminal_partition(t.encode(), PARTITIONS) == PA
+)
 
 
-def test_the_two_terminals_live_in_different_partitions() -> None:
+def test_the_terminals_live_in_the_partitions_the_tests_need() -> None:
     assert PA != PB
+    assert TA2 != TA
+    assert terminal_partition(TA2.encode(), PARTITIONS) == PA
 
 
 def windows() -> EntityWindows:
@@ -60,18 +71,11 @@ def rig(*, prefetch: bool = True) -> Rig:
     return Rig(recorder, table, metrics, stage)
 
 
-def transaction(tx_id: str, customer: str, terminal: str, time_ms: int, amount: str) -> bytes:
-    return json.dumps(
-        {
-            "tx_id": tx_id,
-            "tx_time": time_ms,
-            "customer_id": customer,
-            "terminal_id": terminal,
-            "amount": amount,
-            "currency": "EUR",
-            "schema_version": 1,
-        }
-    ).encode()
+def row(
+    source: tuple[int, int], tx_id: str, customer: str, terminal: str, time_ms: int, amount: float
+) -> Row:
+    """A forward row: (source partition, source offset) first, as the scorer builds it."""
+    return (source[0], source[1], tx_id, customer, terminal, time_ms, amount)
 
 
 def report(tx_id: str, terminal: str, time_ms: int) -> bytes:
@@ -88,28 +92,28 @@ def report(tx_id: str, terminal: str, time_ms: int) -> bytes:
 
 
 class Batch:
-    """Events of one terminal-keyed topic, offsets increasing per partition."""
+    """Events of one terminal-partitioned topic, offsets increasing per partition."""
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.events: list[Event] = []
         self.offsets: dict[int, int] = {}
 
-    def add(
-        self,
-        terminal: str,
-        value: bytes | None,
-        *,
-        source: tuple[int, int] | None = None,
-        key: str | None = None,
-    ) -> Event:
-        partition = terminal_partition(terminal.encode(), PARTITIONS)
+    def add(self, partition: int, key: bytes | None, value: bytes | None) -> Event:
         offset = self.offsets[partition] = self.offsets.get(partition, 50) + 1
-        headers = [] if source is None else [("fraudstream-source", source_header(*source))]
-        message = Message(self.topic, partition, offset, headers, timestamp=T0 / 1000)
-        event = Event((key or terminal).encode(), value, message)
+        message = Message(self.topic, partition, offset, [], timestamp=T0 / 1000)
+        event = Event(key, value, message)
         self.events.append(event)
         return event
+
+    def forward(self, partition: int, *rows: Row) -> Event:
+        """A forward message as the scorer sends it: no key, rows for one terminal partition."""
+        return self.add(partition, None, encode_forwards(rows))
+
+    def fraud_report(self, terminal: str, value: bytes, *, key: str | None = None) -> Event:
+        """A fraud report, keyed by terminal id, in its terminal's partition."""
+        partition = terminal_partition(terminal.encode(), PARTITIONS)
+        return self.add(partition, (key or terminal).encode(), value)
 
 
 def state_of(*transactions: tuple[int, float, str]) -> EntityState:
@@ -141,29 +145,40 @@ async def test_forwards_are_recorded_and_marks_advance() -> None:
     stored_a = state_of((T0 - DAY, 20.0, "C9"), (T0 - 2 * DAY, 30.0, "C8"))
     r.table.values[(PA, TA.encode())] = stored_a.to_bytes()
     batch = Batch(FORWARDS)
-    a1 = batch.add(TA, transaction("1", "C1", TA, T0, "10.00"), source=(0, 10))
-    b1 = batch.add(TB, transaction("2", "C2", TB, T0 + SECOND, "0.00"), source=(1, 5))
-    a2 = batch.add(TA, transaction("3", "C3", TA, T0 - 3 * DAY, "9999999.99"), source=(0, 12))
-    b2 = batch.add(TB, transaction("4", "C1", TB, T0 + 2 * SECOND, "1.50"), source=(0, 11))
-    a3 = batch.add(TA, transaction("5", "C1", TA, T0 + 5 * SECOND, "7.00"), source=(2, 7))
+    a1 = batch.forward(
+        PA,
+        row((0, 10), "1", "C1", TA, T0, 10.0),
+        row((0, 12), "3", "C3", TA, T0 - 3 * DAY, 9999999.99),
+        row((1, 4), "6", "C2", TA2, T0 + 3 * SECOND, 0.01),
+    )
+    b1 = batch.forward(
+        PB,
+        row((1, 5), "2", "C2", TB, T0 + SECOND, 0.0),
+        row((0, 11), "4", "C1", TB, T0 + 2 * SECOND, 1.5),
+    )
+    a2 = batch.forward(PA, row((2, 7), "5", "C1", TA, T0 + 5 * SECOND, 7.0))
 
     await r.stage.process_transactions(as_events(batch.events))
 
-    expected_a, expected_b = copy(stored_a), EntityState()
+    expected_a, expected_a2, expected_b = copy(stored_a), EntityState(), EntityState()
     w = windows()
     w.record(expected_a, T0, 10.0, "C1")
-    w.record(expected_b, T0 + SECOND, 0.0, "C2")
     w.record(expected_a, T0 - 3 * DAY, 9999999.99, "C3")
+    w.record(expected_a2, T0 + 3 * SECOND, 0.01, "C2")
+    w.record(expected_b, T0 + SECOND, 0.0, "C2")
     w.record(expected_b, T0 + 2 * SECOND, 1.5, "C1")
     w.record(expected_a, T0 + 5 * SECOND, 7.0, "C1")
     assert r.recorder.sends() == []
+    # Each entry written once, under the last event that changed it.
     assert written(r.recorder) == {
-        (PA, TA.encode()): (expected_a.to_bytes(), a3),
-        (PB, TB.encode()): (expected_b.to_bytes(), b2),
-        (PA, mark_key(PA, 0)): (b"12", a2),
-        (PA, mark_key(PA, 2)): (b"7", a3),
+        (PA, TA.encode()): (expected_a.to_bytes(), a2),
+        (PA, TA2.encode()): (expected_a2.to_bytes(), a1),
+        (PB, TB.encode()): (expected_b.to_bytes(), b1),
+        (PA, mark_key(PA, 0)): (b"12", a1),
+        (PA, mark_key(PA, 1)): (b"4", a1),
+        (PA, mark_key(PA, 2)): (b"7", a2),
         (PB, mark_key(PB, 1)): (b"5", b1),
-        (PB, mark_key(PB, 0)): (b"11", b2),
+        (PB, mark_key(PB, 0)): (b"11", b1),
     }
     assert EntityState.from_bytes(r.table.values[(PA, TA.encode())]).event_times() == sorted(
         [T0 - 2 * DAY, T0 - DAY, T0, T0 - 3 * DAY, T0 + 5 * SECOND]
@@ -171,88 +186,187 @@ async def test_forwards_are_recorded_and_marks_advance() -> None:
     # One prefetch of every state and mark the batch needs, by partition.
     [prefetched] = r.table.data.prefetched
     assert {p: set(keys) for p, keys in prefetched.items()} == {
-        PA: {TA.encode(), mark_key(PA, 0), mark_key(PA, 2)},
+        PA: {TA.encode(), TA2.encode(), mark_key(PA, 0), mark_key(PA, 1), mark_key(PA, 2)},
         PB: {TB.encode(), mark_key(PB, 0), mark_key(PB, 1)},
     }
-    assert a1.message.partition == PA
-    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 5
+    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 6
     assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 0
     assert counter(r.metrics, "fraudstream_terminal_event_time_seconds") == (T0 + 5 * SECOND) / 1000
 
 
-async def test_replayed_forwards_at_or_below_the_mark_are_skipped() -> None:
+async def test_replayed_rows_at_or_below_the_mark_are_skipped() -> None:
     r = rig(prefetch=False)
     stored = state_of((T0 - DAY, 20.0, "C9"))
     r.table.values[(PA, TA.encode())] = stored.to_bytes()
     r.table.values[(PA, mark_key(PA, 3))] = b"40"
     r.table.values[(PB, mark_key(PB, 3))] = b"10"  # another partition's mark for source 3
     batch = Batch(FORWARDS)
-    batch.add(TA, transaction("1", "C1", TA, T0 - 2 * SECOND, "1.00"), source=(3, 39))
-    batch.add(TA, transaction("2", "C1", TA, T0 - SECOND, "2.00"), source=(3, 40))
-    fresh = batch.add(TA, transaction("3", "C1", TA, T0, "3.00"), source=(3, 41))
-    batch.add(TA, transaction("3", "C1", TA, T0, "3.00"), source=(3, 41))  # replayed in-batch
-    unmarked = batch.add(TA, transaction("4", "C2", TA, T0 + SECOND, "4.00"))  # no header
-    batch.add(TB, transaction("5", "C1", TB, T0, "5.00"), source=(3, 12))
+    # Entirely at or below the stored mark: skipped.
+    batch.forward(
+        PA,
+        row((3, 39), "1", "C1", TA, T0 - 2 * SECOND, 1.0),
+        row((3, 40), "2", "C1", TA, T0 - SECOND, 2.0),
+    )
+    # Straddles the stored mark (a replayed batch cut differently): only 41 is applied;
+    # source 5 was never marked, so its offset 0 is new.
+    straddling = batch.forward(
+        PA,
+        row((3, 40), "2", "C1", TA, T0 - SECOND, 2.0),
+        row((5, 0), "6", "C2", TA, T0 + SECOND, 4.0),
+        row((3, 41), "3", "C1", TA, T0, 3.0),
+    )
+    # Straddles the mark this batch advanced: 41 again is skipped, 42 applied.
+    latest = batch.forward(
+        PA,
+        row((3, 41), "3", "C1", TA, T0, 3.0),
+        row((3, 42), "4", "C1", TA, T0 + 2 * SECOND, 5.0),
+    )
+    other = batch.forward(PB, row((3, 12), "5", "C1", TB, T0, 5.0))
 
     await r.stage.process_transactions(as_events(batch.events))
 
     expected = copy(stored)
-    windows().record(expected, T0, 3.0, "C1")
-    windows().record(expected, T0 + SECOND, 4.0, "C2")
+    w = windows()
+    w.record(expected, T0 + SECOND, 4.0, "C2")
+    w.record(expected, T0, 3.0, "C1")
+    w.record(expected, T0 + 2 * SECOND, 5.0, "C1")
     out = written(r.recorder)
-    assert out[(PA, TA.encode())] == (expected.to_bytes(), unmarked)
-    assert out[(PA, mark_key(PA, 3))] == (b"41", fresh)
-    assert out[(PB, mark_key(PB, 3))][0] == b"12"  # each terminal partition has its own mark
-    assert set(out) == {
-        (PA, TA.encode()),
-        (PA, mark_key(PA, 3)),
-        (PB, TB.encode()),
-        (PB, mark_key(PB, 3)),
+    assert out == {
+        (PA, TA.encode()): (expected.to_bytes(), latest),
+        (PA, mark_key(PA, 3)): (b"42", latest),
+        (PA, mark_key(PA, 5)): (b"0", straddling),
+        # Each terminal partition has its own mark: TB's partition was only at 10.
+        (PB, TB.encode()): (state_of((T0, 5.0, "C1")).to_bytes(), other),
+        (PB, mark_key(PB, 3)): (b"12", other),
     }
-    assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 3
-    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 3
+    assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 4
+    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 4
 
     # The next batch replays the same forwards again: nothing changes.
     r.recorder.log.clear()
-    await r.stage.process_transactions(as_events(batch.events[1:4]))
+    await r.stage.process_transactions(as_events(batch.events))
     assert r.recorder.log == []
-    assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 6
+    assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 12
+    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 4
 
 
-async def test_forwards_older_than_the_retention_and_bad_ones_are_dead_lettered() -> None:
+async def test_rows_older_than_the_retention_are_dead_lettered_alone() -> None:
     r = rig()
     retention = windows().retention_ms
     newest = T0
     stored = state_of((newest, 20.0, "C9"))
     r.table.values[(PA, TA.encode())] = stored.to_bytes()
     batch = Batch(FORWARDS)
-    too_old = batch.add(TA, transaction("1", "C1", TA, newest - retention, "1.00"), source=(0, 1))
-    oldest_kept = batch.add(
-        TA, transaction("2", "C1", TA, newest - retention + 1, "2.00"), source=(0, 2)
+    too_old = row((0, 1), "1", "C1", TA, newest - retention, 1.25)
+    message = batch.forward(
+        PA,
+        too_old,
+        row((0, 2), "2", "C1", TA, newest - retention + 1, 2.0),
+        row((0, 3), "3", "C2", TA, newest - SECOND, 3.0),
     )
-    garbage = batch.add(TA, b"{not json", source=(0, 3))
-    negative = batch.add(TA, transaction("3", "C1", TA, T0, "-1.00"), source=(0, 4))
+
+    await r.stage.process_transactions(as_events(batch.events))
+
+    [dead] = r.recorder.sends(DLQ)
+    assert dead.key is None
+    assert dead.partition is None
+    # The row alone, as a JSON object of its fields.
+    assert json.loads(dead.value or b"") == {
+        "source_partition": 0,
+        "source_offset": 1,
+        "tx_id": "1",
+        "customer_id": "C1",
+        "terminal_id": TA,
+        "tx_time": newest - retention,
+        "amount": 1.25,
+    }
+    # Where the forward message that held it was.
+    headers = header_dict(dead.headers)
+    assert headers["fraudstream-problem"] == b"too_late"
+    assert headers["fraudstream-field"] == b"tx_time"
+    assert headers["fraudstream-source-topic"] == FORWARDS.encode()
+    assert headers["fraudstream-source-partition"] == str(PA).encode()
+    assert headers["fraudstream-source-offset"] == str(message.message.offset).encode()
+    # The other rows of the message are applied; the mark covers the dead-lettered row too.
+    expected = copy(stored)
+    windows().record(expected, newest - retention + 1, 2.0, "C1")
+    windows().record(expected, newest - SECOND, 3.0, "C2")
+    assert written(r.recorder) == {
+        (PA, TA.encode()): (expected.to_bytes(), message),
+        (PA, mark_key(PA, 0)): (b"3", message),
+    }
+    r.recorder.assert_sends_precede_writes()
+    assert counter(r.metrics, "fraudstream_dlq_records_total", problem=Problem.TOO_LATE) == 1
+    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 2
+
+
+def raw_forward(*rows: list[Any], v: Any = 1) -> bytes:
+    return json.dumps({"v": v, "rows": rows}).encode()
+
+
+async def test_forward_messages_that_do_not_decode_are_dead_lettered_whole() -> None:
+    r = rig()
+    batch = Batch(FORWARDS)
+    good = [0, 1, "1", "C1", TA, T0, 1.0]
+    applied = batch.forward(PA, row((0, 1), "1", "C1", TA, T0, 1.0))
+    bad = [
+        (batch.add(PA, None, b"{not json"), b"not_json", None),
+        (batch.add(PA, None, None), b"not_json", None),
+        (batch.add(PA, None, b"[]"), b"not_an_object", None),
+        (batch.add(PA, None, raw_forward(good, v=2)), b"bad_schema_version", b"v"),
+        (batch.add(PA, None, b'{"v": 1}'), b"missing_field", b"rows"),
+        # One bad row spoils the whole message: its good rows are not applied either.
+        (
+            batch.add(PA, None, raw_forward([0, 2, "2", "C1", TA, T0, 2.0], [0, 3, "3", "C1"])),
+            b"wrong_type",
+            b"rows[1]",
+        ),
+        (
+            batch.add(PA, None, raw_forward([0, 4, "4", "C1", TA, T0, "4.00"])),
+            b"wrong_type",
+            b"rows[0].amount",
+        ),
+        (
+            batch.add(PA, None, raw_forward([0, -5, "5", "C1", TA, T0, 5.0])),
+            b"bad_value",
+            b"rows[0]",
+        ),
+    ]
 
     await r.stage.process_transactions(as_events(batch.events))
 
     dlq = r.recorder.sends(DLQ)
-    assert [s.value for s in dlq] == [garbage.value, negative.value, too_old.value]
-    problems = [header_dict(s.headers) for s in dlq]
-    assert [h["fraudstream-problem"] for h in problems] == [b"not_json", b"bad_value", b"too_late"]
-    assert problems[2]["fraudstream-field"] == b"tx_time"
-    assert [h["fraudstream-source-offset"] for h in problems] == [
-        str(e.message.offset).encode() for e in (garbage, negative, too_old)
+    assert [s.value for s in dlq] == [e.value for e, _, _ in bad]  # the original bytes
+    assert [s.key for s in dlq] == [None] * len(bad)
+    headers = [header_dict(s.headers) for s in dlq]
+    assert [(h["fraudstream-problem"], h.get("fraudstream-field")) for h in headers] == [
+        (problem, field) for _, problem, field in bad
     ]
-    assert all(h["fraudstream-source-topic"] == FORWARDS.encode() for h in problems)
-    assert [s.key for s in dlq] == [TA.encode()] * 3
-    expected = copy(stored)
-    windows().record(expected, newest - retention + 1, 2.0, "C1")
-    out = written(r.recorder)
-    assert out[(PA, TA.encode())] == (expected.to_bytes(), oldest_kept)
+    assert [h["fraudstream-source-offset"] for h in headers] == [
+        str(e.message.offset).encode() for e, _, _ in bad
+    ]
+    assert all(h["fraudstream-source-topic"] == FORWARDS.encode() for h in headers)
+    assert all(h["fraudstream-source-partition"] == str(PA).encode() for h in headers)
+    assert written(r.recorder) == {
+        (PA, TA.encode()): (state_of((T0, 1.0, "C1")).to_bytes(), applied),
+        (PA, mark_key(PA, 0)): (b"1", applied),
+    }
     r.recorder.assert_sends_precede_writes()
-    assert counter(r.metrics, "fraudstream_dlq_records_total", problem=Problem.TOO_LATE) == 1
-    assert counter(r.metrics, "fraudstream_dlq_records_total", problem=Problem.NOT_JSON) == 1
-    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 1
+    m = r.metrics
+    assert counter(m, "fraudstream_dlq_records_total", problem=Problem.NOT_JSON) == 2
+    assert counter(m, "fraudstream_dlq_records_total", problem=Problem.WRONG_TYPE) == 2
+    assert counter(m, "fraudstream_terminal_transactions_total") == 1
+
+
+async def test_an_empty_forward_message_changes_nothing() -> None:
+    r = rig()
+    batch = Batch(FORWARDS)
+    batch.forward(PA)
+
+    await r.stage.process_transactions(as_events(batch.events))
+
+    assert r.recorder.log == []
+    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 0
 
 
 # --- fraud reports ---------------------------------------------------------------------------
@@ -266,13 +380,15 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
     r.table.values[(PA, TA.encode())] = stored_a.to_bytes()
     r.table.values[(PB, TB.encode())] = stored_b.to_bytes()
     batch = Batch(REPORTS)
-    batch.add(TA, report("f1", TA, T0 - 2 * DAY))
-    second = batch.add(TA, report("f2", TA, T0 - 2 * DAY))  # same time, another transaction
-    batch.add(TA, report("f1", TA, T0 - 2 * DAY))  # duplicate in the batch
-    batch.add(TB, report("f0", TB, T0 - DAY))  # duplicate of a stored report
-    wrong_key = batch.add(TA, report("f3", TB, T0), key=TA)  # TB's report keyed by TA
-    garbage = batch.add(TB, b"[]")
-    later = batch.add(TB, report("f4", TB, T0 + DAY))
+    batch.fraud_report(TA, report("f1", TA, T0 - 2 * DAY))
+    second = batch.fraud_report(
+        TA, report("f2", TA, T0 - 2 * DAY)
+    )  # same time, another transaction
+    batch.fraud_report(TA, report("f1", TA, T0 - 2 * DAY))  # duplicate in the batch
+    batch.fraud_report(TB, report("f0", TB, T0 - DAY))  # duplicate of a stored report
+    wrong_key = batch.fraud_report(TA, report("f3", TB, T0), key=TA)  # TB's report keyed by TA
+    garbage = batch.fraud_report(TB, b"[]")
+    later = batch.fraud_report(TB, report("f4", TB, T0 + DAY))
 
     await r.stage.process_reports(as_events(batch.events))
 
@@ -307,8 +423,8 @@ async def test_reports_that_change_nothing_write_nothing() -> None:
     assert windows().record_fraud(stored, T0, "f0")
     r.table.values[(PA, TA.encode())] = stored.to_bytes()
     batch = Batch(REPORTS)
-    batch.add(TA, report("f0", TA, T0))
-    batch.add(TA, report("f0", TA, T0))
+    batch.fraud_report(TA, report("f0", TA, T0))
+    batch.fraud_report(TA, report("f0", TA, T0))
 
     await r.stage.process_reports(as_events(batch.events))
 
@@ -322,7 +438,7 @@ async def test_an_unreadable_terminal_state_starts_afresh(prefetch: bool) -> Non
     r = rig(prefetch=prefetch)
     r.table.values[(PA, TA.encode())] = b"\x09 not a state"
     batch = Batch(FORWARDS)
-    event = batch.add(TA, transaction("1", "C1", TA, T0, "1.00"), source=(0, 1))
+    event = batch.forward(PA, row((0, 1), "1", "C1", TA, T0, 1.0))
 
     await r.stage.process_transactions(as_events(batch.events))
 
@@ -353,15 +469,28 @@ async def test_with_a_memory_store_forwards_to_two_terminal_partitions_all_count
         windows=windows(), table=table, send=recorder.send, dlq=DLQ, metrics=PipelineMetrics()
     )
     batch = Batch(FORWARDS)
-    # Source partition 0 forwarded offset 10 to TA's partition and 11 to TB's; the
-    # terminal agent happens to take TB's partition first.
-    early = batch.add(TA, transaction("1", "C1", TA, T0, "1.00"), source=(0, 10))
-    late = batch.add(TB, transaction("2", "C1", TB, T0 + SECOND, "2.00"), source=(0, 11))
+    # Source partition 0 forwarded offsets 9 and 10 to TA's partition and 11 to TB's, in
+    # one scorer batch; the terminal agent happens to take TB's partition first.
+    early = batch.forward(
+        PA,
+        row((0, 9), "0", "C2", TA, T0 - SECOND, 0.5),
+        row((0, 10), "1", "C1", TA, T0, 1.0),
+    )
+    late = batch.forward(PB, row((0, 11), "2", "C1", TB, T0 + SECOND, 2.0))
 
     await stage.process_transactions(as_events([late]))
     await stage.process_transactions(as_events([early]))
 
-    assert (
-        counter(stage.metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 0
-    )
-    assert table.get(TA.encode()) == state_of((T0, 1.0, "C1")).to_bytes()
+    metrics = stage.metrics
+    assert counter(metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 0
+    assert counter(metrics, "fraudstream_terminal_transactions_total") == 3
+    assert table.get(TA.encode()) == state_of((T0 - SECOND, 0.5, "C2"), (T0, 1.0, "C1")).to_bytes()
+    assert table.get(TB.encode()) == state_of((T0 + SECOND, 2.0, "C1")).to_bytes()
+    assert table.get(mark_key(PA, 0)) == b"10"
+    assert table.get(mark_key(PB, 0)) == b"11"
+
+    # Both replayed: every row is skipped, in both partitions.
+    await stage.process_transactions(as_events([early, late]))
+    assert counter(metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 3
+    assert counter(metrics, "fraudstream_terminal_transactions_total") == 3
+    assert recorder.sends() == []

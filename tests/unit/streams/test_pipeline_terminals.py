@@ -1,4 +1,4 @@
-"""Terminal partitions, forward source headers, replay-mark keys, and batched terminal reads."""
+"""Terminal partitions, replay-mark keys, and batched terminal reads."""
 
 from __future__ import annotations
 
@@ -18,12 +18,9 @@ from streams import pipeline
 from streams.contracts import ID_PATTERN
 from streams.pipeline import terminals
 from streams.pipeline.terminals import (
-    SOURCE_HEADER,
     TerminalLookup,
     TerminalPartitioner,
     mark_key,
-    parse_source_header,
-    source_header,
     terminal_partition,
 )
 
@@ -84,47 +81,7 @@ def test_the_memo_stays_bounded_and_right(monkeypatch: pytest.MonkeyPatch) -> No
         assert len(partition_of._memo) <= 5
 
 
-# --- source headers and marks -----------------------------------------------------------
-
-
-@given(partition=st.integers(0, 10_000), offset=st.integers(0, 2**63 - 1))
-def test_source_headers_round_trip(partition: int, offset: int) -> None:
-    value = source_header(partition, offset)
-    assert value == f"{partition}:{offset}".encode()
-    headers = [("fraudstream-sent-ms", b"1"), (SOURCE_HEADER, value)]
-    assert parse_source_header(headers) == (partition, offset)
-    assert parse_source_header({SOURCE_HEADER: value}) == (partition, offset)  # Faust's dict
-    assert parse_source_header(tuple(headers)) == (partition, offset)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        b"",
-        b":",
-        b"1",
-        b"1:",
-        b":2",
-        b"a:b",
-        b"1:b",
-        b"-1:2",
-        b"1:-2",
-        b"1:2:3",
-        b" 1:2",
-        b"1 :2",
-        b"1.0:2",
-        b"\xff:1",
-    ],
-)
-def test_malformed_source_headers_are_none(value: bytes) -> None:
-    assert parse_source_header([(SOURCE_HEADER, value)]) is None
-
-
-def test_absent_source_headers_are_none() -> None:
-    assert parse_source_header(None) is None
-    assert parse_source_header([]) is None
-    assert parse_source_header({}) is None
-    assert parse_source_header([("fraudstream-sources", b"1:2"), ("other", b"1:2")]) is None
+# --- replay marks -------------------------------------------------------------------------
 
 
 def test_mark_keys_are_distinct_and_never_an_id() -> None:

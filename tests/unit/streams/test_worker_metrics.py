@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -12,7 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.app import create_app
 from streams.contracts import Problem
-from streams.metrics import PipelineMetrics, install_metrics_view
+from streams.metrics import (
+    GcPauseObserver,
+    PipelineMetrics,
+    install_metrics_view,
+    watch_event_loop,
+)
 from streams.settings import Settings
 
 #: attribute, exposed name (as on the # TYPE line), Prometheus type.
@@ -34,6 +42,8 @@ METRICS = [
     ("terminal_lag", "fraudstream_terminal_aggregation_lag_seconds", "gauge"),
     ("scorer_event_time", "fraudstream_scorer_event_time_seconds", "gauge"),
     ("terminal_event_time", "fraudstream_terminal_event_time_seconds", "gauge"),
+    ("event_loop_lag", "fraudstream_event_loop_lag_seconds", "histogram"),
+    ("gc_pause", "fraudstream_gc_pause_seconds", "histogram"),
 ]
 
 
@@ -219,3 +229,40 @@ async def test_view_returns_the_rendered_metrics(tmp_path: Path) -> None:
     assert response.status == 200
     assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
     assert b"fraudstream_alerts_total 7.0\n" in response.body
+
+
+async def test_the_event_loop_watch_sees_a_blocked_loop() -> None:
+    metrics = PipelineMetrics()
+    watch = asyncio.create_task(watch_event_loop(metrics.event_loop_lag, interval_s=0.01))
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(0.12)  # noqa: ASYNC251 - holds the loop, as a long synchronous call would
+        await asyncio.sleep(0.05)
+    finally:
+        watch.cancel()
+    assert (value(metrics, "fraudstream_event_loop_lag_seconds_count") or 0) >= 3
+    # One timer fired about 0.11 s late; the quiet ones were not late by much.
+    assert (value(metrics, "fraudstream_event_loop_lag_seconds_sum") or 0) >= 0.1
+    late = value(metrics, "fraudstream_event_loop_lag_seconds_bucket", le="0.075") or 0
+    count = value(metrics, "fraudstream_event_loop_lag_seconds_count") or 0
+    assert count - late == 1
+
+
+def test_full_collections_are_timed_and_young_ones_are_not() -> None:
+    metrics = PipelineMetrics()
+    observer = GcPauseObserver(metrics.gc_pause)
+    observer.install()
+    observer.install()  # twice: still one callback
+    try:
+        assert gc.callbacks.count(observer) == 1
+        gc.collect(0)
+        gc.collect(2)
+        gc.collect(1)
+    finally:
+        observer.uninstall()
+    assert observer not in gc.callbacks
+    full = value(metrics, "fraudstream_gc_pause_seconds_count", generation="2") or 0
+    middle = value(metrics, "fraudstream_gc_pause_seconds_count", generation="1") or 0
+    assert full >= 1
+    assert middle >= 1
+    assert value(metrics, "fraudstream_gc_pause_seconds_count", generation="0") is None

@@ -1,0 +1,126 @@
+"""Forwards: the score agent's hand-off of valid transactions to the terminal agents.
+
+The scorer is partitioned by customer, the terminal agents by terminal, so every valid
+transaction crosses over through the internal ``transactions-by-terminal`` topic. One
+message per transaction would double the worker's Kafka traffic: each message costs a
+producer send and, on the other side, Faust's per-event ingest (about 100 us of CPU, the
+whole budget of a pass-through agent). So the scorer sends one message per micro-batch
+and terminal partition, holding every transaction of the batch bound for that partition,
+with only what the terminal windows need.
+
+Format (internal; orjson): ``{"v": 1, "rows": [row, ...]}``, each row a list
+``[source_partition, source_offset, tx_id, customer_id, terminal_id, tx_time, amount]``.
+Rows are in source-offset order within each source partition, which replay marks rely
+on (``streams.pipeline.terminals``): after a scorer's crash a replayed batch may be cut
+differently, so a message can hold rows already applied and rows not; the source offset
+of each row tells them apart. ``amount`` is the float the features use (``float`` of the
+transaction's decimal amount; orjson writes the shortest repr, which reads back equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, NamedTuple
+
+import orjson
+
+from streams.contracts import DecodeError, Problem
+
+#: Version of the forward message format.
+FORWARD_VERSION: Final = 1
+
+_ROW_TYPES: Final = (int, int, str, str, str, int, float)
+_ROW_FIELDS: Final = (
+    "source_partition",
+    "source_offset",
+    "tx_id",
+    "customer_id",
+    "terminal_id",
+    "tx_time",
+    "amount",
+)
+
+
+#: A row as the scorer builds it: a plain tuple, since orjson does not write NamedTuples.
+Row = tuple[int, int, str, str, str, int, float]
+
+
+class ForwardRow(NamedTuple):
+    """One forwarded transaction, as the terminal agents apply it."""
+
+    source_partition: int
+    source_offset: int
+    tx_id: str
+    customer_id: str
+    terminal_id: str
+    tx_time: int
+    amount: float
+
+
+def encode_forwards(rows: Sequence[Row]) -> bytes:
+    """One forward message holding ``rows`` (in source-offset order per source partition)."""
+    return orjson.dumps({"v": FORWARD_VERSION, "rows": rows})
+
+
+def decode_forwards(raw: bytes | None) -> list[ForwardRow] | DecodeError:
+    """The rows of a forward message, or why it is not one (it goes to the DLQ whole).
+
+    The topic is internal, so a bad message means a bug or a stranger writing to it:
+    the whole message is refused rather than guessing which rows are good.
+    """
+    if raw is None:
+        return DecodeError(Problem.NOT_JSON, "a forward message has no value")
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return DecodeError(Problem.NOT_JSON, f"a forward message is not JSON: {exc}")
+    if not isinstance(message, dict):
+        return DecodeError(Problem.NOT_AN_OBJECT, "a forward message must be a JSON object")
+    version = message.get("v")
+    if type(version) is not int or version != FORWARD_VERSION:
+        return DecodeError(
+            Problem.BAD_SCHEMA_VERSION,
+            f"forward format {version!r:.40} is not {FORWARD_VERSION}",
+            "v",
+        )
+    rows = message.get("rows")
+    if rows is None:
+        return DecodeError(Problem.MISSING_FIELD, "a forward message needs a list of rows", "rows")
+    if not isinstance(rows, list):
+        return DecodeError(Problem.WRONG_TYPE, "rows must be a list", "rows")
+    out: list[ForwardRow] = []
+    for i, row in enumerate(rows):
+        problem = _row_problem(row, i)
+        if problem is not None:
+            return problem
+        if type(row[6]) is int:  # orjson reads 12.0 as a float, but a writer may send 12
+            row[6] = float(row[6])
+        out.append(ForwardRow(*row))
+    return out
+
+
+def _row_problem(row: object, index: int) -> DecodeError | None:
+    if not isinstance(row, list) or len(row) != len(_ROW_TYPES):
+        return DecodeError(
+            Problem.WRONG_TYPE,
+            f"row {index} must be a list of {len(_ROW_TYPES)} values: {', '.join(_ROW_FIELDS)}",
+            f"rows[{index}]",
+        )
+    for value, kind, name in zip(row, _ROW_TYPES, _ROW_FIELDS, strict=True):
+        if type(value) is kind or (kind is float and type(value) is int):
+            continue
+        return DecodeError(
+            Problem.WRONG_TYPE,
+            f"{name} of row {index} must be {kind.__name__}, not {type(value).__name__}",
+            f"rows[{index}].{name}",
+        )
+    if row[0] < 0 or row[1] < 0:
+        return DecodeError(
+            Problem.BAD_VALUE, f"row {index} has a negative source position", f"rows[{index}]"
+        )
+    return None
+
+
+def row_value(row: ForwardRow) -> bytes:
+    """One row as a JSON object: the dead-letter value of a row the terminals refuse."""
+    return orjson.dumps(row._asdict())
