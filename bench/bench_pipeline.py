@@ -357,6 +357,15 @@ class Latency:
     processing_p99_ms: float
     flush_mean_ms: float
     flush_p99_ms: float
+    #: Event-loop lag (a 50 ms timer firing late): p99 and max bucket bounds, ms.
+    loop_lag_p99_ms: float
+    loop_lag_max_ms: float
+    #: Garbage collections of generation 2 timed by the worker: total seconds.
+    gc_full_s: float
+    #: Per batch, oldest transaction: Kafka timestamp -> handed to the stream, p50/p99 ms.
+    fetch_delay_ms: tuple[float, float]
+    #: Per batch, oldest transaction: handed to the stream -> processed, p50/p99 ms.
+    queue_delay_ms: tuple[float, float]
     flushes: int
     timeline: str
     #: The pass-through agent under the same paced replay: copy's timestamp - sent header.
@@ -1092,6 +1101,17 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
         processing_p99_ms=histogram_quantile(d, processing, 0.99) * 1000,
         flush_mean_ms=d.get("fraudstream_redis_flush_seconds_sum", 0.0) / max(flushes, 1) * 1000,
         flush_p99_ms=histogram_quantile(d, "fraudstream_redis_flush_seconds", 0.99) * 1000,
+        loop_lag_p99_ms=histogram_quantile(d, "fraudstream_event_loop_lag_seconds", 0.99) * 1000,
+        loop_lag_max_ms=histogram_quantile(d, "fraudstream_event_loop_lag_seconds", 1.0) * 1000,
+        gc_full_s=d.get('fraudstream_gc_pause_seconds_sum{generation="2"}', 0.0),
+        fetch_delay_ms=(
+            histogram_quantile(d, "fraudstream_fetch_delay_seconds", 0.5) * 1000,
+            histogram_quantile(d, "fraudstream_fetch_delay_seconds", 0.99) * 1000,
+        ),
+        queue_delay_ms=(
+            histogram_quantile(d, "fraudstream_queue_delay_seconds", 0.5) * 1000,
+            histogram_quantile(d, "fraudstream_queue_delay_seconds", 0.99) * 1000,
+        ),
         flushes=int(flushes),
         timeline=timeline,
         redis_pings=pings.describe(first_sent),
@@ -1151,7 +1171,12 @@ def describe_latency(lat: Latency) -> str:
         f"{lat.processing_mean_ms:.1f} ms per batch (p99 <= {lat.processing_p99_ms:.0f} ms, "
         f"bucket bound); {lat.flushes} Redis flushes, mean {lat.flush_mean_ms:.1f} ms "
         f"(p99 <= {lat.flush_p99_ms:.0f} ms); worker CPU {lat.worker_cpu_share:.0%} of a core, "
-        f"{lat.gc_gen2} full (gen 2) garbage collections\n"
+        f"{lat.gc_gen2} full (gen 2) garbage collections taking {lat.gc_full_s * 1000:.0f} ms "
+        f"in all; event-loop lag p99 <= {lat.loop_lag_p99_ms:.0f} ms, max <= "
+        f"{lat.loop_lag_max_ms:.0f} ms (bucket bounds)\n"
+        f"      per batch, its oldest transaction (bucket bounds, p50/p99): Kafka timestamp -> "
+        f"handed to the stream {lat.fetch_delay_ms[0]:.0f}/{lat.fetch_delay_ms[1]:.0f} ms, "
+        f"then -> processed {lat.queue_delay_ms[0]:.0f}/{lat.queue_delay_ms[1]:.0f} ms\n"
         f"      latency_ms p50/max by 5 s of send time: {lat.timeline}\n"
         f"      Redis meanwhile, {lat.redis_pings}\n"
         f"      the pass-through agent under the same paced replay, copy's Kafka timestamp - "

@@ -65,6 +65,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from models.fastpath import positive_proba
 from models.registry import LoadedModel
 
 Matrix = npt.NDArray[np.float64]
@@ -133,6 +134,7 @@ class ReasonExplainer:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         values.flags.writeable = False
         self.estimator = estimator
+        self._positive_proba = positive_proba(estimator)
         self.feature_names = names
         self.baseline = values
         self.top_k = top_k
@@ -186,7 +188,7 @@ class ReasonExplainer:
         occluded = np.repeat(np.asarray(rows, dtype=np.float64), n, axis=0)
         blocks = occluded.reshape(k, n, n)
         blocks[:, self._diagonal, self._diagonal] = self.baseline
-        occluded_scores = self.estimator.predict_proba(occluded)[:, 1].reshape(k, n)
+        occluded_scores = self._positive_proba(occluded).reshape(k, n)
         contributions = scores[:, None] - occluded_scores
         # A feature already at its baseline changes nothing: exactly 0, whatever float
         # noise scoring a differently shaped batch may give.

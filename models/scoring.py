@@ -11,6 +11,9 @@ the other workers for the cores; on small batches the start-up costs more than t
 So the scorer sets ``n_jobs=1`` on the estimator and limits every native pool of the
 process to one thread when it is built (`pin_thread_pools`), once, instead of around each
 call: entering and leaving ``threadpool_limits`` costs tens of microseconds per call.
+
+The logistic regression is scored without scikit-learn's per-call checks, by the same
+arithmetic, verified equal when the scorer is built (``models.fastpath``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from models.estimators import feature_matrix
+from models.fastpath import positive_proba
 from models.registry import LoadedModel, check_features
 
 Matrix = npt.NDArray[np.float64]
@@ -74,6 +78,7 @@ class BatchScorer:
         if "n_jobs" in self._estimator.get_params():
             self._estimator.set_params(n_jobs=1)
         self._thread_limits = pin_thread_pools() if pin_threads else None
+        self._positive_proba = positive_proba(self._estimator)
 
     @property
     def version(self) -> str:
@@ -95,7 +100,7 @@ class BatchScorer:
             )
         if not len(vectors):
             return np.zeros(0, dtype=np.float64)
-        return np.asarray(self._estimator.predict_proba(vectors)[:, 1], dtype=np.float64)
+        return self._positive_proba(vectors)
 
     def score_frame(self, frame: pl.DataFrame) -> npt.NDArray[np.float64]:
         """Scores of a feature frame, columns picked by name in the model's order."""

@@ -119,6 +119,9 @@ class PipelineMetrics:
             until the first batch.
         terminal_event_time: Newest event time applied to terminal state, epoch seconds;
             NaN until the first one.
+        fetch_delay: Per batch, its oldest transaction's Kafka timestamp to its hand-over
+            to the stream by Faust's consumer.
+        queue_delay: Per batch, that hand-over to the batch's processing.
         event_loop_lag: How late a periodic timer of the event loop fires: time the
             loop was held by something (a long batch, a synchronous call, a collection).
         gc_pause: Duration of the garbage collector's generation 1 and 2 collections,
@@ -202,6 +205,20 @@ class PipelineMetrics:
 
         # A labelled gauge rather than an Info: it has no series at all until a model is
         # active, where an unset Info would export an unlabelled 1.
+        self.fetch_delay = Histogram(
+            "fraudstream_fetch_delay_seconds",
+            "Per micro-batch, its oldest transaction: from its Kafka timestamp to the "
+            "worker handing it to the stream (time in Kafka and in the fetcher).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_delay = Histogram(
+            "fraudstream_queue_delay_seconds",
+            "Per micro-batch, its oldest transaction: from the worker handing it to the "
+            "stream to the batch's processing (time in the stream's buffer).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.event_loop_lag = Histogram(
             "fraudstream_event_loop_lag_seconds",
             "How late a periodic timer on the worker's event loop fires: how long the loop "

@@ -19,6 +19,7 @@ through Faust's codecs, so bad input becomes a dead letter instead of a crashed 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from faust.types import EventT, StreamT
 
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
+from streams import heap
 from streams.metrics import (
     GcPauseObserver,
     PipelineMetrics,
@@ -39,7 +41,7 @@ from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import Headers
 from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
-from streams.pipeline.terminals import TerminalLookup
+from streams.pipeline.terminals import KeyPartitioner, TerminalLookup
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,8 @@ def build_pipeline(
     customers = raw_table(CUSTOMER_TABLE)
     terminals = raw_table(TERMINAL_TABLE)
 
+    partition_of = OutputPartitions(app)
+
     async def send(
         topic: str,
         key: bytes | None,
@@ -118,6 +122,8 @@ def build_pipeline(
         partition: int | None,
         headers: Headers | None,
     ) -> Any:
+        if partition is None and key is not None:
+            partition = partition_of(topic, key)
         return await app.producer.send(topic, key, value, partition, None, headers)
 
     store = terminals.data
@@ -132,6 +138,7 @@ def build_pipeline(
     def on_swap(version: str) -> None:
         metrics.set_model_version(version)
         metrics.model_swaps.inc()
+        heap.settle(f"model {version} active", collect=False)
 
     slot = ModelSlot(features.names, reasons=settings.alert_reasons, on_swap=on_swap)
     score_stage = ScoreStage(
@@ -195,6 +202,7 @@ def build_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def observe_event_loop() -> None:
+        heap.settle("worker started")
         GcPauseObserver(metrics.gc_pause).install()
         await watch_event_loop(metrics.event_loop_lag)
 
@@ -211,6 +219,45 @@ def build_pipeline(
     for table in (customers, terminals):
         _observe_flushes(table, metrics)
     return Pipeline(app, metrics, slot, score_stage, terminal_stage, follower)
+
+
+class OutputPartitions:
+    """The partition the producer's default partitioner would give a keyed output message.
+
+    The same choice as aiokafka's (murmur2 of the key over the topic's partitions, from
+    the producer's metadata, re-read every `REFRESH_S` so a topic that grows is
+    followed), memoised per key: a score record per transaction makes the producer's
+    pure-Python murmur2 a visible cost. None (the producer then decides) until the
+    producer has the topic's metadata.
+    """
+
+    REFRESH_S = 5.0
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._topics: dict[str, tuple[float, KeyPartitioner | None]] = {}
+        self._partitioners: dict[tuple[str, int], KeyPartitioner] = {}
+
+    def __call__(self, topic: str, key: bytes) -> int | None:
+        """The partition of ``key`` in ``topic``, or None while the topic is unknown."""
+        now = time.monotonic()
+        known = self._topics.get(topic)
+        if known is None or now - known[0] > self.REFRESH_S:
+            known = self._topics[topic] = (now, self._partitioner(topic))
+        partitioner = known[1]
+        return None if partitioner is None else partitioner(key)
+
+    def _partitioner(self, topic: str) -> KeyPartitioner | None:
+        producer = self.app.producer
+        cluster = producer._ensure_producer().client.cluster  # type: ignore[attr-defined]
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        count = len(partitions)
+        partitioner = self._partitioners.get((topic, count))
+        if partitioner is None:
+            partitioner = self._partitioners[(topic, count)] = KeyPartitioner(count)
+        return partitioner
 
 
 def _observe_flushes(table: Any, metrics: PipelineMetrics) -> None:

@@ -90,11 +90,23 @@ def decode_forwards(raw: bytes | None) -> list[ForwardRow] | DecodeError:
         return DecodeError(Problem.WRONG_TYPE, "rows must be a list", "rows")
     out: list[ForwardRow] = []
     for i, row in enumerate(rows):
-        problem = _row_problem(row, i)
-        if problem is not None:
-            return problem
-        if type(row[6]) is int:  # orjson reads 12.0 as a float, but a writer may send 12
-            row[6] = float(row[6])
+        if not (  # the scorer's rows, checked inline: _row_problem says what is wrong
+            type(row) is list
+            and len(row) == 7
+            and type(row[0]) is int
+            and type(row[1]) is int
+            and type(row[2]) is str
+            and type(row[3]) is str
+            and type(row[4]) is str
+            and type(row[5]) is int
+            and type(row[6]) is float
+            and row[0] >= 0
+            and row[1] >= 0
+        ):
+            problem = _row_problem(row, i)
+            if problem is not None:
+                return problem
+            row[6] = float(row[6])  # an int amount: orjson reads 12.0 as a float, 12 not
         out.append(ForwardRow(*row))
     return out
 

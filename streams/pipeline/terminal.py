@@ -33,9 +33,9 @@ from faust.types import EventT
 from features.online import EntityState, EntityWindows, EventTooOldError
 from streams.contracts import DecodeError, Problem, decode_fraud_report
 from streams.metrics import PipelineMetrics
-from streams.pipeline.eventctx import restore_current_event, set_current_event
 from streams.pipeline.forwards import ForwardRow, decode_forwards, row_value
-from streams.pipeline.outputs import Send, decode_state, send_dead_letter, send_dead_letters
+from streams.pipeline.outputs import Send, send_dead_letter, send_dead_letters
+from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import mark_key
 
 
@@ -64,7 +64,8 @@ class TerminalStage:
         self.send = send
         self.dlq = dlq
         self.metrics = metrics
-        self._prefetch = getattr(table.data, "prefetch", None)
+        self.access = TableAccess(table)
+        self.decoded = DecodedStates("terminal")
 
     async def process_transactions(self, events: Sequence[EventT[Any]]) -> None:
         """Record a micro-batch of forward messages; skip rows already applied."""
@@ -165,8 +166,8 @@ class _Batch:
     """
 
     def __init__(self, stage: TerminalStage) -> None:
-        self.stage = stage
-        self.table = stage.table
+        self.access = stage.access
+        self.decoded = stage.decoded
         self.wanted: dict[int, list[bytes]] = {}
         self.states: dict[tuple[int, bytes], EntityState] = {}
         self.marks: dict[tuple[int, bytes], int] = {}
@@ -176,24 +177,15 @@ class _Batch:
         self.wanted.setdefault(event.message.partition, []).append(key)
 
     def load(self) -> None:
-        if self.stage._prefetch is not None and self.wanted:
-            self.stage._prefetch(self.wanted)
-
-    def _get(self, event: EventT[Any], key: bytes) -> bytes | None:
-        token = set_current_event(event)
-        try:
-            value: bytes | None = self.table.get(key)
-        finally:
-            restore_current_event(token)
-        return value
+        self.access.prefetch(self.wanted)
 
     def state(self, event: EventT[Any], key: bytes) -> EntityState:
-        slot = (event.message.partition, key)
+        partition = event.message.partition
+        slot = (partition, key)
         state = self.states.get(slot)
         if state is None:
-            raw = self._get(event, key)
-            state = decode_state("terminal", key, raw)
-            self.states[slot] = state
+            raw = self.access.get(event, key)
+            state = self.states[slot] = self.decoded.take(partition, key, raw)
         return state
 
     def mark(self, event: EventT[Any], source_partition: int) -> int:
@@ -201,7 +193,7 @@ class _Batch:
         slot = (event.message.partition, key)
         mark = self.marks.get(slot)
         if mark is None:
-            raw = self._get(event, key)
+            raw = self.access.get(event, key)
             mark = self.marks[slot] = -1 if raw is None else int(raw)
         return mark
 
@@ -215,16 +207,13 @@ class _Batch:
 
     def write(self) -> None:
         """Write every changed entry under the last event that changed it."""
-        table = self.table
+        put = self.access.put
         for slot, event in self.last.items():
-            key = slot[1]
-            value = (
-                str(self.marks[slot]).encode()
-                if slot in self.marks
-                else self.states[slot].to_bytes()
-            )
-            token = set_current_event(event)
-            try:
-                table[key] = value
-            finally:
-                restore_current_event(token)
+            partition, key = slot
+            if slot in self.marks:
+                put(event, key, str(self.marks[slot]).encode())
+                continue
+            state = self.states[slot]
+            raw = state.to_bytes()
+            put(event, key, raw)
+            self.decoded.keep(partition, key, raw, state)

@@ -29,11 +29,11 @@ from typing import Final, Protocol
 from aiokafka.partitioner import murmur2
 
 from features.online import EntityState
-from streams.pipeline.outputs import decode_state
+from streams.pipeline.tables import DecodedStates
 
 #: Prefix of replay-mark keys; ``#`` cannot occur in an id (``streams.contracts.ID_PATTERN``).
 _MARK_PREFIX: Final = b"#source:"
-#: Terminal partitions remembered by `TerminalPartitioner` (bounded memory).
+#: Key partitions remembered by `KeyPartitioner` (bounded memory).
 _MEMO_SIZE: Final = 262_144
 
 
@@ -43,20 +43,24 @@ def terminal_partition(terminal_id: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-class TerminalPartitioner:
-    """`terminal_partition` with a bounded memo: murmur2 in Python costs microseconds."""
+class KeyPartitioner:
+    """The default partitioner's choice for keys (`terminal_partition`), with a bounded memo.
+
+    murmur2 in Python costs microseconds a key; the scorer needs it for every terminal
+    of a batch, and the worker for the key of every score record and alert it sends.
+    """
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self._memo: dict[bytes, int] = {}
 
-    def __call__(self, terminal_id: bytes) -> int:
-        """The partition of one terminal id."""
-        partition = self._memo.get(terminal_id)
+    def __call__(self, key: bytes) -> int:
+        """The partition of one key."""
+        partition = self._memo.get(key)
         if partition is None:
             if len(self._memo) >= _MEMO_SIZE:
                 self._memo.clear()
-            partition = self._memo[terminal_id] = terminal_partition(terminal_id, self.partitions)
+            partition = self._memo[key] = terminal_partition(key, self.partitions)
         return partition
 
 
@@ -88,21 +92,25 @@ class TerminalLookup:
 
     def __init__(self, store: PeekableStore, partitions: int) -> None:
         self._store = store
-        self.partition_of = TerminalPartitioner(partitions)
+        self.partition_of = KeyPartitioner(partitions)
+        self._decoded = DecodedStates("terminal")
 
     def states(self, terminal_ids: Iterable[bytes]) -> dict[bytes, EntityState]:
         """The state of each terminal (an empty state for a terminal never seen).
 
         A stored state that does not decode is logged and read as empty, like a corrupt
         customer state: its terminal features are zero until the terminal agent writes
-        it again, and the batch is scored.
+        it again, and the batch is scored. States are decoded once per version: the
+        decoded state is kept while the stored bytes stay equal (`DecodedStates`); the
+        returned states are shared and must not be changed.
         """
         by_partition: dict[int, list[bytes]] = {}
         for terminal in dict.fromkeys(terminal_ids):
             by_partition.setdefault(self.partition_of(terminal), []).append(terminal)
         found = self._store.peek(by_partition)
         out: dict[bytes, EntityState] = {}
+        read_only = self._decoded.read_only
         for partition, terminals in by_partition.items():
             for terminal, raw in zip(terminals, found[partition], strict=True):
-                out[terminal] = decode_state("terminal", terminal, raw)
+                out[terminal] = read_only(partition, terminal, raw)
         return out

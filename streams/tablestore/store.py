@@ -149,14 +149,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         event = current_event()
         if event is None:
             return self._get_outside_stream(key)
-        self.backend.wait_while_down()
-        partition = event.message.partition
-        cached = self.cache.get(partition, key)
-        if cached is not MISSING:
-            return cached  # type: ignore[return-value]
-        value = self.backend.get(entry_key(self.prefix(partition), key))
-        self.cache.load(partition, key, value)
-        return value
+        return self.get_in(event.message.partition, key)
 
     def _set(self, key: bytes, value: bytes | None) -> None:
         self._write(key, value)
@@ -171,17 +164,43 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 f"table {self.table_name}: writes must happen while processing an event "
                 "(the store needs its partition and offset)"
             )
-        self.backend.wait_while_down()
         message = event.message
+        self.put_at(message.tp, message.offset, key, value)
+
+    # -- the same, for agents that know the event's position -------------------------
+
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        """The entry of ``key`` in ``partition`` (raw bytes; None: absent).
+
+        What ``table[key]`` does while an event of ``partition`` is current, without
+        Faust's table and codec layers or the current-event lookup: agents working on
+        micro-batches call it per entry, a few microseconds saved each time.
+        """
+        self.backend.wait_while_down()
+        cached = self.cache.get(partition, key)
+        if cached is not MISSING:
+            return cached  # type: ignore[return-value]
+        value = self.backend.get(entry_key(self.prefix(partition), key))
+        self.cache.load(partition, key, value)
+        return value
+
+    def put_at(self, tp: TP, offset: int, key: bytes, value: bytes | None) -> None:
+        """Write ``key`` (None deletes) for the event at ``offset`` of source ``tp``.
+
+        What ``table[key] = value`` does while that event is current: the entry goes
+        to the cache of ``tp``'s partition, and (without a changelog) the state now
+        covers the event, so a restart resumes after it once this write is flushed.
+        """
+        self.backend.wait_while_down()
         if not self.config.changelog:
-            if message.tp not in self._sources:
-                self._register_source(message.tp, message.offset)
+            if tp not in self._sources:
+                self._register_source(tp, offset)
             # The state now includes this event: resume after it. (An agent writing a
             # micro-batch may write an earlier event's key after a later one's.)
-            resume_at = message.offset + 1
-            if self._covered.get(message.tp, -1) < resume_at:
-                self._covered[message.tp] = resume_at
-        self.cache.put(message.partition, key, value)
+            resume_at = offset + 1
+            if self._covered.get(tp, -1) < resume_at:
+                self._covered[tp] = resume_at
+        self.cache.put(tp.partition, key, value)
 
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None

@@ -18,8 +18,8 @@ from streams import pipeline
 from streams.contracts import ID_PATTERN
 from streams.pipeline import terminals
 from streams.pipeline.terminals import (
+    KeyPartitioner,
     TerminalLookup,
-    TerminalPartitioner,
     mark_key,
     terminal_partition,
 )
@@ -63,7 +63,7 @@ def test_terminal_partition_matches_kafka_for_any_key(key: bytes, partitions: in
 
 @pytest.mark.parametrize("partitions", PARTITION_COUNTS)
 def test_the_memo_gives_the_same_answers_twice(partitions: int) -> None:
-    partition_of = TerminalPartitioner(partitions)
+    partition_of = KeyPartitioner(partitions)
     keys = random_keys(300, seed=partitions)
     first = [partition_of(k) for k in keys]
     again = [partition_of(k) for k in reversed(keys)][::-1]
@@ -74,7 +74,7 @@ def test_the_memo_gives_the_same_answers_twice(partitions: int) -> None:
 
 def test_the_memo_stays_bounded_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(terminals, "_MEMO_SIZE", 5)
-    partition_of = TerminalPartitioner(7)
+    partition_of = KeyPartitioner(7)
     keys = random_keys(50, seed=9)
     for key in keys + keys:
         assert partition_of(key) == kafka_partition(key, 7)
