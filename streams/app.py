@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 from faust.auth import SASLCredentials, SSLCredentials
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams.kafka import ssl_context
 from streams.settings import Settings
@@ -44,6 +45,10 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "broker_session_timeout": settings.kafka_session_timeout_s,
         "broker_heartbeat_interval": settings.kafka_heartbeat_interval_s,
         "broker_commit_interval": settings.commit_interval_s,
+        # Commit on the timer only. Faust's count-based commit (every 10,000 messages)
+        # runs inside the loop that hands fetched messages to the streams, so each one
+        # stalled every stream for a producer flush and a broker round trip.
+        "broker_commit_every": 2**31 - 1,
         "store": settings.table_store,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,
@@ -65,9 +70,34 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     app = faust.App(settings.app_id, **options)
     # Read by redis:// table stores: the key namespace and password from these settings,
     # so the password never has to appear in a store URL (Faust logs those).
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
+    _use_app_fetch_wait()
     password = settings.redis_password
     app.redis_store_defaults = {  # type: ignore[attr-defined]  # our attribute on faust.App
         "namespace": settings.redis_key_prefix,
         "password": password.get_secret_value() if password else None,
     }
     return app
+
+
+def _use_app_fetch_wait() -> None:
+    """Make Faust's worker consumers use the app's ``fetch_max_wait_ms`` (once per process).
+
+    faust-streaming hard-codes ``fetch_max_wait_ms=1500`` when it builds the aiokafka
+    consumer (``AIOKafkaConsumerThread._create_worker_consumer``) and has no setting
+    for it; see ``Settings.fetch_max_wait_ms`` for why that is too long here. The
+    consumer reads the value when it starts, after this wrapper has set it.
+    """
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_fraudstream_fetch_wait", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        wait = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait is not None:
+            consumer._fetch_max_wait_ms = wait
+        return consumer
+
+    create._fraudstream_fetch_wait = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]

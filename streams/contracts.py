@@ -13,7 +13,10 @@ for a 196-byte transaction (``bench/bench_decode.py``, best of five): stdlib ``j
 alone 2.9 us; ``decode_transaction`` (parse, every check, record built) 5.5 us;
 ``json.loads`` + ``jsonschema`` 67 us; ``json.loads`` + ``fastjsonschema`` 6.5 us with no
 record built and vaguer errors; Faust's own ``Record.loads``, which checks nothing, 11.4 us.
-The decoder also gives one precise reason per bad event for the dead-letter topic.
+The decoder also gives one precise reason per bad event for the dead-letter topic. It
+parses with orjson (about 0.6 us against 1.9 us for the standard library's decoder on a
+transaction, measured later), and only what orjson refuses goes through the standard
+library, whose verdict (not JSON, or a number out of range) the dead-letter topic gives.
 
 Bad input never raises: ``decode`` returns a ``DecodeError`` (problem class, one-line
 reason naming the field, the field) that the pipeline puts on the dead-letter topic with
@@ -32,6 +35,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar
 
+import orjson
 from typing_extensions import override
 
 from streams.records import (
@@ -426,6 +430,7 @@ def _refuse_constant(name: str) -> float:
 
 _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant)
 
+
 #: Checks across fields of a decoded mapping; raise ``FieldProblem`` to refuse it.
 CrossCheck = Callable[[dict[str, Any]], None]
 
@@ -492,10 +497,15 @@ class Contract(Generic[R]):
         if not raw:
             return DecodeError(Problem.NOT_JSON, "empty message (null or zero bytes)")
         try:
-            text = raw if isinstance(raw, str) else raw.decode("utf-8")
-            data = _JSON.decode(text)
-        except (ValueError, RecursionError) as exc:  # also JSONDecodeError, UnicodeDecodeError
-            return DecodeError(Problem.NOT_JSON, f"not JSON: {_preview(str(exc), 100)}")
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # orjson is 3x faster on the hot path but stricter than JSON itself (numbers
+            # beyond 64-bit integers or doubles): the standard library says which it is.
+            try:
+                text = raw if isinstance(raw, str) else raw.decode("utf-8")
+                data = _JSON.decode(text)
+            except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError
+                return DecodeError(Problem.NOT_JSON, f"not JSON: {_preview(str(exc), 100)}")
         if type(data) is not dict:
             return DecodeError(
                 Problem.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(data)}"

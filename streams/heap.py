@@ -17,6 +17,7 @@ What the worker does (`settle`):
 
 The collections that remain walk what the worker created since: window-state caches
 (bounded) and in-flight work. ``fraudstream_gc_pause_seconds`` shows them.
+
 """
 
 from __future__ import annotations

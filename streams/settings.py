@@ -136,6 +136,16 @@ class Settings(BaseSettings):
         description="How often a worker commits: table state to Redis with the offsets it "
         "covers. Terminal state becomes visible to other workers' scorers at this pace.",
     )
+    fetch_max_wait_ms: int = Field(
+        25,
+        ge=1,
+        le=1500,
+        description="Longest a worker's fetch request waits at the broker for new data. "
+        "aiokafka fetches only partitions whose fetched records were all consumed, one "
+        "request at a time, so a request holding only quiet partitions (fraud reports) "
+        "holds back the busy ones until it returns: Faust's fixed 1,500 ms made "
+        "multi-second backlogs at a few thousand transactions a second.",
+    )
     emit_scores: bool = Field(
         True, description="Send a score record with its features for every transaction."
     )

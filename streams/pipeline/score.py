@@ -167,15 +167,18 @@ class ScoreStage:
         """Where the batch's oldest transaction waited: in Kafka and the fetcher, or here.
 
         Faust's monitor stamps each message (``time_in``, monotonic) when its consumer
-        hands it to the streams; the Kafka timestamp is wall-clock milliseconds.
+        hands it to the streams. It was produced at its ``fraudstream-sent-ms`` header
+        (replays set it; their Kafka timestamps are historical event times), else at its
+        Kafka timestamp.
         """
         time_in = getattr(oldest, "time_in", None)
         if time_in is None:
             return
         waited = max(0.0, time.monotonic() - time_in)
         self.metrics.queue_delay.observe(waited)
-        handed_at = time.time() - waited
-        self.metrics.fetch_delay.observe(max(0.0, handed_at - oldest.timestamp))
+        sent_ms = sent_at_ms(oldest.headers)
+        sent = oldest.timestamp if sent_ms is None else sent_ms / 1000
+        self.metrics.fetch_delay.observe(max(0.0, time.time() - waited - sent))
 
     # -- features -------------------------------------------------------------------
 
