@@ -21,8 +21,8 @@ one run on one machine, what the issue asks of the live pipeline:
    sample with a transaction scored to the last; "all agents", from the first scored to
    the terminal agent's last forward applied, the rate at which the whole pipeline is
    done (on a backlog the scorer runs ahead of the terminal agent, which only gets the
-   forwards the scorer has sent). Once with score records (the default) and once with
-   ``FRAUDSTREAM_EMIT_SCORES=false``.
+   forwards the scorer has sent). Once with the default settings (no score records) and
+   once with ``FRAUDSTREAM_EMIT_SCORES=true``.
 2. The ceiling: a pass-through Faust agent (bench/pipeline_passthrough_worker.py) in its
    own worker process, built by ``create_app`` with the same settings, reading the same
    topic in ``take_events`` micro-batches of the same size and sending each event's bytes
@@ -1362,7 +1362,7 @@ def settings_used(bench: Bench) -> str:
     conf = create_app(s, web_enabled=False).conf
     return (
         f"worker settings: batch_max={s.batch_max}, batch_within_ms={s.batch_within_ms}, "
-        f"commit_interval_s={s.commit_interval_s}, emit_scores={s.emit_scores} (off where "
+        f"commit_interval_s={s.commit_interval_s}, emit_scores={s.emit_scores} (on where "
         f"said), alert_reasons={s.alert_reasons}, table_store={s.table_store}, log_level=info; "
         f"Faust: producer_linger={conf.producer_linger}s, producer_acks={conf.producer_acks}, "
         f"stream_buffer_maxsize={conf.stream_buffer_maxsize}, "
@@ -1382,8 +1382,8 @@ def summary(
     ceiling = results.get("passthrough")
     rows = [
         ("passthrough", "pass-through agent (ceiling)"),
-        ("pipeline", "pipeline, score records on"),
-        ("noscores", "pipeline, score records off"),
+        ("pipeline", "pipeline (defaults: no score records)"),
+        ("scores", "pipeline, score records on"),
         ("p2w1", "pipeline, 2 partitions"),
         ("p2w2", "pipeline, 2 partitions, 2 workers"),
     ]
@@ -1531,11 +1531,11 @@ async def main_async(args: argparse.Namespace) -> None:
         if not args.skip_throughput:
             print(f"\n1-2. throughput, one worker, {partitions} partitions, and the ceiling")
             results["pipeline"] = await run_pipeline(
-                bench, "pipeline, score records on", "p", "d6", partitions
+                bench, "pipeline (defaults: no score records)", "p", "d6", partitions
             )
             results["passthrough"] = await run_passthrough(bench, "d6", partitions)
-            results["noscores"] = await run_pipeline(
-                bench, "pipeline, score records off", "pns", "d6", partitions, emit_scores=False
+            results["scores"] = await run_pipeline(
+                bench, "pipeline, score records on", "psc", "d6", partitions, emit_scores=True
             )
         if not args.skip_latency:
             one = results.get("pipeline")

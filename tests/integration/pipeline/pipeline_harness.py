@@ -69,10 +69,14 @@ def register_model(registry_dir: Path, featurised: pl.DataFrame, *, alert_share:
 
 
 class Workers:
-    """``fraudstream worker`` processes of one test."""
+    """``fraudstream worker`` processes of one test, with score records on.
+
+    The tests read what the workers computed from the scores topic (every transaction's
+    features and score), which is off by default.
+    """
 
     def __init__(self, settings: Settings, logs: Path, free_port: Callable[[], int]) -> None:
-        self.settings = settings
+        self.settings = settings.model_copy(update={"emit_scores": True})
         self.logs = logs
         self.free_port = free_port
         self.running: list[tuple[subprocess.Popen[bytes], int]] = []
