@@ -8,7 +8,9 @@ so the worker's windows hold their history, then replays the test week, with its
 reports, paced to take about a minute (``fraudstream replay --speed``), while it shows
 the worker's progress. It ends with a summary read from the alert topic: alerts,
 precision and recall against the labels, the same model scored offline for comparison,
-event-to-alert latency percentiles; then it stops what it started.
+event-to-alert latency percentiles; then it stops what it started and deletes its
+topics and Redis keys. Each run has names of its own (``streams.demorun``), so a second
+run never sees the first one's data.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from features.simulator import SimulationConfig, simulate, write_dataset
 from features.spec import DEFAULT_FEATURES, Entity
 from models.protocol import HANDBOOK_PROTOCOL, latest_train_start
 from streams.alertsummary import summarise_alerts
+from streams.demorun import DemoRun
 from streams.kafka import ensure_topics, product_topics
 from streams.localinfra import ServiceError, local_services
 from streams.settings import Settings
@@ -68,7 +71,8 @@ def demo(
     ] = False,
 ) -> None:
     """Run the demo: a model scores a replayed week live and the alerts are summarised."""
-    settings: Settings = ctx.obj
+    run = DemoRun.new(ctx.obj)
+    settings = run.settings
     say = typer.echo
     say("1/8 local infrastructure")
     started_services = []
@@ -83,20 +87,27 @@ def demo(
             started_services.append(service)
 
     try:
-        _run(settings, say, test_seconds, keep_running)
+        _run(run, say, test_seconds, keep_running)
     except WorkerStartError as exc:
         say(f"fraudstream demo: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         if not keep_running:
+            topics, keys = run.clean(others_only=False)
+            say(f"    deleted this run's {topics} topics and {keys} Redis keys")
+            say("demo done: rerun with --keep-running to explore the topics afterwards.")
             for service in reversed(started_services):
                 say(f"    {service.stop()}")
 
 
 def _run(
-    settings: Settings, say: Callable[[str], object], test_seconds: float, keep_running: bool
+    run: DemoRun, say: Callable[[str], object], test_seconds: float, keep_running: bool
 ) -> None:
+    settings = run.settings
     say("2/8 topics and redis")
+    topics, keys = run.clean(others_only=True)
+    if topics or keys:
+        say(f"    deleted {topics} topics and {keys} Redis keys of earlier demo runs")
     asyncio.run(ensure_topics(settings, product_topics(settings)))
     say(
         f"    {len(settings.topic_names)} topics with prefix {settings.topic_prefix!r}, "
@@ -179,12 +190,10 @@ def _run(
     if keep_running:
         say(
             f"still running: worker (pid {worker.pid}), Kafka and Redis. Try "
-            "`fraudstream alerts --last 5` and "
+            f"`FRAUDSTREAM_TOPIC_PREFIX={settings.topic_prefix} fraudstream alerts --last 5` and "
             f"`curl -s {worker.metrics_url} | grep ^fraudstream_`; "
             "stop with `fraudstream infra down` and `kill <pid>`."
         )
-    else:
-        say("demo done: rerun with --keep-running to explore the topics afterwards.")
 
 
 def _data_and_features(
