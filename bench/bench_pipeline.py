@@ -105,6 +105,7 @@ from streams.contracts import DecodeError
 from streams.kafka import TopicSpec, client_options, ensure_topics, product_topics, sent_at_ms
 from streams.localinfra import local_services
 from streams.pipeline.forwards import ForwardRow, decode_forwards
+from streams.redisclient import connect, delete_keys
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1307,21 +1308,9 @@ async def cleanup(bench: Bench) -> None:
 
     async def delete_redis_keys() -> None:
         def delete() -> int:
-            password = settings.redis_password
-            client = redis.Redis.from_url(
-                settings.redis_url, password=password.get_secret_value() if password else None
-            )
+            client = connect(settings)
             try:
-                deleted = 0
-                batch: list[bytes] = []
-                for key in client.scan_iter(match=f"{bench.namespace}:*", count=10_000):
-                    batch.append(key)
-                    if len(batch) >= 10_000:
-                        deleted += int(client.unlink(*batch))
-                        batch = []
-                if batch:
-                    deleted += int(client.unlink(*batch))
-                return deleted
+                return delete_keys(client, f"{bench.namespace}:*")
             finally:
                 client.close()
 

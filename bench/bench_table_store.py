@@ -67,6 +67,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 from streams.app import create_app
 from streams.kafka import TopicSpec, client_options, ensure_topics
 from streams.localinfra import local_services
+from streams.redisclient import connect, delete_keys
 from streams.settings import Settings
 
 WORKER = Path(__file__).with_name("table_store_worker.py")
@@ -384,20 +385,9 @@ async def cleanup(bench: Bench) -> None:
     settings = bench.settings
 
     def delete_redis_keys() -> None:
-        password = settings.redis_password
-        client = redis.Redis.from_url(
-            settings.redis_url, password=password.get_secret_value() if password else None
-        )
+        client = connect(settings)
         try:
-            batch: list[bytes] = []
-            deleted = 0
-            for key in client.scan_iter(match=f"{bench.namespace}*", count=10_000):
-                batch.append(key)
-                if len(batch) >= 10_000:
-                    deleted += int(client.unlink(*batch))
-                    batch = []
-            if batch:
-                deleted += int(client.unlink(*batch))
+            deleted = delete_keys(client, f"{bench.namespace}*")
             print(f"cleanup: {deleted} Redis keys deleted ({bench.namespace}*)")
         finally:
             client.close()

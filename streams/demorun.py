@@ -14,10 +14,10 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
-import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.kafka import client_options
+from streams.redisclient import connect, delete_keys
 from streams.settings import Settings
 
 #: What every demo topic name, app id and Redis key namespace starts with (after the
@@ -92,22 +92,8 @@ async def _delete_topics(settings: Settings, wanted: object) -> int:
 
 
 def _delete_keys(settings: Settings, pattern: str, keep: str | None) -> int:
-    password = settings.redis_password
-    client = redis.Redis.from_url(
-        settings.redis_url, password=password.get_secret_value() if password else None
-    )
+    client = connect(settings)
     try:
-        deleted = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            if keep is not None and key.startswith(keep.encode()):
-                continue
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += client.delete(*batch)
-                batch.clear()
-        if batch:
-            deleted += client.delete(*batch)
-        return deleted
+        return delete_keys(client, pattern, keep_prefix=None if keep is None else keep.encode())
     finally:
         client.close()

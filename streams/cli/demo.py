@@ -30,7 +30,6 @@ from typing import Annotated
 from urllib.error import URLError
 
 import polars as pl
-import redis
 import typer
 
 from features.offline import compute_features
@@ -41,6 +40,7 @@ from streams.alertsummary import summarise_alerts
 from streams.demorun import DemoRun
 from streams.kafka import ensure_topics, product_topics
 from streams.localinfra import ServiceError, local_services
+from streams.redisclient import connect
 from streams.settings import Settings
 
 WORKER_READY_TIMEOUT_S = 90.0
@@ -113,10 +113,7 @@ def _run(
         f"    {len(settings.topic_names)} topics with prefix {settings.topic_prefix!r}, "
         f"{settings.topic_partitions} partitions each"
     )
-    password = settings.redis_password
-    client = redis.Redis.from_url(
-        settings.redis_url, password=password.get_secret_value() if password else None
-    )
+    client = connect(settings)
     try:
         info = client.info("server")
         say(f"    redis {info['redis_version']} at {settings.redis_url} answers")
