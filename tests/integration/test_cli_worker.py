@@ -109,7 +109,9 @@ def test_demo_runs_end_to_end(
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert f"prefix {settings.topic_prefix!r}, 3 partitions each" in out
+    # The run's own topics, under the configured prefix (streams.demorun).
+    run_prefix = re.escape(f"{settings.topic_prefix}demo-")
+    assert re.search(rf"prefix '{run_prefix}[0-9a-f]{{8}}-', 3 partitions each", out), out
     assert "promoted " in out
     assert "the worker scored " in out
     summary = re.search(r"(\d[\d,]*) alerts on ([\d,]+) transactions", out)
@@ -122,4 +124,5 @@ def test_demo_runs_end_to_end(
     assert offline.group(1) == offline.group(2) == summary.group(1)
     assert re.search(r"latency p50 \d+ ms", out)
     assert "worker stopped" in out
+    assert re.search(r"deleted this run's \d+ topics and \d+ Redis keys", out), out
     assert "demo done" in out
