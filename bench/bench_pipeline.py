@@ -95,9 +95,7 @@ from urllib.error import URLError
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-from aiokafka.protocol.admin import DeleteGroupsRequest
+from run_cleanup import delete_run_data
 
 from features.simulator import SimulationConfig, simulate, write_dataset
 from streams.app import create_app
@@ -105,7 +103,6 @@ from streams.contracts import DecodeError
 from streams.kafka import TopicSpec, client_options, ensure_topics, product_topics, sent_at_ms
 from streams.localinfra import local_services
 from streams.pipeline.forwards import ForwardRow, decode_forwards
-from streams.redisclient import connect, delete_keys
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1279,18 +1276,6 @@ def summarise_profile(path: Path, seconds: float, top: int, *, idle: bool = Fals
 # -- cleanup -------------------------------------------------------------------------
 
 
-async def retrying(what: str, call: Callable[[], Awaitable[None]]) -> None:
-    for attempt in range(5):
-        try:
-            await call()
-            return
-        except (KafkaError, OSError, redis.RedisError) as exc:
-            if attempt == 4:
-                print(f"cleanup: {what} failed: {exc!r}")
-                return
-            await asyncio.sleep(2.0)
-
-
 async def cleanup(bench: Bench) -> None:
     """Stop what runs; delete the run's topics, groups, Redis keys, worker data, files."""
     for proc in bench.procs:
@@ -1306,35 +1291,7 @@ async def cleanup(bench: Bench) -> None:
         return
     settings = bench.base
 
-    async def delete_redis_keys() -> None:
-        def delete() -> int:
-            client = connect(settings)
-            try:
-                return delete_keys(client, f"{bench.namespace}:*")
-            finally:
-                client.close()
-
-        deleted = await asyncio.to_thread(delete)
-        print(f"cleanup: {deleted:,} Redis keys deleted ({bench.namespace}:*)")
-
-    async def delete_kafka() -> None:
-        admin = AIOKafkaAdminClient(request_timeout_ms=30_000, **client_options(settings))
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(bench.prefix)]
-            if topics:
-                await admin.delete_topics(topics)
-            listed = await admin.list_consumer_groups()
-            groups = [str(g[0]) for g in listed if str(g[0]).startswith(bench.prefix)]
-            for group in groups:
-                coordinator = await admin.find_coordinator(group)
-                await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))
-            print(f"cleanup: {len(topics)} topics and {len(groups)} consumer groups deleted")
-        finally:
-            await admin.close()
-
-    await retrying("Redis keys", delete_redis_keys)
-    await retrying("Kafka topics and groups", delete_kafka)
+    await delete_run_data(settings, topic_prefix=bench.prefix, key_pattern=f"{bench.namespace}:*")
     for path in (settings.local_dir / "worker-data").glob(f"{bench.prefix}*"):
         shutil.rmtree(path, ignore_errors=True)
     for path in bench.tmp.iterdir():

@@ -58,16 +58,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-from aiokafka.protocol.admin import DeleteGroupsRequest
+from run_cleanup import delete_run_data
 
 from streams.app import create_app
 from streams.kafka import TopicSpec, client_options, ensure_topics
 from streams.localinfra import local_services
-from streams.redisclient import connect, delete_keys
 from streams.settings import Settings
 
 WORKER = Path(__file__).with_name("table_store_worker.py")
@@ -360,21 +356,6 @@ async def commit_end_offsets(settings: Settings, group: str, topic: str, partiti
         await consumer.stop()
 
 
-async def retrying(what: str, call: Callable[[], object]) -> None:
-    """Run a Kafka/Redis call, retrying a few times (the broker may restart briefly)."""
-    for attempt in range(5):
-        try:
-            result = call()
-            if asyncio.iscoroutine(result):
-                await result
-            return
-        except (KafkaError, OSError, redis.RedisError) as exc:
-            if attempt == 4:
-                print(f"cleanup: {what} failed: {exc!r}")
-                return
-            await asyncio.sleep(2.0)
-
-
 async def cleanup(bench: Bench) -> None:
     """Delete what the run made: workers, Redis keys, topics, groups, worker data."""
     for worker in bench.workers:
@@ -384,32 +365,7 @@ async def cleanup(bench: Bench) -> None:
                 await worker.process.wait()
     settings = bench.settings
 
-    def delete_redis_keys() -> None:
-        client = connect(settings)
-        try:
-            deleted = delete_keys(client, f"{bench.namespace}*")
-            print(f"cleanup: {deleted} Redis keys deleted ({bench.namespace}*)")
-        finally:
-            client.close()
-
-    async def delete_kafka() -> None:
-        admin = AIOKafkaAdminClient(request_timeout_ms=30_000, **client_options(settings))
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(bench.prefix)]
-            if topics:
-                await admin.delete_topics(topics)
-            listed = await admin.list_consumer_groups()
-            groups = [str(g[0]) for g in listed if str(g[0]).startswith(bench.prefix)]
-            for group in groups:
-                coordinator = await admin.find_coordinator(group)
-                await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))
-            print(f"cleanup: {len(topics)} topics and {len(groups)} consumer groups deleted")
-        finally:
-            await admin.close()
-
-    await retrying("Redis keys", lambda: asyncio.to_thread(delete_redis_keys))
-    await retrying("Kafka topics and groups", delete_kafka)
+    await delete_run_data(settings, topic_prefix=bench.prefix, key_pattern=f"{bench.namespace}*")
     data = settings.local_dir / "worker-data"
     for path in data.glob(f"{bench.prefix}*"):
         shutil.rmtree(path, ignore_errors=True)
