@@ -14,6 +14,7 @@ import faust
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+from streams import drain
 from streams.kafka import ssl_context
 from streams.settings import Settings
 from streams.tablestore.table import Table
@@ -72,6 +73,7 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     # so the password never has to appear in a store URL (Faust logs those).
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
     _use_app_fetch_wait()
+    drain.install()
     password = settings.redis_password
     app.redis_store_defaults = {  # type: ignore[attr-defined]  # our attribute on faust.App
         "namespace": settings.redis_key_prefix,
