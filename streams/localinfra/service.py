@@ -6,6 +6,7 @@ whether it answers; the life cycle around that is the same for Kafka and Redis.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class LocalService(ABC):
             self._wait_until_answering()
             return f"{self.name} already running at {self.address}"
         for port in self.ports:
-            if port_is_open("127.0.0.1", port):
+            if _still_open(port):
                 raise ServiceError(
                     f"port {port} is taken by another process; choose "
                     f"free ports with {self.port_settings}"
@@ -108,3 +109,22 @@ class LocalService(ABC):
             alive=lambda: self.process.pid() is not None,
             what=f"{self.name} at {self.address}",
         )
+
+
+#: How long a start waits for a port to be released before calling it taken.
+PORT_RELEASE_S = 3.0
+
+
+def _still_open(port: int) -> bool:
+    """Whether something listens on ``port`` and keeps listening for `PORT_RELEASE_S`.
+
+    A service killed a moment ago can still hold its ports: its main thread is a zombie
+    (so it counts as stopped) while the JVM's other threads are still exiting, and the
+    sockets close with the last of them.
+    """
+    deadline = time.monotonic() + PORT_RELEASE_S
+    while port_is_open("127.0.0.1", port):
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
+    return False
