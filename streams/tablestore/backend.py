@@ -223,7 +223,13 @@ class RedisBackend:
         return self.retrying(run) if prefixes else []
 
     async def write(self, writes: Sequence[PartitionWrite], owner: str) -> set[bytes]:
-        """Flush partitions atomically, each in one script, all in one round trip.
+        """Flush partitions atomically, each in one script and its own round trip.
+
+        One round trip per partition, not one pipeline for all: Redis runs a client's
+        pipelined commands back to back, so a flush of every partition (thousands of
+        entries, tens of milliseconds of script time) held up the scorers' synchronous
+        reads for all of it; between partitions, their reads get in. The round trips are
+        made in a worker thread, so the agents do not wait for them.
 
         Returns:
             The prefixes of partitions that were fenced (owned by another worker now):
@@ -233,7 +239,7 @@ class RedisBackend:
             return set()
 
         def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
+            results: list[Any] = []
             for write in writes:
                 keys: list[bytes] = [offsets_key(write.prefix)]
                 args: list[bytes | str | int] = [owner, self.ttl_ms, len(write.offsets)]
@@ -242,8 +248,10 @@ class RedisBackend:
                 for key, value in write.entries.items():
                     keys.append(key)
                     args += [b"d", b""] if value is None else [b"s", value]
+                pipe = self.client.pipeline(transaction=False)
                 self._flush(keys=keys, args=args, client=pipe)
-            return list(pipe.execute(raise_on_error=False))
+                results += pipe.execute(raise_on_error=False)
+            return results
 
         results = await self.retrying_async(run, in_thread=True)
         fenced: set[bytes] = set()
