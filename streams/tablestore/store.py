@@ -7,8 +7,8 @@ How it stays fast
     Faust calls store methods synchronously on the event loop. Reads are served from a
     per-partition write-back cache (a miss costs one GET); writes only mark entries dirty.
     Dirty entries are flushed at the Faust commit cadence (``broker_commit_interval``), on
-    partition revocation and on stop, one atomic Lua script per partition, all partitions
-    in one pipelined round trip.
+    partition revocation and on stop, one atomic Lua script per partition, each its own
+    round trip from a worker thread (``RedisBackend.write``).
 
 Two modes, chosen with the ``changelog`` option
     ``changelog=false`` (default): Redis is the durable source of truth and no changelog
