@@ -13,10 +13,22 @@ first does, the store records that start position there before anything else, so
 crash before its first flush resumes from the start position, not from whatever the
 group committed meanwhile.
 
-This touches two members Faust does not publish: ``perform_seek`` (wrapped on the
-consumer instance) and ``_committed_offset`` (Faust's record of the committed position,
-which must match the position we seek to, or its commit logic sees a gap and stalls).
-faust-streaming is pinned to 0.15.3 for this reason.
+The flow of messages to the streams is stopped while the partitions are sought, and left
+stopped: both of Faust's callers resume it right after, clearing the streams' buffers
+first. Faust resumes the flow and the partitions before it calls ``perform_seek`` (when
+no changelog is replayed), so without the stop the fetch loop delivered messages from
+the position the partition had before the seeks, the group's committed offset: a worker
+taking over a partition whose group offset was ahead of Redis's applied those, and
+Faust's fetch loop then dropped the events between the two offsets as already read (it
+skips any message below its read offset), which the takeover test caught as events never
+counted. Resuming the flow here would open another window: a message delivered before
+the caller clears the buffers is dropped with them, after its offset was read.
+
+This touches three members Faust does not publish: ``perform_seek`` (wrapped on the
+consumer instance), ``_committed_offset`` (Faust's record of the committed position,
+which must match the position we seek to, or its commit logic sees a gap and stalls) and
+``_read_offset`` (the fetch loop's skip rule). faust-streaming is pinned to 0.15.3 for
+this reason.
 """
 
 from __future__ import annotations
@@ -55,6 +67,10 @@ def _seeking_to_redis(
     consumer: Any, faust_seek: Callable[[], Awaitable[None]], followers: list[ResumeFollower]
 ) -> Callable[[], Awaitable[None]]:
     async def perform_seek() -> None:
+        # No message may reach the streams until every position is final (see the
+        # module docstring): stop the flow before the first await. Faust's callers
+        # resume it right after, clearing the streams' buffers first.
+        consumer.stop_flow()
         await faust_seek()
         assignment = set(consumer.assignment())
         resumed: dict[TP, int] = {}
@@ -68,6 +84,9 @@ def _seeking_to_redis(
             await consumer.seek_wait(resumed)
             for tp, offset in resumed.items():
                 consumer._committed_offset[tp] = offset
+                # Again here: the fetch loop sets it for a message it abandoned when the
+                # flow stopped, possibly after the seek did.
+                consumer._read_offset[tp] = offset
         positions = dict(resumed)
         uncommitted = []
         # Changelog partitions and Faust's leader topic (randomly assigned) are never a

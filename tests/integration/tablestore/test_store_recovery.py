@@ -296,11 +296,6 @@ def test_redis_restarted_mid_stream(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known open bug: about 1 run in 15 ends one event short after the takeover "
-    "(34,499 of 34,500); under investigation, see the table store issue",
-)
 def test_a_second_worker_takes_over_partitions_exactly(
     stream_settings: Settings,
     workers_factory: Callable[[Settings, str], Workers],
