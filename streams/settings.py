@@ -25,6 +25,10 @@ ENV_PREFIX = "FRAUDSTREAM_"
 #: The repository root when fraudstream runs from a checkout (an editable install).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: Redis puts a cluster node's bus on its port + 10000: the last of three nodes must fit.
+CLUSTER_BUS_OFFSET = 10_000
+MAX_CLUSTER_PORT = 65_535 - CLUSTER_BUS_OFFSET - 2
+
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -168,6 +172,13 @@ class Settings(BaseSettings):
     local_kafka_controller_port: int = Field(9093, ge=1, le=65535)
     local_kafka_heap: str = Field("1g", pattern=r"^\d+[mg]$")
     local_redis_port: int = Field(6379, ge=1, le=65535)
+    local_redis_cluster_port: int = Field(
+        7000,
+        ge=1,
+        le=MAX_CLUSTER_PORT,
+        description="First of the three ports of the local Redis Cluster (`fraudstream infra "
+        "up --only redis-cluster`); each node's cluster bus listens 10000 above its port.",
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -209,7 +220,35 @@ class Settings(BaseSettings):
             )
         if self.local_kafka_port == self.local_kafka_controller_port:
             raise ValueError("local_kafka_port and local_kafka_controller_port must differ")
+        self._check_cluster_ports()
         return self
+
+    def _check_cluster_ports(self) -> None:
+        """The local cluster's ports (nodes and buses) must not be the other services'."""
+        first = self.local_redis_cluster_port
+        bus = first + CLUSTER_BUS_OFFSET
+        cluster = {*range(first, first + 3), *range(bus, bus + 3)}
+        others = {
+            "local_kafka_port": self.local_kafka_port,
+            "local_kafka_controller_port": self.local_kafka_controller_port,
+            "local_redis_port": self.local_redis_port,
+        }
+        taken = [name for name, port in others.items() if port in cluster]
+        if taken:
+            raise ValueError(
+                f"local_redis_cluster_port={first} takes ports {first}-{first + 2} (cluster "
+                f"buses {bus}-{bus + 2}), which collide with {', '.join(taken)}"
+            )
+
+    @property
+    def local_redis_cluster_ports(self) -> list[int]:
+        """The client ports of the three local Redis Cluster nodes."""
+        return [self.local_redis_cluster_port + i for i in range(3)]
+
+    @property
+    def local_redis_cluster_url(self) -> str:
+        """The table store URL of the local Redis Cluster (any node leads to all)."""
+        return f"redis://127.0.0.1:{self.local_redis_cluster_port}/0?cluster=true"
 
     def topic(self, name: str) -> str:
         """Return the full topic name for a logical name, with the configured prefix."""

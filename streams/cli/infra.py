@@ -1,4 +1,8 @@
-"""``fraudstream infra up|down|status``: the local Kafka broker and redis-server."""
+"""``fraudstream infra up|down|status``: the local Kafka broker and redis-server.
+
+``--only redis-cluster`` works on the local three-master Redis Cluster instead, which
+the commands leave alone otherwise.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,14 @@ cli = typer.Typer(
     help="Start, stop and inspect local Kafka and Redis (127.0.0.1 only).", no_args_is_help=True
 )
 
-Only = Annotated[ServiceName | None, typer.Option("--only", help="Just kafka or just redis.")]
+Only = Annotated[
+    ServiceName | None,
+    typer.Option(
+        "--only",
+        help="Just kafka, just redis, or redis-cluster: the local Redis Cluster, "
+        "which only --only redis-cluster starts.",
+    ),
+]
 
 
 @cli.command()

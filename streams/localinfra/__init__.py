@@ -1,7 +1,10 @@
 """Local Kafka and Redis for development and tests (deploy/local): start, stop, status.
 
-Both services bind to 127.0.0.1 only and keep their jars, data and logs under the
-settings' ``local_dir`` (``.local/`` in a checkout, git-ignored).
+The services bind to 127.0.0.1 only and keep their jars, data and logs under the
+settings' ``local_dir`` (``.local/`` in a checkout, git-ignored). A three-master Redis
+Cluster is there too, for the store's cluster mode, but only when asked for by name
+(``only="redis-cluster"``): the default set, what ``fraudstream infra up`` and the tests
+start, is Kafka and the single redis-server.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from typing import Literal
 from streams.localinfra.kafka import LocalKafka
 from streams.localinfra.process import ServiceError
 from streams.localinfra.redis import LocalRedis
+from streams.localinfra.rediscluster import LocalRedisCluster, LocalRedisClusterNode
 from streams.localinfra.service import LocalService, ServiceStatus
 from streams.settings import Settings
 
-ServiceName = Literal["kafka", "redis"]
+ServiceName = Literal["kafka", "redis", "redis-cluster"]
 
 __all__ = [
     "LocalKafka",
     "LocalRedis",
+    "LocalRedisCluster",
+    "LocalRedisClusterNode",
     "LocalService",
     "ServiceError",
     "ServiceName",
@@ -28,6 +34,12 @@ __all__ = [
 
 
 def local_services(settings: Settings, only: ServiceName | None = None) -> list[LocalService]:
-    """The local services, Kafka first (start order; stop goes in reverse)."""
+    """The local services, Kafka first (start order; stop goes in reverse).
+
+    Without ``only``: Kafka and the single redis-server, never the Redis Cluster, which
+    is started only by name.
+    """
+    if only == "redis-cluster":
+        return [LocalRedisCluster(settings)]
     services: list[LocalService] = [LocalKafka(settings), LocalRedis(settings)]
     return [s for s in services if only is None or s.name == only]

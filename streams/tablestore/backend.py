@@ -8,18 +8,27 @@ reverse), and a worker that lost a partition cannot overwrite its new owner's st
 Redis unreachable: every call retries with exponential backoff (logged once per outage,
 not per call) until Redis answers again. Nothing is dropped; the caller simply waits, so
 a worker stops acknowledging events until its state can be read and written.
+
+The same code serves one server (``redis.Redis``) and a Redis Cluster (``RedisCluster``):
+every command sent touches keys of one partition, so one slot, except SCAN (every master)
+and the pipelined MGETs of several partitions, which the cluster client splits per node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 
 from streams.tablestore.keys import entry_pattern, offsets_key
 
@@ -27,8 +36,32 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Errors after which the same call may succeed: the server is down, restarting or busy.
-RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+#: What the store talks to: one server, or a cluster through any of its nodes.
+Client = redis.Redis | RedisCluster
+
+#: Errors after which the same call may succeed: the server is down, restarting or busy;
+#: or a cluster is failing over, or its slot map is being rebuilt.
+RETRYABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the same call may succeed later (Redis down, busy or failing over).
+
+    ``RedisCluster`` refreshes its slot map after a connection error, and when no node
+    answers that refresh raises ``RedisClusterException`` (not a ``ConnectionError``)
+    from the last connection error; it is the same outage, so it is retried too. Other
+    ``RedisClusterException`` (a usage error, cluster mode off on the node) are not.
+    """
+    if isinstance(exc, RETRYABLE):
+        return True
+    return isinstance(exc, RedisClusterException) and isinstance(exc.__cause__, RETRYABLE)
+
 
 # KEYS[1]: offsets hash; KEYS[2..]: entry keys.
 # ARGV[1]: owner token; ARGV[2]: TTL in ms (0: none); ARGV[3]: number of offset fields m;
@@ -114,21 +147,58 @@ class Backoff:
 
 
 class RedisBackend:
-    """Reads and atomic partition writes against one Redis server (or cluster node set)."""
+    """Reads and atomic partition writes against one Redis server or a Redis Cluster."""
 
-    def __init__(self, client: redis.Redis, ttl_ms: int, description: str) -> None:
-        self.client = client
+    def __init__(self, connect: Callable[[], Client], ttl_ms: int, description: str) -> None:
+        """Keep ``connect`` for the first call that needs the client.
+
+        Connecting lazily, inside a retried call: ``RedisCluster`` reads the slot map
+        from a node as soon as it is made, so a cluster down while a worker builds its
+        tables would fail the worker instead of making it wait like any other outage.
+        """
+        self._connect = connect
+        self._client: Client | None = None
+        self._connecting = threading.Lock()
         self.ttl_ms = ttl_ms
         self._backoff = Backoff(f"Redis at {description}")
-        self._flush = client.register_script(_FLUSH_SCRIPT)
-        self._claim = client.register_script(_CLAIM_SCRIPT)
+        self._scripts: dict[str, Script] = {}
+
+    @property
+    def client(self) -> Client:
+        """The Redis client, made on first use (may raise what connecting raises)."""
+        client = self._client
+        if client is None:
+            with self._connecting:  # writes run in a worker thread: make one client only
+                if self._client is None:
+                    made = self._connect()
+                    for text in (_FLUSH_SCRIPT, _CLAIM_SCRIPT):
+                        self._scripts[text] = made.register_script(text)
+                    self._client = made
+                client = self._client
+        return client
+
+    def _run_script(self, text: str, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        """Run one of our scripts: EVALSHA, loading it first on a node that lacks it."""
+        client = self.client
+        return self._scripts[text](keys=keys, args=args, client=client)
+
+    def ping(self) -> bool:
+        """Ask Redis (every node of a cluster) for an answer."""
+        return bool(self.client.ping())
+
+    def close(self) -> None:
+        """Close the connection pool(s), if a client was ever made."""
+        if self._client is not None:
+            self._client.close()
 
     def retrying(self, call: Callable[[], T]) -> T:
         """Run a Redis call, blocking with backoff until Redis answers."""
         while True:
             try:
                 result = call()
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
                 time.sleep(self._backoff.failed(exc))
                 continue
             self._backoff.succeeded()
@@ -144,7 +214,9 @@ class RedisBackend:
         while True:
             try:
                 result = await asyncio.to_thread(call) if in_thread else call()
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
                 await asyncio.sleep(self._backoff.failed(exc))
                 continue
             self._backoff.succeeded()
@@ -156,7 +228,7 @@ class RedisBackend:
         Cheap when Redis is up: one attribute read. Called on the store's hot path.
         """
         if self._backoff.in_outage:
-            self.retrying(self.client.ping)
+            self.retrying(self.ping)
 
     def get(self, key: bytes) -> bytes | None:
         """One entry."""
@@ -164,7 +236,11 @@ class RedisBackend:
         return _as_bytes(value)
 
     def mget(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """Several entries in one round trip (keys of one partition: one slot)."""
+        """Several entries in one round trip (keys of one partition: one slot).
+
+        On a cluster ``mget`` is redis-py's non-atomic MGET, split per slot: here one
+        slot, so one MGET too.
+        """
         if not keys:
             return []
         values = self.retrying(lambda: self.client.mget(keys))
@@ -174,6 +250,9 @@ class RedisBackend:
         """Entries of several partitions in one round trip: one MGET per group, pipelined.
 
         A group holds keys of one partition (one hash tag, so one Redis Cluster slot).
+        redis-py's cluster pipeline refuses ``pipe.mget`` (it cannot split a multi-slot
+        MGET inside a pipeline), but routes a raw single-slot MGET like any keyed
+        command: one round trip per node holding some of the partitions, sent together.
         """
         wanted = [keys for keys in groups if keys]
         if not wanted:
@@ -182,22 +261,32 @@ class RedisBackend:
         def call() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for keys in wanted:
-                pipe.mget(keys)
+                pipe.execute_command("MGET", *keys)
             return list(pipe.execute())
 
         answers = iter(self.retrying(call))
         return [[_as_bytes(v) for v in next(answers)] if keys else [] for keys in groups]
 
     def scan_entries(self, prefix: bytes) -> Iterable[bytes]:
-        """Every entry key of a partition (SCAN: for iteration, never on the hot path)."""
+        """Every entry key of a partition (SCAN: for iteration, never on the hot path).
+
+        On a cluster, ``scan_iter`` runs SCAN on every master to the end of its cursor.
+        The partition's slot lives on one of them, but scanning all stays right while a
+        slot migrates (its keys on two nodes). SCAN may return a key more than once:
+        each is listed once here.
+        """
         pattern = entry_pattern(prefix)
         keys: list[bytes] = self.retrying(
-            lambda: list(self.client.scan_iter(match=pattern, count=1000))
+            lambda: list(dict.fromkeys(self.client.scan_iter(match=pattern, count=1000)))
         )
         return keys
 
     def delete(self, keys: Sequence[bytes]) -> None:
-        """Remove entries (used by clear())."""
+        """Remove entries (used by clear(), with the keys of one partition).
+
+        A cluster client splits a multi-key DEL per slot, so mixed partitions would
+        still be right; one partition's keys make one DEL per chunk.
+        """
         for start in range(0, len(keys), 1000):
             chunk = list(keys[start : start + 1000])
             self.retrying(lambda chunk=chunk: self.client.delete(*chunk))  # type: ignore[misc]
@@ -212,15 +301,21 @@ class RedisBackend:
         self.retrying(lambda: self.client.hsetnx(offsets_key(prefix), field, offset))
 
     def claim(self, prefixes: Sequence[bytes], owner: str) -> list[bytes | None]:
-        """Make ``owner`` the only writer of these partitions; return the previous owners."""
+        """Make ``owner`` the only writer of these partitions; return the previous owners.
 
-        def run() -> list[bytes | None]:
-            pipe = self.client.pipeline(transaction=False)
-            for prefix in prefixes:
-                self._claim(keys=[offsets_key(prefix)], args=[owner], client=pipe)
-            return list(pipe.execute())
-
-        return self.retrying(run) if prefixes else []
+        One script call and round trip per partition: redis-py's cluster pipeline runs
+        no scripts, and claims happen only at rebalances. Each call is retried alone; a
+        claim that ran but whose answer was lost returns ``owner`` on its retry, so the
+        caller drops that partition's cache: safe.
+        """
+        return [
+            _as_bytes(
+                self.retrying(
+                    partial(self._run_script, _CLAIM_SCRIPT, [offsets_key(prefix)], [owner])
+                )
+            )
+            for prefix in prefixes
+        ]
 
     async def write(self, writes: Sequence[PartitionWrite], owner: str) -> set[bytes]:
         """Flush partitions atomically, each in one script and its own round trip.
@@ -231,6 +326,11 @@ class RedisBackend:
         reads for all of it; between partitions, their reads get in. The round trips are
         made in a worker thread, so the agents do not wait for them.
 
+        Each is a plain script call, no pipeline (a cluster pipeline runs no scripts):
+        a fenced partition's "FENCED" error reply comes back as ``ResponseError`` and is
+        noted while the other partitions are still written; any other error reply is
+        raised once every partition was tried.
+
         Returns:
             The prefixes of partitions that were fenced (owned by another worker now):
             their writes were refused and must be dropped by the caller.
@@ -238,8 +338,8 @@ class RedisBackend:
         if not writes:
             return set()
 
-        def run() -> list[Any]:
-            results: list[Any] = []
+        def run() -> list[Exception | None]:
+            results: list[Exception | None] = []
             for write in writes:
                 keys: list[bytes] = [offsets_key(write.prefix)]
                 args: list[bytes | str | int] = [owner, self.ttl_ms, len(write.offsets)]
@@ -248,17 +348,26 @@ class RedisBackend:
                 for key, value in write.entries.items():
                     keys.append(key)
                     args += [b"d", b""] if value is None else [b"s", value]
-                pipe = self.client.pipeline(transaction=False)
-                self._flush(keys=keys, args=args, client=pipe)
-                results += pipe.execute(raise_on_error=False)
+                # An error reply of one partition (FENCED) must not keep the others
+                # from being written; connection errors abort the round and retry it.
+                try:
+                    self._run_script(_FLUSH_SCRIPT, keys, args)
+                except redis.ResponseError as exc:
+                    if is_retryable(exc):  # a cluster failing over: retry the round
+                        raise
+                    results.append(exc)
+                else:
+                    results.append(None)
             return results
 
         results = await self.retrying_async(run, in_thread=True)
         fenced: set[bytes] = set()
         for write, result in zip(writes, results, strict=True):
-            if isinstance(result, redis.ResponseError) and str(result).startswith("FENCED"):
+            if result is None:
+                continue
+            if str(result).startswith("FENCED"):
                 fenced.add(write.prefix)
-            elif isinstance(result, Exception):
+            else:
                 raise result
         return fenced
 

@@ -1,6 +1,7 @@
 """How a Redis-backed table is configured: the store URL plus the table's options.
 
-``redis://[:password@]host[:port][/db]?option=value&...`` (``rediss://`` for TLS). Table
+``redis://[:password@]host[:port][/db]?option=value&...`` (``rediss://`` for TLS; add
+``cluster=true`` for a Redis Cluster, reached through any of its nodes). Table
 options (``app.Table(..., options={...})``) override URL options, which override the
 environment (FRAUDSTREAM_REDIS_PASSWORD, FRAUDSTREAM_REDIS_KEY_PREFIX), which override
 the defaults below. Pure: parsing only, no connection.
@@ -47,24 +48,27 @@ class StoreConfig:
     flush_interval_s: float | None
     socket_timeout_s: float
     tls_ca_file: str | None
+    cluster: bool = False
 
     @property
     def description(self) -> str:
         """Where the store points, without the password: safe to log."""
         scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+        cluster = "?cluster=true" if self.cluster else ""
+        return f"{scheme}://{self.host}:{self.port}/{self.db}{cluster}"
 
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``redis.Redis``."""
+        """Keyword arguments for ``redis.Redis``, or ``RedisCluster`` (which takes no db)."""
         kwargs: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
-            "db": self.db,
             "password": self.password,
             "socket_timeout": self.socket_timeout_s,
             "socket_connect_timeout": self.socket_timeout_s,
             "ssl": self.tls,
         }
+        if not self.cluster:
+            kwargs["db"] = self.db
         if self.tls and self.tls_ca_file:
             kwargs["ssl_ca_certs"] = self.tls_ca_file
         return kwargs
@@ -82,7 +86,8 @@ def parse_store_config(
     ``password`` from the fraudstream settings of the app), environment, defaults.
 
     Raises:
-        StoreConfigError: an unknown option, a bad value or an unsupported scheme.
+        StoreConfigError: an unknown option, a bad value, an unsupported scheme, or a
+            db other than 0 on a cluster (a Redis Cluster has only db 0).
     """
     parsed = URL(str(url))
     if parsed.scheme not in ("redis", "rediss"):
@@ -99,6 +104,7 @@ def parse_store_config(
         "password",
         "socket_timeout",
         "tls_ca_file",
+        "cluster",
     }
     unknown = sorted(set(merged) - known)
     if unknown:
@@ -111,6 +117,9 @@ def parse_store_config(
         db = int(db_path) if db_path else 0
     except ValueError:
         raise StoreConfigError(f"Redis db must be a number, got {db_path!r}") from None
+    cluster = _boolean("cluster", merged.get("cluster", False))
+    if cluster and db != 0:
+        raise StoreConfigError(f"a Redis Cluster has only db 0, got db {db} with cluster=true")
     app_defaults = app_defaults or {}
     password = (
         merged.get("password")
@@ -142,6 +151,7 @@ def parse_store_config(
         else _positive_float("flush_interval", flush_interval),
         socket_timeout_s=_positive_float("socket_timeout", merged.get("socket_timeout", 5.0)),
         tls_ca_file=merged.get("tls_ca_file"),
+        cluster=cluster,
     )
 
 

@@ -43,6 +43,11 @@ Redis down
 Expiry
     Entries are written with a TTL (``ttl`` seconds, refreshed on every write), so
     entities that go quiet disappear without any scan.
+
+Redis Cluster (``cluster=true``)
+    Every key of a partition carries the partition's hash tag, so a flush, a claim or a
+    read of one partition stays in one slot, on one master; partitions spread over the
+    masters. ``redis://any-node:port/0?cluster=true``: the client finds the others.
 """
 
 from __future__ import annotations
@@ -61,11 +66,12 @@ from faust.types import TP, AppT, CollectionT, EventT
 from mode import Service
 from mode.types.signals import BaseSignalT
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 from yarl import URL
 
 from streams.tablestore import resume
-from streams.tablestore.backend import PartitionWrite, RedisBackend
+from streams.tablestore.backend import Client, PartitionWrite, RedisBackend
 from streams.tablestore.cache import MISSING, WriteBackCache
 from streams.tablestore.config import StoreConfig, parse_store_config
 from streams.tablestore.keys import (
@@ -94,11 +100,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self.config = parse_store_config(
             self.url, self.options, app_defaults=getattr(app, "redis_store_defaults", None)
         )
-        # No retries inside redis-py: the backend's own backoff retries every call, and
-        # logs an outage once, which redis-py's silent retries would hide.
-        client = redis.Redis(**self.config.client_kwargs(), retry=Retry(NoBackoff(), 0))
         self.backend = RedisBackend(
-            client, ttl_ms=self.config.ttl_s * 1000, description=self.config.description
+            self._connect, ttl_ms=self.config.ttl_s * 1000, description=self.config.description
         )
         self.cache = WriteBackCache()
         self._prefixes: dict[int, bytes] = {}
@@ -126,6 +129,21 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 "streams.tablestore.Table (create_app makes it the default); "
                 "or set the store option changelog=true"
             )
+
+    def _connect(self) -> Client:
+        """A client for the configured server or cluster (called on first use).
+
+        No retries inside redis-py: the backend's own backoff retries every call, and
+        logs an outage once, which redis-py's silent retries would hide. ``RedisCluster``
+        takes the same ``retry``: with 0 retries it refreshes its slot map after an
+        error and raises (a ``ConnectionError`` for a node that does not answer), so the
+        backend waits and calls again; it still follows MOVED and ASK redirections itself.
+        (``cluster_error_retry_attempts`` is deprecated and ignored once ``retry`` is set.)
+        """
+        retry = Retry(NoBackoff(), 0)
+        if self.config.cluster:
+            return RedisCluster(**self.config.client_kwargs(), retry=retry)
+        return redis.Redis(**self.config.client_kwargs(), retry=retry)
 
     # -- identity --------------------------------------------------------------------
 
@@ -366,7 +384,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
 
     async def on_start(self) -> None:
         """Check Redis answers and follow revocations, which must flush first."""
-        await self.backend.retrying_async(self.backend.client.ping)
+        await self.backend.retrying_async(self.backend.ping)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         if not self.config.changelog:
             resume.install(self.app.consumer, self)
@@ -374,7 +392,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
     async def on_stop(self) -> None:
         """Flush what is left, then close the connection pool."""
         await self.flush(wait_for_producer=False)
-        self.backend.client.close()
+        self.backend.close()
 
     @Service.task
     async def _periodic_flush(self) -> None:

@@ -77,6 +77,42 @@ def test_sasl_needs_complete_credentials() -> None:
         Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512")
 
 
+def test_the_local_redis_cluster_port_and_its_url() -> None:
+    settings = Settings()
+    assert settings.local_redis_cluster_ports == [7000, 7001, 7002]
+    assert settings.local_redis_cluster_url == "redis://127.0.0.1:7000/0?cluster=true"
+    moved = Settings(local_redis_cluster_port=21000)
+    assert moved.local_redis_cluster_url == "redis://127.0.0.1:21000/0?cluster=true"
+
+
+@pytest.mark.parametrize(
+    ("ports", "culprit"),
+    [
+        ({"local_redis_cluster_port": 6378}, "local_redis_port"),  # 6378..6380
+        ({"local_redis_cluster_port": 9090}, "local_kafka_port"),  # 9090..9092
+        ({"local_redis_cluster_port": 9093}, "local_kafka_controller_port"),
+        ({"local_redis_cluster_port": 20000, "local_redis_port": 20002}, "local_redis_port"),
+        # The cluster buses, 10000 above: 17000..17002 by default.
+        ({"local_kafka_port": 17001}, "local_kafka_port"),
+    ],
+)
+def test_the_local_redis_cluster_ports_must_not_collide(
+    ports: dict[str, int], culprit: str
+) -> None:
+    with pytest.raises(ValidationError, match=f"collide with {culprit}"):
+        Settings(**ports)  # type: ignore[arg-type]
+
+
+def test_the_local_redis_cluster_ports_fit_below_65536_with_their_buses() -> None:
+    assert Settings(local_redis_cluster_port=55533).local_redis_cluster_ports[-1] == 55535
+    with pytest.raises(ValidationError, match="less than or equal to 55533"):
+        Settings(local_redis_cluster_port=55534)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        Settings(local_redis_cluster_port=0)
+    # Next to the other services, but not on them: fine.
+    assert Settings(local_redis_cluster_port=6380).local_redis_cluster_port == 6380
+
+
 def test_secrets_never_appear_in_repr_or_the_public_view() -> None:
     settings = Settings(
         kafka_security_protocol="SASL_SSL",

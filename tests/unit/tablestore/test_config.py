@@ -42,6 +42,31 @@ def test_password_from_options_url_or_environment_never_in_description() -> None
 
 
 @pytest.mark.parametrize(
+    ("url", "options", "expected"),
+    [
+        ("redis://h:7000/0", {}, False),
+        ("redis://h:7000/0?cluster=true", {}, True),
+        ("redis://h:7000?cluster=yes", {}, True),
+        ("redis://h:7000/0?cluster=true", {"cluster": "false"}, False),
+        ("rediss://h:7000/0", {"cluster": True}, True),
+    ],
+)
+def test_the_cluster_option(url: str, options: dict[str, object], expected: bool) -> None:
+    config = parse_store_config(url, options, environ={})
+    assert config.cluster is expected
+    assert ("db" in config.client_kwargs()) is not expected  # RedisCluster takes no db
+    assert config.description.endswith("?cluster=true") is expected
+
+
+def test_a_cluster_has_only_db_0() -> None:
+    with pytest.raises(StoreConfigError, match="only db 0"):
+        parse_store_config("redis://h:7000/1?cluster=true", environ={})
+    with pytest.raises(StoreConfigError, match="only db 0"):
+        parse_store_config("redis://h:7000/3", {"cluster": "on"}, environ={})
+    assert parse_store_config("redis://h:7000/3", environ={}).db == 3  # without cluster: fine
+
+
+@pytest.mark.parametrize(
     ("url", "options", "message"),
     [
         ("memory://", {}, "not a Redis store URL"),
@@ -50,6 +75,8 @@ def test_password_from_options_url_or_environment_never_in_description() -> None
         ("redis://h", {"ttl": -1}, "ttl must be >= 0"),
         ("redis://h", {"changelog": "maybe"}, "changelog must be true or false"),
         ("redis://h", {"flush_interval": 0}, "flush_interval must be > 0"),
+        ("redis://h?cluster=maybe", {}, "cluster must be true or false"),
+        ("redis://h", {"cluster": 2}, "cluster must be true or false"),
     ],
 )
 def test_bad_configuration_is_refused_clearly(

@@ -1,0 +1,278 @@
+"""A local three-master Redis Cluster on 127.0.0.1, for the ``redis://...?cluster=true`` store.
+
+Not among the default services (``fraudstream infra up`` leaves it alone): ``fraudstream
+infra up --only redis-cluster`` starts it. Three redis-server processes, each a
+:class:`LocalRedisClusterNode` with its own pid file, on ``local_redis_cluster_port`` and
+the two ports above it (their cluster buses 10000 higher). Layout, per node, under
+``settings.local_dir / "redis-cluster" / "<port>"``: ``redis.conf`` (rendered from
+deploy/local/redis/redis-cluster.conf), ``data/`` (append-only file, RDB snapshots),
+``nodes.conf`` (the cluster's own record of nodes and slots), ``redis.log``, ``redis.pid``
+and ``redis.out``.
+
+The first start joins the three empty nodes with ``redis-cli --cluster create``; later
+starts leave that to Redis: each node finds the cluster again in its ``nodes.conf``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from streams.localinfra.kafka import DEPLOY_DIR
+from streams.localinfra.process import (
+    ManagedProcess,
+    ServiceError,
+    port_is_open,
+    tail_of,
+    wait_until,
+)
+from streams.localinfra.redis import _redis_server
+from streams.localinfra.service import LocalService, ServiceStatus
+from streams.settings import CLUSTER_BUS_OFFSET, Settings
+
+#: Longest ``redis-cli --cluster create`` may take (it waits for the nodes to agree).
+CREATE_TIMEOUT_S = 60.0
+
+
+class LocalRedisClusterNode(LocalService):
+    """One master of the local cluster: a redis-server with cluster mode on.
+
+    A service of its own, so that each process gets the life cycle every local service
+    has (idempotent start that waits for PING, stop, a pid file that tells the truth).
+    """
+
+    start_timeout_s = 30.0
+    port_settings = "FRAUDSTREAM_LOCAL_REDIS_CLUSTER_PORT"
+
+    def __init__(self, settings: Settings, port: int, deploy_dir: Path = DEPLOY_DIR) -> None:
+        self.settings = settings
+        self.port = port
+        self.deploy_dir = deploy_dir
+        self.name = f"redis-cluster node {port}"
+        self.home = settings.local_dir / "redis-cluster" / str(port)
+        self.data_dir = self.home / "data"
+        self.config_file = self.home / "redis.conf"
+        self.nodes_file = self.home / "nodes.conf"
+        super().__init__(
+            ManagedProcess(
+                name=self.name,
+                pid_file=self.home / "redis.pid",
+                log_file=self.home / "redis.out",
+                # Before and after redis-server rewrites its process title.
+                marker="redis-server",
+            ),
+            ports=[port, port + CLUSTER_BUS_OFFSET],
+        )
+
+    def answers(self) -> bool:
+        """Whether the node answers PING (with the configured password, if any)."""
+        return self._ask(lambda client: bool(client.ping())) is True
+
+    def cluster_info(self) -> dict[str, str] | None:
+        """The node's CLUSTER INFO fields, or None when it does not answer."""
+        info = self._ask(lambda client: client.cluster("INFO"))  # parsed by redis-py
+        if not isinstance(info, dict):
+            return None
+        return {str(name): str(value) for name, value in info.items()}
+
+    def prepare(self) -> list[str]:
+        """Install redis-server if missing and render this node's config."""
+        server = _redis_server()
+        template = Template((self.deploy_dir / "redis" / "redis-cluster.conf").read_text())
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        password = self.settings.redis_password
+        self.config_file.write_text(
+            template.substitute(
+                port=self.port,
+                data_dir=self.data_dir,
+                log_file=self.home / "redis.log",
+                nodes_file=self.nodes_file,
+                requirepass=f'requirepass "{password.get_secret_value()}"' if password else "",
+            )
+        )
+        self.config_file.chmod(0o600)
+        return [server, str(self.config_file)]
+
+    def log_files(self) -> list[Path]:
+        """The process output and redis's own log."""
+        return [self.process.log_file, self.home / "redis.log"]
+
+    def _ask(self, question: Callable[[redis.Redis], object]) -> object:
+        """One request to this node; None when it does not answer.
+
+        Asked once, without redis-py's retries: a stopped node refuses at once, and
+        status must say so at once (retrying with backoff took seconds per question).
+        """
+        if not port_is_open("127.0.0.1", self.port):
+            return None
+        password = self.settings.redis_password
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=password.get_secret_value() if password else None,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            return question(client)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+
+@dataclass(frozen=True)
+class ClusterStatus(ServiceStatus):
+    """The cluster's status, and each node's: a half-running cluster says which half."""
+
+    nodes: tuple[ServiceStatus, ...] = ()
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if self.pid is None:
+            return head
+        states = (
+            f"{n.address} pid {n.pid}" if n.pid else f"{n.address} stopped" for n in self.nodes
+        )
+        return f"{head} [{', '.join(states)}]"
+
+
+class LocalRedisCluster(LocalService):
+    """Three local masters joined into one Redis Cluster: start, stop, status."""
+
+    name = "redis-cluster"
+    start_timeout_s = 60.0
+    port_settings = "FRAUDSTREAM_LOCAL_REDIS_CLUSTER_PORT"
+
+    def __init__(self, settings: Settings, deploy_dir: Path = DEPLOY_DIR) -> None:
+        self.settings = settings
+        self.nodes = [
+            LocalRedisClusterNode(settings, port, deploy_dir)
+            for port in settings.local_redis_cluster_ports
+        ]
+        # The base class's own process is the first node's; the life cycle below works
+        # on every node.
+        super().__init__(self.nodes[0].process, [p for n in self.nodes for p in n.ports])
+
+    @property
+    def address(self) -> str:
+        """Every node, as cluster clients list their startup nodes."""
+        return ",".join(node.address for node in self.nodes)
+
+    @property
+    def store_url(self) -> str:
+        """The table store URL of this cluster."""
+        return self.settings.local_redis_cluster_url
+
+    def answers(self) -> bool:
+        """Whether every node answers and says the cluster is ok (all slots served)."""
+        for node in self.nodes:
+            info = node.cluster_info()
+            if info is None or info.get("cluster_state") != "ok":
+                return False
+        return True
+
+    def prepare(self) -> list[str]:
+        """No single command line: :meth:`start` starts each node with its own."""
+        raise NotImplementedError("a cluster starts its nodes one by one: call start()")
+
+    def log_files(self) -> list[Path]:
+        """Every node's logs."""
+        return [path for node in self.nodes for path in node.log_files()]
+
+    def start(self) -> str:
+        """Start the nodes not running, join them if new; wait until the cluster is ok.
+
+        Nodes started by this call are stopped again if the cluster does not come up,
+        so a failed start leaves nothing behind.
+        """
+        was_running = [node.process.pid() is not None for node in self.nodes]
+        if all(was_running) and self.answers():
+            return f"{self.name} already running at {self.address}"
+        try:
+            for node in self.nodes:
+                node.start()
+            created = self._create_if_new()
+            self._wait_until_answering()
+        except ServiceError:
+            for node, running in zip(self.nodes, was_running, strict=True):
+                if not running:
+                    node.stop()
+            raise
+        how = "created and started" if created else "started"
+        return f"{self.name} {how} at {self.address} (store URL {self.store_url})"
+
+    def stop(self) -> str:
+        """Stop every running node (SIGTERM, then SIGKILL); say what was done."""
+        ran = [node.process.stop(node.stop_timeout_s) for node in reversed(self.nodes)]
+        return f"{self.name} stopped" if any(ran) else f"{self.name} was not running"
+
+    def status(self) -> ServiceStatus:
+        """The cluster answers when every node does with cluster_state:ok."""
+        nodes = tuple(node.status() for node in self.nodes)
+        pids = [node.pid for node in nodes if node.pid is not None]
+        return ClusterStatus(
+            self.name, self.address, pids[0] if pids else None, self.answers(), nodes
+        )
+
+    def _create_if_new(self) -> bool:
+        """Join the nodes into a cluster unless they already form one; return if created.
+
+        Only when no node has a slot: nodes that have slots are a cluster restarting,
+        which Redis puts together again itself from the nodes files.
+        """
+        infos = [node.cluster_info() or {} for node in self.nodes]
+        if any(info.get("cluster_slots_assigned", "0") != "0" for info in infos):
+            return False
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise ServiceError("redis-cli not found: install it (apt-get install redis-tools)")
+        env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+        password = self.settings.redis_password
+        if password:
+            # The environment, never the command line, where any user could read it.
+            env["REDISCLI_AUTH"] = password.get_secret_value()
+        argv = [cli, "--cluster", "create", *(node.address for node in self.nodes)]
+        argv += ["--cluster-replicas", "0", "--cluster-yes"]
+        try:
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=CREATE_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ServiceError(f"redis-cli --cluster create took over {exc.timeout:.0f}s") from None
+        if result.returncode != 0:
+            raise ServiceError(
+                "redis-cli --cluster create failed:\n" + (result.stdout + result.stderr)[-2000:]
+            )
+        return True
+
+    def _wait_until_answering(self) -> None:
+        try:
+            wait_until(
+                self.answers,
+                timeout_s=self.start_timeout_s,
+                alive=lambda: all(node.process.pid() is not None for node in self.nodes),
+                what=f"{self.name} at {self.address}",
+            )
+        except ServiceError as exc:
+            tails = "\n".join(tail_of(path, lines=5) for path in self.log_files())
+            raise ServiceError(
+                f"{exc} (a cluster whose nodes disagree never gets ok: stop it and remove "
+                f"{self.settings.local_dir / 'redis-cluster'} to start afresh); "
+                f"last log lines:\n{tails}"
+            ) from exc
