@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from streams.localinfra.kafka import DEPLOY_DIR
 from streams.localinfra.process import ManagedProcess, ServiceError, port_is_open
@@ -28,10 +31,22 @@ class LocalRedis(LocalService):
     start_timeout_s = 30.0
     port_settings = "FRAUDSTREAM_LOCAL_REDIS_PORT"
 
-    def __init__(self, settings: Settings, deploy_dir: Path = DEPLOY_DIR) -> None:
+    #: The config template under deploy/local/redis.
+    template = "redis.conf"
+
+    def __init__(
+        self,
+        settings: Settings,
+        deploy_dir: Path = DEPLOY_DIR,
+        *,
+        port: int | None = None,
+        home: Path | None = None,
+        extra_ports: tuple[int, ...] = (),
+    ) -> None:
         self.settings = settings
         self.deploy_dir = deploy_dir
-        self.home = settings.local_dir / "redis"
+        self.port = settings.local_redis_port if port is None else port
+        self.home = settings.local_dir / "redis" if home is None else home
         self.data_dir = self.home / "data"
         self.config_file = self.home / "redis.conf"
         super().__init__(
@@ -43,42 +58,53 @@ class LocalRedis(LocalService):
                 # ("redis-server 127.0.0.1:PORT") its command line starts with this.
                 marker="redis-server",
             ),
-            ports=[settings.local_redis_port],
+            ports=[self.port, *extra_ports],
         )
 
     def answers(self) -> bool:
         """Whether the server answers PING (with the configured password, if any)."""
-        if not port_is_open("127.0.0.1", self.settings.local_redis_port):
-            return False
+        return self._ask(lambda client: bool(client.ping())) is True
+
+    def _ask(self, question: Callable[[redis.Redis], object]) -> object:
+        """One request to the server; None when it does not answer.
+
+        Asked once, without redis-py's retries: a stopped node refuses at once, and
+        status must say so at once (retrying with backoff took seconds per question).
+        """
+        if not port_is_open("127.0.0.1", self.port):
+            return None
         password = self.settings.redis_password
         client = redis.Redis(
             host="127.0.0.1",
-            port=self.settings.local_redis_port,
+            port=self.port,
             password=password.get_secret_value() if password else None,
             socket_timeout=2.0,
             socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
         )
         try:
-            return bool(client.ping())
+            return question(client)
         except redis.RedisError:
-            return False
+            return None
         finally:
             client.close()
+
+    def template_values(self) -> dict[str, object]:
+        """What the config template's placeholders are filled with."""
+        password = self.settings.redis_password
+        return {
+            "port": self.port,
+            "data_dir": self.data_dir,
+            "log_file": self.home / "redis.log",
+            "requirepass": f'requirepass "{password.get_secret_value()}"' if password else "",
+        }
 
     def prepare(self) -> list[str]:
         """Install redis-server if missing and render its config."""
         server = _redis_server()
-        template = Template((self.deploy_dir / "redis" / "redis.conf").read_text())
+        template = Template((self.deploy_dir / "redis" / self.template).read_text())
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        password = self.settings.redis_password
-        self.config_file.write_text(
-            template.substitute(
-                port=self.settings.local_redis_port,
-                data_dir=self.data_dir,
-                log_file=self.home / "redis.log",
-                requirepass=f'requirepass "{password.get_secret_value()}"' if password else "",
-            )
-        )
+        self.config_file.write_text(template.substitute(self.template_values()))
         self.config_file.chmod(0o600)
         return [server, str(self.config_file)]
 

@@ -18,24 +18,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from streams.localinfra.kafka import DEPLOY_DIR
 from streams.localinfra.process import (
-    ManagedProcess,
     ServiceError,
-    port_is_open,
     tail_of,
     wait_until,
 )
-from streams.localinfra.redis import _redis_server
+from streams.localinfra.redis import LocalRedis
 from streams.localinfra.service import LocalService, ServiceStatus
 from streams.settings import CLUSTER_BUS_OFFSET, Settings
 
@@ -43,39 +35,23 @@ from streams.settings import CLUSTER_BUS_OFFSET, Settings
 CREATE_TIMEOUT_S = 60.0
 
 
-class LocalRedisClusterNode(LocalService):
+class LocalRedisClusterNode(LocalRedis):
     """One master of the local cluster: a redis-server with cluster mode on.
 
     A service of its own, so that each process gets the life cycle every local service
     has (idempotent start that waits for PING, stop, a pid file that tells the truth).
     """
 
-    start_timeout_s = 30.0
     port_settings = "FRAUDSTREAM_LOCAL_REDIS_CLUSTER_PORT"
+    template = "redis-cluster.conf"
 
     def __init__(self, settings: Settings, port: int, deploy_dir: Path = DEPLOY_DIR) -> None:
-        self.settings = settings
-        self.port = port
-        self.deploy_dir = deploy_dir
         self.name = f"redis-cluster node {port}"
-        self.home = settings.local_dir / "redis-cluster" / str(port)
-        self.data_dir = self.home / "data"
-        self.config_file = self.home / "redis.conf"
-        self.nodes_file = self.home / "nodes.conf"
+        home = settings.local_dir / "redis-cluster" / str(port)
+        self.nodes_file = home / "nodes.conf"
         super().__init__(
-            ManagedProcess(
-                name=self.name,
-                pid_file=self.home / "redis.pid",
-                log_file=self.home / "redis.out",
-                # Before and after redis-server rewrites its process title.
-                marker="redis-server",
-            ),
-            ports=[port, port + CLUSTER_BUS_OFFSET],
+            settings, deploy_dir, port=port, home=home, extra_ports=(port + CLUSTER_BUS_OFFSET,)
         )
-
-    def answers(self) -> bool:
-        """Whether the node answers PING (with the configured password, if any)."""
-        return self._ask(lambda client: bool(client.ping())) is True
 
     def cluster_info(self) -> dict[str, str] | None:
         """The node's CLUSTER INFO fields, or None when it does not answer."""
@@ -84,51 +60,9 @@ class LocalRedisClusterNode(LocalService):
             return None
         return {str(name): str(value) for name, value in info.items()}
 
-    def prepare(self) -> list[str]:
-        """Install redis-server if missing and render this node's config."""
-        server = _redis_server()
-        template = Template((self.deploy_dir / "redis" / "redis-cluster.conf").read_text())
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        password = self.settings.redis_password
-        self.config_file.write_text(
-            template.substitute(
-                port=self.port,
-                data_dir=self.data_dir,
-                log_file=self.home / "redis.log",
-                nodes_file=self.nodes_file,
-                requirepass=f'requirepass "{password.get_secret_value()}"' if password else "",
-            )
-        )
-        self.config_file.chmod(0o600)
-        return [server, str(self.config_file)]
-
-    def log_files(self) -> list[Path]:
-        """The process output and redis's own log."""
-        return [self.process.log_file, self.home / "redis.log"]
-
-    def _ask(self, question: Callable[[redis.Redis], object]) -> object:
-        """One request to this node; None when it does not answer.
-
-        Asked once, without redis-py's retries: a stopped node refuses at once, and
-        status must say so at once (retrying with backoff took seconds per question).
-        """
-        if not port_is_open("127.0.0.1", self.port):
-            return None
-        password = self.settings.redis_password
-        client = redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            password=password.get_secret_value() if password else None,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            retry=Retry(NoBackoff(), 0),
-        )
-        try:
-            return question(client)
-        except redis.RedisError:
-            return None
-        finally:
-            client.close()
+    def template_values(self) -> dict[str, object]:
+        """The single server's placeholders, and where the node keeps its cluster state."""
+        return {**super().template_values(), "nodes_file": self.nodes_file}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from streams.localinfra import ServiceError, local_services
-from streams.settings import Settings
+from streams.settings import CLUSTER_BUS_OFFSET, Settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -115,5 +115,33 @@ def free_port() -> Callable[[], int]:
             taken.add(port)
             return port
         raise RuntimeError("no free port below the ephemeral range")
+
+    return pick
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def free_cluster_port() -> Callable[[], int]:
+    """A function returning a first port P with P..P+2 free for a local Redis Cluster,
+    and their cluster buses P+10000..P+10002 too, all below the ephemeral range (see
+    the free_port fixture)."""
+    low, _ = _ephemeral_range()
+
+    def pick() -> int:
+        for _ in range(1000):
+            first = random.randint(20_000, low - CLUSTER_BUS_OFFSET - 3)
+            ports = [first + i for i in range(3)]
+            ports += [port + CLUSTER_BUS_OFFSET for port in ports]
+            if all(_port_is_free(port) for port in ports):
+                return first
+        raise RuntimeError("no three consecutive free ports (and buses) below the ephemeral range")
 
     return pick

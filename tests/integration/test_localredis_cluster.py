@@ -6,10 +6,8 @@ shared Kafka and redis-server is touched.
 
 from __future__ import annotations
 
-import random
-import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,34 +18,6 @@ from redis.retry import Retry
 
 from streams.localinfra import LocalRedis, LocalRedisCluster, local_services
 from streams.settings import CLUSTER_BUS_OFFSET, Settings
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_cluster_port() -> int:
-    """A first port P with P..P+2 free, and their cluster buses P+10000..P+10002 too.
-
-    Above 20000, and with the buses below the ephemeral range, which an outgoing
-    connection may take at any moment (see the free_port fixture).
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError):
-        low = 32768
-    for _ in range(1000):
-        first = random.randint(20_000, low - CLUSTER_BUS_OFFSET - 3)
-        ports = [first + i for i in range(3)]
-        ports += [port + CLUSTER_BUS_OFFSET for port in ports]
-        if all(_port_is_free(port) for port in ports):
-            return first
-    raise RuntimeError("no three consecutive free ports (and buses) below the ephemeral range")
 
 
 def listening_addresses(pid: int) -> set[str]:
@@ -62,7 +32,7 @@ def is_gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
+def cluster(tmp_path: Path, free_cluster_port: Callable[[], int]) -> Iterator[LocalRedisCluster]:
     made = LocalRedisCluster(
         Settings(local_dir=tmp_path / "local", local_redis_cluster_port=free_cluster_port())
     )
@@ -190,7 +160,9 @@ def test_the_cluster_is_never_among_the_default_services(tmp_path: Path) -> None
     assert [type(s) for s in local_services(settings, only="redis")] == [LocalRedis]
 
 
-def test_a_password_protects_every_node_and_stays_off_command_lines(tmp_path: Path) -> None:
+def test_a_password_protects_every_node_and_stays_off_command_lines(
+    tmp_path: Path, free_cluster_port: Callable[[], int]
+) -> None:
     secret = "cluster-secret-789"
     cluster = LocalRedisCluster(
         Settings(

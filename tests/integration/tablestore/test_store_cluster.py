@@ -9,13 +9,10 @@ run; each test keeps to its own key namespace (outside the hash tag).
 
 from __future__ import annotations
 
-import random
-import socket
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +22,7 @@ from redis.cluster import RedisCluster
 
 from streams.app import create_app
 from streams.localinfra import LocalRedisCluster
-from streams.settings import CLUSTER_BUS_OFFSET, Settings
+from streams.settings import Settings
 from streams.tablestore import RedisStore
 from streams.tablestore.backend import PartitionWrite, is_retryable
 from streams.tablestore.keys import (
@@ -45,33 +42,10 @@ SOURCE = "transactions"
 OpenStore = Callable[..., Awaitable[RedisStore]]
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_cluster_port() -> int:
-    """A first port P with P..P+2 and their buses P+10000.. free, all below the ephemeral
-    range (see the free_port fixture)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError):
-        low = 32768
-    for _ in range(1000):
-        first = random.randint(20_000, low - CLUSTER_BUS_OFFSET - 3)
-        ports = [first + i for i in range(3)]
-        ports += [port + CLUSTER_BUS_OFFSET for port in ports]
-        if all(_port_is_free(port) for port in ports):
-            return first
-    raise RuntimeError("no three consecutive free ports (and buses) below the ephemeral range")
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, free_cluster_port: Callable[[], int]
+) -> Iterator[LocalRedisCluster]:
     made = LocalRedisCluster(
         Settings(
             local_dir=tmp_path_factory.mktemp("cluster"),
@@ -308,7 +282,7 @@ async def test_iteration_and_clear_cover_the_partitions_on_every_master(
 
 
 async def test_a_store_made_while_the_cluster_is_unreachable_waits_instead_of_failing(
-    open_store: OpenStore,
+    open_store: OpenStore, free_cluster_port: Callable[[], int]
 ) -> None:
     nobody = free_cluster_port()
     store = await open_store(f"redis://127.0.0.1:{nobody}/0?cluster=true")  # no error yet
