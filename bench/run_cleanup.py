@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from streams.kafka import client_options
-from streams.redisclient import connect, delete_keys
+from streams.redisclient import connect_tables, delete_keys
 from streams.settings import Settings
 
 
@@ -39,7 +39,7 @@ async def delete_run_data(settings: Settings, *, topic_prefix: str, key_pattern:
 
     async def delete_redis_keys() -> None:
         def delete() -> int:
-            client = connect(settings)
+            client = connect_tables(settings)
             try:
                 return delete_keys(client, key_pattern)
             finally:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.kafka import client_options
-from streams.redisclient import connect, delete_keys
+from streams.redisclient import connect_tables, delete_keys
 from streams.settings import Settings
 
 #: What every demo topic name, app id and Redis key namespace starts with (after the
@@ -92,7 +92,7 @@ async def _delete_topics(settings: Settings, wanted: object) -> int:
 
 
 def _delete_keys(settings: Settings, pattern: str, keep: str | None) -> int:
-    client = connect(settings)
+    client = connect_tables(settings)
     try:
         return delete_keys(client, pattern, keep_prefix=None if keep is None else keep.encode())
     finally:

@@ -7,8 +7,10 @@ fencing are its business. Everything else that talks to Redis uses these.
 from __future__ import annotations
 
 import redis
+from redis.cluster import RedisCluster
 
 from streams.settings import Settings
+from streams.tablestore.config import parse_store_config
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -19,8 +21,31 @@ def connect(settings: Settings) -> redis.Redis:
     )
 
 
-def delete_keys(client: redis.Redis, pattern: str, *, keep_prefix: bytes | None = None) -> int:
+def connect_tables(settings: Settings) -> redis.Redis | RedisCluster:
+    """A client for where the feature tables live: the table store's Redis.
+
+    That is ``settings.redis_url`` by default, but the table store may point elsewhere,
+    at a Redis Cluster among others (``?cluster=true``), whose keys are spread over its
+    masters: a cleanup must find them there.
+    """
+    store = settings.table_store
+    if not store.startswith(("redis://", "rediss://")):
+        return connect(settings)
+    password = settings.redis_password
+    config = parse_store_config(
+        store, app_defaults={"password": password.get_secret_value() if password else None}
+    )
+    if config.cluster:
+        return RedisCluster(**config.client_kwargs())
+    return redis.Redis(**config.client_kwargs())
+
+
+def delete_keys(
+    client: redis.Redis | RedisCluster, pattern: str, *, keep_prefix: bytes | None = None
+) -> int:
     """Delete (UNLINK) every key matching ``pattern``, except those under ``keep_prefix``.
+
+    On a cluster, SCAN runs on every master and UNLINK is split per slot by the client.
 
     Returns:
         How many keys were deleted.

@@ -22,6 +22,7 @@ from redis.cluster import RedisCluster
 
 from streams.app import create_app
 from streams.localinfra import LocalRedisCluster
+from streams.redisclient import connect_tables, delete_keys
 from streams.settings import Settings
 from streams.tablestore import RedisStore
 from streams.tablestore.backend import PartitionWrite, is_retryable
@@ -314,3 +315,22 @@ async def test_a_master_restarting_blocks_its_reads_until_it_is_back(
     assert time.monotonic() - started >= 0.9
     cluster.start()  # until the cluster says ok again
     assert cluster.status().healthy
+
+
+async def test_tools_delete_a_runs_keys_on_every_master(
+    settings: Settings, admin: RedisCluster, open_store: OpenStore
+) -> None:
+    store = await open_store()
+    fill(store, settings)
+    await store.flush(wait_for_producer=False)
+    pattern = f"{settings.redis_key_prefix}:*"
+    assert len(list(admin.scan_iter(match=pattern))) > 0
+    client = connect_tables(settings)  # what the demo's and the benchmarks' cleanups use
+    try:
+        assert isinstance(client, RedisCluster)
+        deleted = delete_keys(client, pattern)
+    finally:
+        client.close()
+    # Six partitions' entries (3 each) and offsets hashes, over several masters.
+    assert deleted == PARTITIONS * 4
+    assert list(admin.scan_iter(match=pattern)) == []
