@@ -13,12 +13,15 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from streams.app import create_app
 from streams.localinfra import ServiceError, local_services
 from streams.settings import CLUSTER_BUS_OFFSET, Settings
+from streams.tablestore import RedisStore
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -145,3 +148,23 @@ def free_cluster_port() -> Callable[[], int]:
         raise RuntimeError("no three consecutive free ports (and buses) below the ephemeral range")
 
     return pick
+
+
+@pytest.fixture
+def make_store() -> Iterator[Callable[..., RedisStore]]:
+    """Make a table's store the way Faust does (``table.data`` of a ``create_app`` app),
+    never started: a new app each time, as another worker's store would be."""
+    opened: list[RedisStore] = []
+
+    def make(
+        settings: Settings, table: str, partitions: int, store_url: str, **options: Any
+    ) -> RedisStore:
+        app = create_app(settings.model_copy(update={"table_store": store_url}), web_enabled=False)
+        store = app.Table(table, partitions=partitions, options=options or None).data
+        assert isinstance(store, RedisStore)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.backend.close()

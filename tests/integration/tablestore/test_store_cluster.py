@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,6 @@ import redis
 from faust.types import TP
 from redis.cluster import RedisCluster
 
-from streams.app import create_app
 from streams.localinfra import LocalRedisCluster
 from streams.redisclient import connect_tables, delete_keys
 from streams.settings import Settings
@@ -86,24 +85,13 @@ def settings(base_settings: Settings, cluster: LocalRedisCluster) -> Settings:
 
 
 @pytest.fixture
-async def open_store(settings: Settings) -> AsyncIterator[OpenStore]:
+def open_store(settings: Settings, make_store: Callable[..., RedisStore]) -> OpenStore:
     """Make a store of the test's table (a new app each time: another worker's store)."""
-    opened: list[RedisStore] = []
 
     async def make(store_url: str | None = None, **options: Any) -> RedisStore:
-        app = create_app(
-            settings.model_copy(update={"table_store": store_url or settings.table_store}),
-            web_enabled=False,
-        )
-        table = app.Table(TABLE, partitions=PARTITIONS, options=options or None)
-        store = table.data
-        assert isinstance(store, RedisStore)
-        opened.append(store)
-        return store
+        return make_store(settings, TABLE, PARTITIONS, store_url or settings.table_store, **options)
 
-    yield make
-    for store in opened:
-        store.backend.close()
+    return make
 
 
 def prefix(settings: Settings, partition: int) -> bytes:

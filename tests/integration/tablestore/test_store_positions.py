@@ -8,14 +8,13 @@ flushes them itself (without waiting for a producer, which is never started eith
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis
 from faust.types import TP
 
-from streams.app import create_app
 from streams.settings import Settings
 from streams.tablestore import RedisStore
 from streams.tablestore.keys import entry_key, offset_field, offsets_key, partition_prefix
@@ -27,23 +26,15 @@ OpenStore = Callable[..., Awaitable[RedisStore]]
 
 
 @pytest.fixture
-async def open_store(settings: Settings, redis_client: redis.Redis) -> AsyncIterator[OpenStore]:
+def open_store(
+    settings: Settings, redis_client: redis.Redis, make_store: Callable[..., RedisStore]
+) -> OpenStore:
     """Make a store of the test's table (a new app each time: another worker's store)."""
-    opened: list[RedisStore] = []
 
     async def make(**options: Any) -> RedisStore:
-        app = create_app(
-            settings.model_copy(update={"table_store": settings.redis_url}), web_enabled=False
-        )
-        table = app.Table(TABLE, partitions=PARTITIONS, options=options or None)
-        store = table.data
-        assert isinstance(store, RedisStore)
-        opened.append(store)
-        return store
+        return make_store(settings, TABLE, PARTITIONS, settings.redis_url, **options)
 
-    yield make
-    for store in opened:
-        store.backend.client.close()
+    return make
 
 
 def prefix(settings: Settings, partition: int) -> bytes:
