@@ -88,7 +88,7 @@ def main() -> None:
             if state is None:
                 state = terminals[e.terminal_id] = EntityState()
             a = clock()
-            terminal.record_fraud(state, e.tx_time_ms, e.tx_id)
+            terminal.record_fraud(state, e.tx_time_ms, e.tx_id, e.time_ms)
             report_ns += clock() - a
             reports += 1
             continue
@@ -132,7 +132,7 @@ def main() -> None:
         if e.is_transaction:
             transaction(e.time_ms, e.customer_id, e.terminal_id, e.amount)
         else:
-            report(e.tx_id, e.tx_time_ms, e.customer_id, e.terminal_id)
+            report(e.tx_id, e.tx_time_ms, e.customer_id, e.terminal_id, e.time_ms)
     elapsed = time.perf_counter() - started
     print(
         f"OnlineEngine loop (everything above, reports included): "

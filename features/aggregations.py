@@ -80,6 +80,7 @@ class StateColumn(enum.Enum):
     AMOUNT = "amount"
     PEER = "peer"
     FRAUD = "fraud"
+    REPORTED = "reported"  # when each fraud was reported (with FRAUD)
 
 
 # --- transaction attributes -------------------------------------------------------------
@@ -165,6 +166,9 @@ class OnlineWindow:
         amounts: Their amounts (empty unless an aggregation requires AMOUNT).
         peers: Their peer fingerprints (empty unless PEER is required).
         fraud_times: Transaction times of reported frauds, ascending (FRAUD).
+        fraud_reported: When each of those frauds was reported, epoch milliseconds,
+            aligned with ``fraud_times`` (empty unless REPORTED is required).
+        base_ms: Epoch milliseconds the offsets count from.
         lo: First index in the window.
         hi: One past the last index in the window.
         start: Exclusive old end of the window, as an offset.
@@ -179,7 +183,9 @@ class OnlineWindow:
         "amount",
         "amount_total",
         "amounts",
+        "base_ms",
         "end",
+        "fraud_reported",
         "fraud_times",
         "hi",
         "length_ms",
@@ -194,6 +200,8 @@ class OnlineWindow:
         self.amounts: array[float] = array("d")
         self.peers: array[int] = array("I")
         self.fraud_times: array[int] = array("I")
+        self.fraud_reported: array[int] = array("q")
+        self.base_ms = 0
         self.lo = 0
         self.hi = 0
         self.start = 0
@@ -446,6 +454,49 @@ class FraudRisk(WindowAggregation):
         frauds = _interval_counts(np.maximum(first, known), stop, n)
         count = w.count
         return np.where(count > 0, frauds / np.maximum(count, 1), 0.0)
+
+
+@dataclass(frozen=True)
+class KnownFrauds(WindowAggregation):
+    """Frauds in the window that had been reported by the window's end.
+
+    Fraud f counts for a transaction at t when its transaction time is in the window
+    ``(t - d - n, t - d]`` and it was reported at or before ``t - d``. Unlike
+    `FraudRisk` this looks only at events at least the delay old, reports included: the
+    terminal agents have applied and committed them long before any read needs them
+    (with d an hour, while they run less than an hour of event time behind the
+    scorers), so the value a worker reads does not depend on when a report happened to
+    be processed. No share of the window's transactions: a count needs no transaction
+    of the window, and a compromised terminal's count is telling on its own.
+    """
+
+    requires: ClassVar = frozenset({StateColumn.FRAUD, StateColumn.REPORTED})
+
+    def online(self, w: OnlineWindow) -> float:  # noqa: D102
+        frauds = w.fraud_times
+        if not frauds:
+            return 0.0
+        lo = bisect_right(frauds, w.start)
+        hi = bisect_right(frauds, w.end)
+        known_by = w.end + w.base_ms
+        reported = w.fraud_reported
+        return float(sum(1 for i in range(lo, hi) if reported[i] <= known_by))
+
+    def offline(self, w: OfflineWindow) -> Floats:
+        """Add each fraud to the rows that see it, as intervals of a difference array.
+
+        As in `FraudRisk`, but a fraud becomes visible only once ``time_i - delay`` has
+        reached its report time.
+        """
+        h = w.history
+        n = len(h.key)
+        fraud = np.flatnonzero(h.is_fraud)
+        key_f = h.key[fraud]
+        first = np.searchsorted(h.key, key_f + w.delay_ms, side="left")
+        known_key = key_f - h.time_ms[fraud] + h.known_ms[fraud] + w.delay_ms
+        known = np.searchsorted(h.key, known_key, side="left")
+        stop = np.searchsorted(h.key, key_f + w.delay_ms + w.length_ms, side="left")
+        return _interval_counts(np.maximum(first, known), stop, n)
 
 
 def _interval_counts(first: Ints, stop: Ints, n: int) -> Floats:

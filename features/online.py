@@ -9,7 +9,8 @@ State. One `EntityState` per entity keeps the exact time (millisecond offset fro
 4 bytes) of each of the entity's transactions in the last *retention* of event time, plus
 what the entity's aggregations need: the amount (8 bytes) and the peer fingerprint
 (4 bytes) of each transaction, and the transaction time and id fingerprint (12 bytes) of
-each reported fraud. Retention is the longest look-back of the entity's features (window
+each reported fraud (plus, for features that need it, when the fraud was reported:
+8 bytes). Retention is the longest look-back of the entity's features (window
 plus delay) plus its allowed lateness (`features.spec.EntityPolicy`). Windows are
 therefore exact at millisecond resolution for any t: there are no buckets to misalign.
 
@@ -44,6 +45,9 @@ report's event time for its terminal is its transaction's time):
 - A report and a transaction with the same timestamp: the parity contract processes the
   report first (`stream_events`); the offline engine counts a fraud when
   ``reported_at <= t``.
+- Report times: a state whose features need them (`features.aggregations.KnownFrauds`)
+  also keeps when each fraud was reported, absolute epoch milliseconds; a duplicate
+  report keeps the first time.
 - Expiry: an entity whose watermark is at least its retention behind the stream's event
   time (`EntityWindows.is_expired`) has nothing left in any window; deleting its state is
   unobservable to any later event not itself older than that time by the allowed lateness.
@@ -88,7 +92,8 @@ KEEPS_AMOUNTS: Final = 2
 KEEPS_PEERS: Final = 4
 KEEPS_FRAUDS: Final = 8
 LAYOUT_SET: Final = 16
-_COLUMNS: Final = KEEPS_AMOUNTS | KEEPS_PEERS | KEEPS_FRAUDS
+KEEPS_REPORT_TIMES: Final = 32
+_COLUMNS: Final = KEEPS_AMOUNTS | KEEPS_PEERS | KEEPS_FRAUDS | KEEPS_REPORT_TIMES
 _LAYOUT: Final = _COLUMNS | LAYOUT_SET
 _BIG_ENDIAN: Final = sys.byteorder == "big"
 #: Peer fingerprints remembered per entity kind (a few MB at most).
@@ -99,8 +104,11 @@ TIME_BYTES: Final = 4
 AMOUNT_BYTES: Final = 8
 PEER_BYTES: Final = 4
 FRAUD_BYTES: Final = 4 + 8
+REPORT_TIME_BYTES: Final = 8
 
-if array("I").itemsize != TIME_BYTES or array("Q").itemsize != 8:  # pragma: no cover
+if (
+    array("I").itemsize != TIME_BYTES or array("Q").itemsize != 8 or array("q").itemsize != 8
+):  # pragma: no cover
     raise ImportError("features.online needs 32-bit array('I') and 64-bit array('Q')")
 
 
@@ -137,6 +145,9 @@ class EntityState:
         peers: Their peer fingerprints, when needed (else empty).
         fraud_times: Transaction times of reported frauds, offsets, ascending.
         fraud_ids: Fingerprints of those transactions' ids, aligned with ``fraud_times``.
+        fraud_reported: When each fraud was reported (epoch milliseconds, aligned with
+            ``fraud_times``), when the entity's features need it (else empty). Absolute,
+            not an offset: a report may come long after the base moved.
         overflow: Events dropped because the state was full, or because a new feature
             set needed a column this state never kept (0 in a healthy system).
         layout: Which columns the state keeps (``KEEPS_*`` bits, with ``LAYOUT_SET``
@@ -147,6 +158,7 @@ class EntityState:
         "amounts",
         "base_ms",
         "fraud_ids",
+        "fraud_reported",
         "fraud_times",
         "layout",
         "overflow",
@@ -163,6 +175,7 @@ class EntityState:
         self.peers: array[int] = array("I")
         self.fraud_times: array[int] = array("I")
         self.fraud_ids: array[int] = array("Q")
+        self.fraud_reported: array[int] = array("q")
         self.overflow = 0
         self.layout = 0
 
@@ -199,6 +212,10 @@ class EntityState:
             n if layout & KEEPS_PEERS else 0
         ):
             raise ValueError(f"inconsistent state: {self!r}")
+        if len(self.fraud_reported) != (
+            len(self.fraud_times) if layout & KEEPS_REPORT_TIMES else 0
+        ):
+            raise ValueError(f"inconsistent state: {self!r}")
         header = _HEADER.pack(
             _FORMAT_VERSION,
             flags,
@@ -214,6 +231,8 @@ class EntityState:
         if layout & KEEPS_PEERS:
             parts.append(_little(self.peers))
         parts += [_little(self.fraud_times), _little(self.fraud_ids)]
+        if layout & KEEPS_REPORT_TIMES:
+            parts.append(_little(self.fraud_reported))
         return b"".join(parts)
 
     @classmethod
@@ -240,6 +259,7 @@ class EntityState:
             + (n * AMOUNT_BYTES if flags & KEEPS_AMOUNTS else 0)
             + (n * PEER_BYTES if flags & KEEPS_PEERS else 0)
             + m * FRAUD_BYTES
+            + (m * REPORT_TIME_BYTES if flags & KEEPS_REPORT_TIMES else 0)
         )
         if len(data) != expected:
             raise ValueError(f"state has {len(data)} bytes, its header says {expected}")
@@ -256,7 +276,9 @@ class EntityState:
         if flags & KEEPS_PEERS:
             at = _load(state.peers, view, at, n)
         at = _load(state.fraud_times, view, at, m)
-        _load(state.fraud_ids, view, at, m)
+        at = _load(state.fraud_ids, view, at, m)
+        if flags & KEEPS_REPORT_TIMES:
+            _load(state.fraud_reported, view, at, m)
         return state
 
 
@@ -297,6 +319,7 @@ class EntityWindows:
         keeps_amounts: Whether states keep amounts.
         keeps_peers: Whether states keep peer fingerprints.
         keeps_frauds: Whether states keep fraud reports.
+        keeps_report_times: Whether states keep when each fraud was reported.
         layout: The `EntityState.layout` of states these windows keep.
     """
 
@@ -332,11 +355,15 @@ class EntityWindows:
         self.keeps_amounts = StateColumn.AMOUNT in required
         self.keeps_peers = StateColumn.PEER in required
         self.keeps_frauds = StateColumn.FRAUD in required
+        self.keeps_report_times = StateColumn.REPORTED in required
+        if self.keeps_report_times and not self.keeps_frauds:
+            raise ValueError(f"{entity.value}: report times need the FRAUD column too")
         self.layout = (
             LAYOUT_SET
             | (KEEPS_AMOUNTS if self.keeps_amounts else 0)
             | (KEEPS_PEERS if self.keeps_peers else 0)
             | (KEEPS_FRAUDS if self.keeps_frauds else 0)
+            | (KEEPS_REPORT_TIMES if self.keeps_report_times else 0)
         )
 
     @property
@@ -347,7 +374,8 @@ class EntityWindows:
             + (AMOUNT_BYTES if self.keeps_amounts else 0)
             + (PEER_BYTES if self.keeps_peers else 0)
         )
-        frauds = self.max_frauds * FRAUD_BYTES if self.keeps_frauds else 0
+        per_fraud = FRAUD_BYTES + (REPORT_TIME_BYTES if self.keeps_report_times else 0)
+        frauds = self.max_frauds * per_fraud if self.keeps_frauds else 0
         return _HEADER.size + self.max_events * per_event + frauds
 
     def check(self, state: EntityState, time_ms: int) -> None:
@@ -452,13 +480,17 @@ class EntityWindows:
         self._insert(state, time_ms, amount, peer_id)
         self._bound(state)
 
-    def record_fraud(self, state: EntityState, tx_time_ms: int, tx_id: str) -> bool:
+    def record_fraud(
+        self, state: EntityState, tx_time_ms: int, tx_id: str, reported_at_ms: int
+    ) -> bool:
         """Apply a fraud report: the fraud counts by its transaction's time.
 
         Args:
             state: The entity's state, changed in place.
             tx_time_ms: The reported transaction's time.
             tx_id: The reported transaction's id (to ignore duplicates).
+            reported_at_ms: When it was reported (kept when a feature needs it). A
+                duplicate keeps the first report's time.
 
         Returns:
             Whether the report was stored: False when the entity keeps no frauds, for a
@@ -486,10 +518,14 @@ class EntityWindows:
             at += 1
         times.insert(at, offset)
         ids.insert(at, fingerprint)
+        if self.keeps_report_times:
+            state.fraud_reported.insert(at, reported_at_ms)
         excess = len(times) - self.max_frauds
         if excess > 0:
             del times[:excess]
             del ids[:excess]
+            if self.keeps_report_times:
+                del state.fraud_reported[:excess]
             state.overflow += excess
         return True
 
@@ -508,7 +544,7 @@ class EntityWindows:
         """Adopt a new state, or one written under a feature set with other columns.
 
         Columns no longer needed are dropped. If a needed column was never kept (a feature
-        was added that needs amounts, peers or frauds this state did not record), the
+        was added that needs amounts, peers, frauds or report times this state did not record), the
         state's history cannot give exact features: its transactions are forgotten and
         counted in ``overflow``, and it is exact again one retention later. (Replaying the
         retention rebuilds it exactly at once.)
@@ -520,6 +556,7 @@ class EntityWindows:
                 del column[:]
             del state.fraud_times[:]
             del state.fraud_ids[:]
+            del state.fraud_reported[:]
         if not self.keeps_amounts:
             del state.amounts[:]
         if not self.keeps_peers:
@@ -527,6 +564,8 @@ class EntityWindows:
         if not self.keeps_frauds:
             del state.fraud_times[:]
             del state.fraud_ids[:]
+        if not self.keeps_report_times:
+            del state.fraud_reported[:]
         state.layout = self.layout
 
     def _start(self, state: EntityState, time_ms: int) -> None:
@@ -562,6 +601,8 @@ class EntityWindows:
             k = bisect_right(frauds, offset)
             del frauds[:k]
             del state.fraud_ids[:k]
+            if self.keeps_report_times:
+                del state.fraud_reported[:k]
 
     def _insert(self, state: EntityState, time_ms: int, amount: float, peer_id: str) -> int:
         """Store a transaction (already checked for lateness); return its index."""
@@ -647,6 +688,8 @@ class EntityWindows:
         w.amounts = state.amounts
         w.peers = state.peers
         w.fraud_times = state.fraud_times
+        w.fraud_reported = state.fraud_reported
+        w.base_ms = base
         w.amount = amount
         amounts = state.amounts
         hi = 0
@@ -759,7 +802,14 @@ class OnlineEngine:
             windows._update(state, time_ms, amount, peer, out)  # checked above
         return out
 
-    def fraud_report(self, tx_id: str, tx_time_ms: int, customer_id: str, terminal_id: str) -> bool:
+    def fraud_report(
+        self,
+        tx_id: str,
+        tx_time_ms: int,
+        customer_id: str,
+        terminal_id: str,
+        reported_at_ms: int,
+    ) -> bool:
         """Apply a fraud report to the entities that keep frauds.
 
         Returns:
@@ -773,7 +823,7 @@ class OnlineEngine:
             state = states.get(key)
             if state is None:
                 state = states[key] = EntityState()
-            stored = windows.record_fraud(state, tx_time_ms, tx_id) or stored
+            stored = windows.record_fraud(state, tx_time_ms, tx_id, reported_at_ms) or stored
         return stored
 
     def expire(self, now_ms: int) -> int:
@@ -897,7 +947,9 @@ def replay_online(
                 )
             )
         else:
-            engine.fraud_report(event.tx_id, event.tx_time_ms, event.customer_id, event.terminal_id)
+            engine.fraud_report(
+                event.tx_id, event.tx_time_ms, event.customer_id, event.terminal_id, event.time_ms
+            )
     schema = {name: pl.Float64 for name in features.names}
     values = pl.DataFrame(rows, schema=schema, orient="row")
     out = values.with_columns(pl.col(f.name).cast(f.dtype.polars_dtype) for f in features)

@@ -42,6 +42,7 @@ from features.aggregations import (
     DuringNight,
     DuringWeekend,
     FraudRisk,
+    KnownFrauds,
     MeanAmount,
     SecondsSincePrevious,
     TransactionAttribute,
@@ -288,6 +289,14 @@ TERMINAL_POLICY: Final = EntityPolicy(
 
 _DELAY: Final = timedelta(days=7)  # the handbook's delay period: frauds known after 7 days
 
+#: How old a fraud report must be before the known-fraud features count it. Long enough
+#: that, live, the terminal agents have applied and committed every such report before a
+#: scorer reads the terminal (they run seconds behind, and commit every second), so the
+#: worker computes exactly what the offline engine does; short enough to cost nothing
+#: measurable: on the handbook split an hour gave the same Average Precision as no delay
+#: (0.730 and 0.731 for a baseline boosting model), a day cost 0.035.
+KNOWN_FRAUD_DELAY: Final = timedelta(hours=1)
+
 
 def _customer_windows() -> list[Feature]:
     out: list[Feature] = []
@@ -365,8 +374,12 @@ HANDBOOK_FEATURES: Final = FeatureSet(
     {Entity.CUSTOMER: CUSTOMER_POLICY, Entity.TERMINAL: TERMINAL_POLICY},
 )
 
-#: Beyond the handbook, for the model issue to test: does the amount stand out against the
-#: customer's own habits, is the card used in a burst, at many terminals at once?
+#: Beyond the handbook: does the amount stand out against the customer's own habits, is
+#: the card used in a burst, at many terminals at once, and has the terminal had frauds
+#: reported lately? The handbook's terminal risk waits 7 days for every fraud to be
+#: reported; a terminal compromised since then has a zero risk for a week, while its
+#: first reports come in within hours (36 % of the test frauds at compromised terminals
+#: had a zero delayed risk). The known-fraud counts use reports as they come.
 EXTRA_FEATURES: Final = (
     Feature(
         "CUSTOMER_ID_AMOUNT_TO_AVG_7DAY_WINDOW",
@@ -404,6 +417,19 @@ EXTRA_FEATURES: Final = (
         timedelta(days=30),
         dtype=FeatureType.COUNT,
         description="distinct terminals the customer used in 30 days, this one included",
+    ),
+    *(
+        Feature(
+            f"TERMINAL_ID_NB_KNOWN_FRAUDS_{days}DAY_WINDOW",
+            Entity.TERMINAL,
+            KnownFrauds(),
+            timedelta(days=days),
+            KNOWN_FRAUD_DELAY,
+            FeatureType.COUNT,
+            f"frauds at the terminal in the {days} days ending an hour ago that had been "
+            "reported by then",
+        )
+        for days in (1, 7, 14, 28)
     ),
 )
 

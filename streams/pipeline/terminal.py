@@ -146,7 +146,7 @@ class TerminalStage:
         for event, report in decoded:
             key = report.terminal_id.encode()
             state = batch.state(event, key)
-            if self.windows.record_fraud(state, report.tx_time, report.tx_id):
+            if self.windows.record_fraud(state, report.tx_time, report.tx_id, report.reported_at):
                 batch.changed(event, key)
                 stored += 1
             else:

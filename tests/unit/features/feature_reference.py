@@ -22,6 +22,7 @@ from features.aggregations import (
     DuringNight,
     DuringWeekend,
     FraudRisk,
+    KnownFrauds,
     MeanAmount,
     SecondsSincePrevious,
 )
@@ -49,6 +50,7 @@ class Report:
     tx_time_ms: int
     customer_id: str
     terminal_id: str
+    reported_at_ms: int
 
 
 def reference_features(
@@ -116,6 +118,11 @@ def _value(feature: Feature, tx: Tx, seen: list[Tx], reports: dict[str, Report])
         )
         frauds = sum(1 for r in mine if start < r.tx_time_ms <= end)
         return frauds / count
+    if isinstance(agg, KnownFrauds):
+        mine = [r for r in reports.values() if r.terminal_id == key]
+        return float(
+            sum(1 for r in mine if start < r.tx_time_ms <= end and r.reported_at_ms <= end)
+        )
     raise NotImplementedError(type(agg).__name__)
 
 

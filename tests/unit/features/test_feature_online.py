@@ -57,12 +57,13 @@ def test_state_bytes_are_header_plus_fixed_bytes_per_event() -> None:
     engine = OnlineEngine()
     for k in range(10):
         engine.transaction(T0 + k * HOUR, "C1", f"T{k % 3}", 10.0 + k)
-    engine.fraud_report("x", T0 + HOUR, "C1", "T1")
+    engine.fraud_report("x", T0 + HOUR, "C1", "T1", T0 + 2 * HOUR)
     customer = engine.states[Entity.CUSTOMER]["C1"]
     terminal = engine.states[Entity.TERMINAL]["T1"]
-    # customer: time 4 + amount 8 + terminal fingerprint 4; terminal: time 4, report 12.
+    # customer: time 4 + amount 8 + terminal fingerprint 4; terminal: time 4, report 12
+    # (transaction time and id) + 8 (when it was reported).
     assert len(customer.to_bytes()) == 30 + 10 * 16
-    assert len(terminal.to_bytes()) == 30 + 3 * 4 + 1 * 12
+    assert len(terminal.to_bytes()) == 30 + 3 * 4 + 1 * (12 + 8)
     for state in (customer, terminal):
         copy = EntityState.from_bytes(state.to_bytes())
         assert copy == state
@@ -91,7 +92,7 @@ def test_the_state_bound_is_enforced_and_counted() -> None:
     engine = OnlineEngine(tiny)
     for k in range(12):
         vector = engine.transaction(T0 + k * 1000, "C1", "T1", 1.0)
-        engine.fraud_report(f"tx{k}", T0 + k * 1000, "C1", "T1")
+        engine.fraud_report(f"tx{k}", T0 + k * 1000, "C1", "T1", T0 + k * 1000)
     assert customer_count(vector, 1) == 6  # read before trimming: this one and 5 kept
     customer = engine.states[Entity.CUSTOMER]["C1"]
     terminal = engine.states[Entity.TERMINAL]["T1"]
@@ -149,7 +150,7 @@ def test_an_inconsistent_state_is_not_written() -> None:
 def test_the_default_bounds_in_bytes() -> None:
     windows = OnlineFeatures().entities
     assert windows[Entity.CUSTOMER].max_state_bytes == 30 + 4096 * 16
-    assert windows[Entity.TERMINAL].max_state_bytes == 30 + 65_536 * 4 + 4096 * 12
+    assert windows[Entity.TERMINAL].max_state_bytes == 30 + 65_536 * 4 + 4096 * (12 + 8)
 
 
 # --- windows ------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def test_a_transaction_sees_earlier_arrivals_with_the_same_timestamp_only() -> N
 def test_terminal_windows_end_exactly_seven_days_before_the_transaction() -> None:
     engine = OnlineEngine()
     engine.transaction(T0, "C1", "T1", 10.0)
-    engine.fraud_report("f", T0, "C1", "T1")
+    engine.fraud_report("f", T0, "C1", "T1", T0)
     before = engine.transaction(T0 + 7 * DAY - 1, "C2", "T1", 10.0)
     at = engine.transaction(T0 + 7 * DAY, "C3", "T1", 10.0)
     last = engine.transaction(T0 + 8 * DAY - 1, "C4", "T1", 10.0)
@@ -205,8 +206,8 @@ def test_split_agent_calls_equal_the_in_process_engine() -> None:
         t += rng.choice([0, 1, HOUR, 5 * HOUR, DAY])
         c, term, amount = f"C{rng.randrange(3)}", f"T{rng.randrange(2)}", rng.randrange(100) / 4
         if rng.random() < 0.1:
-            engine.fraud_report(f"r{k}", t - 3 * DAY, c, term)
-            terminal.record_fraud(states.setdefault(term, EntityState()), t - 3 * DAY, f"r{k}")
+            engine.fraud_report(f"r{k}", t - 3 * DAY, c, term, t)
+            terminal.record_fraud(states.setdefault(term, EntityState()), t - 3 * DAY, f"r{k}", t)
         expected = engine.transaction(t, c, term, amount)
         vector = online.new_vector()
         online.transaction_into(t, amount, vector)
@@ -284,7 +285,7 @@ def test_a_report_later_than_the_delay_counts_from_its_arrival_on() -> None:
     engine = OnlineEngine()
     engine.transaction(T0, "C1", "T1", 10.0)
     before = engine.transaction(T0 + 7 * DAY + HOUR, "C2", "T1", 10.0)
-    assert engine.fraud_report("tx0", T0, "C1", "T1")
+    assert engine.fraud_report("tx0", T0, "C1", "T1", T0 + 7 * DAY + HOUR)
     after = engine.transaction(T0 + 7 * DAY + 2 * HOUR, "C3", "T1", 10.0)
     assert feature(before, "TERMINAL_ID_RISK_1DAY_WINDOW") == 0.0
     assert feature(after, "TERMINAL_ID_RISK_1DAY_WINDOW") == 1.0
@@ -293,18 +294,82 @@ def test_a_report_later_than_the_delay_counts_from_its_arrival_on() -> None:
 def test_duplicate_and_expired_reports_are_not_counted() -> None:
     engine = OnlineEngine()
     engine.transaction(T0 + 50 * DAY, "C1", "T1", 10.0)
-    assert engine.fraud_report("a", T0 + 45 * DAY, "C1", "T1")
-    assert not engine.fraud_report("a", T0 + 45 * DAY, "C1", "T1")  # delivered twice
-    assert engine.fraud_report("b", T0 + 45 * DAY, "C1", "T1")  # same time, other tx
+    assert engine.fraud_report("a", T0 + 45 * DAY, "C1", "T1", T0 + 50 * DAY)
+    assert not engine.fraud_report("a", T0 + 45 * DAY, "C1", "T1", T0 + 50 * DAY)  # delivered twice
+    assert engine.fraud_report("b", T0 + 45 * DAY, "C1", "T1", T0 + 50 * DAY)  # same time, other tx
     # Older than the terminal's retention (44 days): no exact read can need it.
-    assert not engine.fraud_report("c", T0 + 2 * DAY, "C1", "T1")
+    assert not engine.fraud_report("c", T0 + 2 * DAY, "C1", "T1", T0 + 50 * DAY)
     assert len(engine.states[Entity.TERMINAL]["T1"].fraud_times) == 2
+
+
+def known(vector: list[float], days: int) -> float:
+    return feature(vector, f"TERMINAL_ID_NB_KNOWN_FRAUDS_{days}DAY_WINDOW")
+
+
+def test_known_frauds_count_reports_at_least_an_hour_old_by_hand() -> None:
+    """Fraud f counts at t when tx_f is in (t - 1h - n, t - 1h] and reported by t - 1h."""
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0)
+    engine.transaction(T0 + HOUR, "C2", "T1", 10.0)
+    assert engine.fraud_report("a", T0, "C1", "T1", T0 + 2 * HOUR)
+    assert engine.fraud_report("b", T0 + HOUR, "C2", "T1", T0 + 3 * HOUR)
+    # a is reported at T0 + 2h: at T0 + 3h - 1 ms it is not yet an hour old, at T0 + 3h it is.
+    assert known(engine.transaction(T0 + 3 * HOUR - 1, "C3", "T1", 1.0), 1) == 0
+    assert known(engine.transaction(T0 + 3 * HOUR, "C3", "T1", 1.0), 1) == 1
+    assert known(engine.transaction(T0 + 4 * HOUR, "C3", "T1", 1.0), 1) == 2
+    # The 1-day window ends an hour ago: a (at T0) leaves it at T0 + 1 day + 1 hour.
+    assert known(engine.transaction(T0 + DAY + HOUR - 1, "C4", "T1", 1.0), 1) == 2
+    assert known(engine.transaction(T0 + DAY + HOUR, "C4", "T1", 1.0), 1) == 1
+    assert known(engine.transaction(T0 + DAY + HOUR, "C4", "T1", 1.0), 7) == 2
+    # Another terminal knows nothing of them.
+    assert known(engine.transaction(T0 + 5 * HOUR, "C5", "T2", 1.0), 28) == 0
+
+
+def test_a_duplicate_report_keeps_the_first_report_time() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0)
+    assert engine.fraud_report("a", T0, "C1", "T1", T0 + 5 * HOUR)
+    assert not engine.fraud_report("a", T0, "C1", "T1", T0 + HOUR)  # sent again, other time
+    assert known(engine.transaction(T0 + 3 * HOUR, "C2", "T1", 1.0), 1) == 0
+    assert known(engine.transaction(T0 + 6 * HOUR, "C2", "T1", 1.0), 1) == 1
+
+
+def test_report_times_round_trip_and_stay_aligned_when_trimmed() -> None:
+    policies = {
+        Entity.CUSTOMER: CUSTOMER_POLICY,
+        Entity.TERMINAL: EntityPolicy(timedelta(days=1), max_events=100, max_frauds=3),
+    }
+    engine = OnlineEngine(FeatureSet(DEFAULT_FEATURES.features, policies))
+    for k in range(5):  # reported in the reverse order of their transactions
+        assert engine.fraud_report(f"f{k}", T0 + k * HOUR, "C1", "T1", T0 + (20 - k) * HOUR)
+    state = engine.states[Entity.TERMINAL]["T1"]
+    assert state.overflow == 2
+    assert list(state.fraud_reported) == [T0 + 18 * HOUR, T0 + 17 * HOUR, T0 + 16 * HOUR]
+    copy = EntityState.from_bytes(state.to_bytes())
+    assert copy == state
+    assert list(copy.fraud_reported) == list(state.fraud_reported)
+
+
+def test_a_state_written_without_report_times_restarts_its_history() -> None:
+    """A terminal state from a spec without known-fraud counts cannot give them exactly."""
+    old = OnlineEngine(HANDBOOK_FEATURES)
+    old.transaction(T0, "C1", "T1", 10.0)
+    assert old.fraud_report("a", T0, "C1", "T1", T0 + HOUR)
+    stored = EntityState.from_bytes(old.states[Entity.TERMINAL]["T1"].to_bytes())
+    assert len(stored.fraud_reported) == 0
+    windows = OnlineFeatures().entities[Entity.TERMINAL]
+    with pytest.raises(ValueError, match="another feature set"):
+        windows.read_into(stored, T0 + DAY, 1.0, OnlineFeatures().new_vector())
+    windows.record(stored, T0 + DAY, 1.0, "C2")
+    assert stored.overflow == 2  # one transaction and one report forgotten
+    assert len(stored.times) == 1
+    assert len(stored.fraud_times) == len(stored.fraud_reported) == 0
 
 
 def test_reports_are_ignored_by_entities_without_risk_features() -> None:
     windows = OnlineFeatures().entities[Entity.CUSTOMER]
     state = EntityState()
-    assert not windows.record_fraud(state, T0, "x")
+    assert not windows.record_fraud(state, T0, "x", T0)
     assert state == EntityState()
 
 
@@ -366,8 +431,10 @@ def disordered_streams(draw: st.DrawFn) -> tuple[list[Tx | Report], list[int]]:
         jitter = draw(st.sampled_from([0, 1, HOUR, DAY]))  # at most the allowed lateness
         events.append((t + jitter, tx))
         if draw(st.integers(0, 4)) == 0:
-            delay = draw(st.sampled_from([0, DAY, 7 * DAY, 9 * DAY]))
-            events.append((t + delay, Report(tx.tx_id, t, tx.customer_id, tx.terminal_id)))
+            delay = draw(st.sampled_from([0, HOUR - 1, HOUR, DAY, 7 * DAY, 9 * DAY]))
+            events.append(
+                (t + delay, Report(tx.tx_id, t, tx.customer_id, tx.terminal_id, t + delay))
+            )
     events.sort(key=lambda e: e[0])
     expire_at = draw(st.lists(st.integers(0, len(events) - 1), max_size=5))
     return [e for _, e in events], expire_at
@@ -390,7 +457,13 @@ def test_out_of_order_streams_with_reloads_and_expiry_equal_the_reference(
             assert got == pytest.approx(expected[event.tx_id], abs=1e-9, rel=0)
             now = max(now, event.time_ms)
         else:
-            engine.fraud_report(event.tx_id, event.tx_time_ms, event.customer_id, event.terminal_id)
+            engine.fraud_report(
+                event.tx_id,
+                event.tx_time_ms,
+                event.customer_id,
+                event.terminal_id,
+                event.reported_at_ms,
+            )
         # What a table does between events: store bytes, load them back.
         for states in engine.states.values():
             for key, state in states.items():

@@ -157,7 +157,7 @@ def reference_frame(frame: pl.DataFrame, features: FeatureSet) -> pl.DataFrame:
         if e.is_transaction:
             events.append(Tx(e.tx_id, e.tx_time_ms, e.customer_id, e.terminal_id, e.amount))
         else:
-            events.append(Report(e.tx_id, e.tx_time_ms, e.customer_id, e.terminal_id))
+            events.append(Report(e.tx_id, e.tx_time_ms, e.customer_id, e.terminal_id, e.time_ms))
     values = reference_features(events, features)
     return pl.DataFrame(
         {

@@ -235,7 +235,7 @@ def test_training_stores_a_baseline_of_the_training_matrix() -> None:
             threshold=ThresholdRequest(Objective.ALERT_BUDGET, 5),
         ),
     )
-    assert len(result.feature_baseline) == len(names) == 20
+    assert len(result.feature_baseline) == len(names) == len(DEFAULT_FEATURES)
     expected = np.median(feature_matrix(result.split.train, names), axis=0)
     assert result.feature_baseline == tuple(expected.tolist())
 

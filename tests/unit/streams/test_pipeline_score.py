@@ -224,7 +224,7 @@ def terminal_state(
     for i, (time_ms, amount) in enumerate(transactions):
         windows.record(state, time_ms, amount, f"P{i}")
     for time_ms, tx_id in frauds:
-        assert windows.record_fraud(state, time_ms, tx_id)
+        assert windows.record_fraud(state, time_ms, tx_id, time_ms + DAY)
     return state
 
 

@@ -376,7 +376,7 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
     r = rig()
     stored_a = state_of((T0 - 2 * DAY, 20.0, "C9"))
     stored_b = state_of((T0 - DAY, 20.0, "C9"))
-    assert windows().record_fraud(stored_b, T0 - DAY, "f0")
+    assert windows().record_fraud(stored_b, T0 - DAY, "f0", T0)
     r.table.values[(PA, TA.encode())] = stored_a.to_bytes()
     r.table.values[(PB, TB.encode())] = stored_b.to_bytes()
     batch = Batch(REPORTS)
@@ -394,9 +394,9 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
 
     expected_a, expected_b = copy(stored_a), copy(stored_b)
     w = windows()
-    assert w.record_fraud(expected_a, T0 - 2 * DAY, "f1")
-    assert w.record_fraud(expected_a, T0 - 2 * DAY, "f2")
-    assert w.record_fraud(expected_b, T0 + DAY, "f4")
+    assert w.record_fraud(expected_a, T0 - 2 * DAY, "f1", T0 - DAY)
+    assert w.record_fraud(expected_a, T0 - 2 * DAY, "f2", T0 - DAY)
+    assert w.record_fraud(expected_b, T0 + DAY, "f4", T0 + 2 * DAY)
     assert written(r.recorder) == {
         (PA, TA.encode()): (expected_a.to_bytes(), second),
         (PB, TB.encode()): (expected_b.to_bytes(), later),
@@ -420,7 +420,7 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
 async def test_reports_that_change_nothing_write_nothing() -> None:
     r = rig(prefetch=False)
     stored = state_of((T0, 20.0, "C9"))
-    assert windows().record_fraud(stored, T0, "f0")
+    assert windows().record_fraud(stored, T0, "f0", T0 + DAY)
     r.table.values[(PA, TA.encode())] = stored.to_bytes()
     batch = Batch(REPORTS)
     batch.fraud_report(TA, report("f0", TA, T0))

@@ -111,7 +111,7 @@ def terminal_state(*times: int, frauds: tuple[tuple[int, str], ...] = ()) -> Ent
     for i, time_ms in enumerate(times):
         windows.record(state, time_ms, 10.0 + i, f"C{i}")
     for time_ms, tx_id in frauds:
-        assert windows.record_fraud(state, time_ms, tx_id)
+        assert windows.record_fraud(state, time_ms, tx_id, time_ms + DAY)
     return state
 
 
