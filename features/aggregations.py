@@ -474,12 +474,14 @@ class KnownFrauds(WindowAggregation):
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         frauds = w.fraud_times
+        reported = w.fraud_reported
+        if len(reported) != len(frauds):  # a state from before report times were kept
+            return 0.0
         if not frauds:
             return 0.0
         lo = bisect_right(frauds, w.start)
         hi = bisect_right(frauds, w.end)
         known_by = w.end + w.base_ms
-        reported = w.fraud_reported
         return float(sum(1 for i in range(lo, hi) if reported[i] <= known_by))
 
     def offline(self, w: OfflineWindow) -> Floats:

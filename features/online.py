@@ -131,6 +131,15 @@ class EventTooOldError(ValueError):
         self.allowed_ms = allowed_ms
 
 
+class StateLayoutError(ValueError):
+    """A state was written under a feature set that kept fewer columns than this one needs.
+
+    Its features cannot be exact: the history of the missing column was never recorded.
+    The writer (`EntityWindows.record`, `update_into`) restarts such a state's history; a
+    reader either refuses it or, leniently, reads what the state holds.
+    """
+
+
 class EntityState:
     """Everything the online engine remembers about one customer or one terminal.
 
@@ -433,23 +442,27 @@ class EntityWindows:
             time_ms: Transaction time, epoch milliseconds.
             amount: Transaction amount.
             out: The feature vector to write into.
-            refuse_late: Raise when the read is too far behind the state to be exact. With
-                False the features are computed anyway from what the state still holds
-                (lower bounds of the exact values): the scorer prefers a slightly low
-                terminal count to not scoring a transaction at all.
+            refuse_late: Raise when the read cannot be exact: too far behind the state, or a
+                state written under a feature set that did not keep a column these
+                features need. With False the features are computed anyway from what the
+                state holds (a missing column reads as empty: lower bounds of the exact
+                values): the scorer prefers a slightly low terminal count to not scoring a
+                transaction at all.
 
         Raises:
             EventTooOldError: The read is too far behind the state to be exact (only with
                 ``refuse_late``).
+            StateLayoutError: The state lacks a column (only with ``refuse_late``).
         """
         watermark = state.watermark_ms
-        if refuse_late and watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
-            raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
-        if state.layout != self.layout and state.layout and self.layout & ~state.layout:
-            raise ValueError(
-                f"{self.entity.value} state keeps columns {state.layout:#x}, these features "
-                f"need {self.layout:#x}: it was written under another feature set"
-            )
+        if refuse_late:
+            if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
+                raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
+            if state.layout != self.layout and state.layout and self.layout & ~state.layout:
+                raise StateLayoutError(
+                    f"{self.entity.value} state keeps columns {state.layout:#x}, these "
+                    f"features need {self.layout:#x}: it was written under another feature set"
+                )
         self._read(state, time_ms, amount, -1, out)
 
     def record(self, state: EntityState, time_ms: int, amount: float, peer_id: str) -> None:

@@ -104,8 +104,10 @@ class PipelineMetrics:
         fraud_reports: Fraud reports applied to terminal state.
         terminal_transactions: Transactions applied to terminal state.
         duplicates_skipped: Replayed inputs the terminal agent skipped, by ``source``.
-        inexact_terminal_reads: Terminal feature reads made while the terminal state had
-            not reached the event time they needed.
+        inexact_terminal_reads: Terminal feature reads that could not be exact: the
+            terminal state had moved more than its allowed lateness past the transaction,
+            or it was written under a feature set that kept fewer columns (after an
+            upgrade, until the terminal agent rewrites it).
         model_swaps: Active model changes.
         model_load_failures: Model artifacts that failed to load.
         batch_size: Transactions per micro-batch.
@@ -167,7 +169,8 @@ class PipelineMetrics:
         )
         self.inexact_terminal_reads = Counter(
             "fraudstream_terminal_reads_inexact",
-            "Terminal feature reads made before the terminal state reached their event time.",
+            "Terminal feature reads that could not be exact: the terminal state had moved "
+            "past the transaction's allowed lateness, or lacks a column these features need.",
             registry=r,
         )
         self.model_swaps = Counter(

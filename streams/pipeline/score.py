@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from faust.types import EventT
 
-from features.online import EntityState, EventTooOldError, OnlineFeatures
+from features.online import EntityState, EventTooOldError, OnlineFeatures, StateLayoutError
 from features.spec import Entity
 from streams.contracts import DecodeError, Problem, decode_transaction
 from streams.kafka import sent_at_ms
@@ -230,7 +230,7 @@ class ScoreStage:
             state = states[terminal]
             try:
                 windows.read_into(state, tx.tx_time, float(tx.amount), item.vector)
-            except EventTooOldError:
+            except (EventTooOldError, StateLayoutError):
                 inexact += 1
                 windows.read_into(
                     state, tx.tx_time, float(tx.amount), item.vector, refuse_late=False

@@ -16,6 +16,7 @@ from features.online import (
     EventTooOldError,
     OnlineEngine,
     OnlineFeatures,
+    StateLayoutError,
 )
 from features.spec import (
     CUSTOMER_POLICY,
@@ -358,8 +359,14 @@ def test_a_state_written_without_report_times_restarts_its_history() -> None:
     stored = EntityState.from_bytes(old.states[Entity.TERMINAL]["T1"].to_bytes())
     assert len(stored.fraud_reported) == 0
     windows = OnlineFeatures().entities[Entity.TERMINAL]
-    with pytest.raises(ValueError, match="another feature set"):
+    with pytest.raises(StateLayoutError, match="another feature set"):
         windows.read_into(stored, T0 + DAY, 1.0, OnlineFeatures().new_vector())
+    # Read leniently (the scorer's fallback): what the state holds, report times as absent.
+    vector = OnlineFeatures().new_vector()
+    windows.read_into(stored, T0 + 7 * DAY, 1.0, vector, refuse_late=False)
+    assert feature(vector, "TERMINAL_ID_NB_TX_1DAY_WINDOW") == 1
+    assert feature(vector, "TERMINAL_ID_RISK_1DAY_WINDOW") == 1.0
+    assert known(vector, 28) == 0
     windows.record(stored, T0 + DAY, 1.0, "C2")
     assert stored.overflow == 2  # one transaction and one report forgotten
     assert len(stored.times) == 1

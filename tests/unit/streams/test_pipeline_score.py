@@ -40,7 +40,7 @@ from features.online import (
     OnlineEngine,
     OnlineFeatures,
 )
-from features.spec import DEFAULT_FEATURES, Entity
+from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES, Entity
 from models.estimators import BASELINE_PARAMS, ModelKind, fit
 from models.registry import LoadedModel, ModelRegistry
 from models.training import feature_baseline
@@ -724,6 +724,32 @@ async def test_an_unreadable_customer_state_starts_afresh(slot: ModelSlot) -> No
         assert score.features[NAMES[i]] == expected[i]
     written = {w.key: w.value for w in r.recorder.writes()}
     assert written[b"C1"] == fresh.states[Entity.CUSTOMER]["C1"].to_bytes()
+
+
+async def test_a_terminal_state_from_an_older_feature_set_is_read_for_what_it_holds(
+    slot: ModelSlot,
+) -> None:
+    """After an upgrade that added report times, old terminal states still score.
+
+    The state has T1's transaction and a reported fraud but no report times: the scorer
+    reads its transaction counts and risks, reads the known-fraud counts as zero, and
+    counts the read as inexact, until the terminal agent rewrites the state.
+    """
+    r = rig(slot)
+    old = EntityWindows(HANDBOOK_FEATURES, Entity.TERMINAL)
+    state = EntityState()
+    old.record(state, T0 - 7 * DAY, 5.0, "P0")
+    assert old.record_fraud(state, T0 - 7 * DAY, "f0", T0 - 6 * DAY)
+    r.peek.put(b"T1", state.to_bytes())
+    batch = two_transactions(int(time.time() * 1000))
+
+    await r.stage.process(as_events(batch.events))
+
+    features = decoded_scores(r.recorder)["s1"][1].features
+    assert features["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert features["TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
+    assert features["TERMINAL_ID_NB_KNOWN_FRAUDS_28DAY_WINDOW"] == 0
+    assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 1
 
 
 async def test_an_unreadable_terminal_state_does_not_fail_the_batch(slot: ModelSlot) -> None:
