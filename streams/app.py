@@ -17,6 +17,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from streams import drain
 from streams.kafka import ssl_context
 from streams.settings import Settings
+from streams.tablestore.config import app_store_defaults
 from streams.tablestore.table import Table
 
 
@@ -69,16 +70,12 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         options["table_standby_replicas"] = 0
     options.update(overrides)
     app = faust.App(settings.app_id, **options)
-    # Read by redis:// table stores: the key namespace and password from these settings,
-    # so the password never has to appear in a store URL (Faust logs those).
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
     _use_app_fetch_wait()
     drain.install()
-    password = settings.redis_password
-    app.redis_store_defaults = {  # type: ignore[attr-defined]  # our attribute on faust.App
-        "namespace": settings.redis_key_prefix,
-        "password": password.get_secret_value() if password else None,
-    }
+    # Read by redis:// table stores: the key namespace, password and CA from these
+    # settings, so the password never has to appear in a store URL (Faust logs those).
+    app.redis_store_defaults = app_store_defaults(settings)  # type: ignore[attr-defined]
     return app
 
 

@@ -8,14 +8,15 @@ reaches all of them the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
 from streams.settings import Settings
@@ -43,8 +44,113 @@ EVENT_TOPIC_CONFIG: Final[Mapping[str, str]] = {
 }
 
 
+class _SaslTokenRedactor(logging.Filter):
+    """Hides SASL tokens in aiokafka's DEBUG line for every request it sends.
+
+    That line shows the whole request, and the token of a SaslAuthenticate request is,
+    with the PLAIN mechanism, the username and the password in clear (SCRAM's is a
+    salted proof). ``--log-level debug`` must not print the password.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_is_sasl_request(arg) for arg in args):
+            record.args = tuple(
+                f"{type(arg).__name__}(<redacted>)" if _is_sasl_request(arg) else arg
+                for arg in args
+            )
+        return True
+
+
+def _is_sasl_request(arg: object) -> bool:
+    return type(arg).__name__.startswith("SaslAuthenticateRequest")
+
+
+def _redact_sasl_tokens() -> None:
+    """Install the redactor on aiokafka's connection logger, once per process."""
+    log = logging.getLogger("aiokafka.conn")
+    if not any(isinstance(existing, _SaslTokenRedactor) for existing in log.filters):
+        log.addFilter(_SaslTokenRedactor())
+
+
+# At import: every Kafka client of fraudstream (and Faust's, through streams.app) gets
+# its options from this module, so none connects before this ran.
+_redact_sasl_tokens()
+
+
 class BrokerUnavailableError(RuntimeError):
     """No broker answered at the configured bootstrap servers."""
+
+
+class BrokerAuthenticationError(BrokerUnavailableError):
+    """A broker answered but refused the SASL credentials of the settings.
+
+    A ``BrokerUnavailableError`` all the same: the callers that report an unreachable
+    broker in one line (the CLI commands) report this one alike, with its own reason.
+    """
+
+
+class _BootstrapFailures(logging.Filter):
+    """Catches aiokafka's log line for each bootstrap server it could not use.
+
+    aiokafka logs why a bootstrap server failed (connection refused, a TLS certificate
+    not trusted, the SASL credentials refused, the connection closed by a broker that
+    expected SASL), then raises a bare "Unable to bootstrap" that says none of it. The
+    reasons are kept here for the error raised instead, and the lines are kept out of
+    the log, where they would repeat that error.
+    """
+
+    #: How aiokafka's (pinned) client starts those lines; their arguments are
+    #: (host, port, exception).
+    PREFIXES: Final = ("Unable connect to", "Unable to request metadata from")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[tuple[str, BaseException]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            str(record.msg).startswith(self.PREFIXES)
+            and isinstance(args, tuple)
+            and len(args) == 3
+            and isinstance(args[2], BaseException)
+        ):
+            self.failures.append((f"{args[0]}:{args[1]}", args[2]))
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def bootstrap_failures() -> Iterator[_BootstrapFailures]:
+    """Collect aiokafka's bootstrap failures while a client starts."""
+    catcher = _BootstrapFailures()
+    log = logging.getLogger("aiokafka")  # the logger of aiokafka.client
+    log.addFilter(catcher)
+    try:
+        yield catcher
+    finally:
+        log.removeFilter(catcher)
+
+
+def unavailable_error(
+    settings: Settings, exc: BaseException, failures: Iterable[tuple[str, BaseException]] = ()
+) -> BrokerUnavailableError:
+    """The error to raise when a client could not bootstrap, with the reason per server.
+
+    Refused credentials get their own class and message: "no broker answers" would send
+    the reader looking for a network problem.
+    """
+    servers = settings.kafka_bootstrap_servers
+    failures = list(failures)
+    refused = [error for _, error in failures if isinstance(error, SaslAuthenticationFailed)]
+    if refused:
+        return BrokerAuthenticationError(
+            f"Kafka at {servers} refused the credentials of "
+            f"{settings.kafka_sasl_username!r} ({refused[0]})"
+        )
+    reasons = "; ".join(f"{server}: {error}" for server, error in failures) or str(exc)
+    return BrokerUnavailableError(f"no Kafka broker answers at {servers} ({reasons})")
 
 
 @dataclass(frozen=True)
@@ -146,17 +252,18 @@ async def ensure_topics(settings: Settings, topics: Iterable[TopicSpec]) -> list
     the spec is logged, since changing it would move keys between partitions).
 
     Raises:
-        BrokerUnavailableError: no broker answered.
+        BrokerUnavailableError: no broker answered (``BrokerAuthenticationError``: one
+            answered but refused the credentials).
         KafkaError: the broker refused a topic for another reason than its existence.
     """
     wanted = list(topics)
     admin = AIOKafkaAdminClient(request_timeout_ms=15_000, **client_options(settings))
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        raise BrokerUnavailableError(
-            f"no Kafka broker answers at {settings.kafka_bootstrap_servers} ({exc})"
-        ) from exc
+    with bootstrap_failures() as caught:
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            await admin.close()
+            raise unavailable_error(settings, exc, caught.failures) from exc
     try:
         existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
         missing = [t for t in wanted if t.name not in existing]

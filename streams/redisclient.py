@@ -10,14 +10,21 @@ import redis
 from redis.cluster import RedisCluster
 
 from streams.settings import Settings
-from streams.tablestore.config import parse_store_config
+from streams.tablestore.config import app_store_defaults, parse_store_config
 
 
 def connect(settings: Settings) -> redis.Redis:
-    """A client for ``settings.redis_url``, with the password from the settings."""
+    """A client for ``settings.redis_url``, with the password and CA from the settings.
+
+    The CA applies to ``rediss://`` only: redis-py's plain connections take no TLS
+    options (and refuse them).
+    """
     password = settings.redis_password
+    tls: dict[str, str] = {}
+    if settings.redis_url.startswith("rediss://") and settings.redis_ssl_cafile is not None:
+        tls["ssl_ca_certs"] = str(settings.redis_ssl_cafile)
     return redis.Redis.from_url(
-        settings.redis_url, password=password.get_secret_value() if password else None
+        settings.redis_url, password=password.get_secret_value() if password else None, **tls
     )
 
 
@@ -31,10 +38,7 @@ def connect_tables(settings: Settings) -> redis.Redis | RedisCluster:
     store = settings.table_store
     if not store.startswith(("redis://", "rediss://")):
         return connect(settings)
-    password = settings.redis_password
-    config = parse_store_config(
-        store, app_defaults={"password": password.get_secret_value() if password else None}
-    )
+    config = parse_store_config(store, app_defaults=app_store_defaults(settings))
     if config.cluster:
         return RedisCluster(**config.client_kwargs())
     return redis.Redis(**config.client_kwargs())

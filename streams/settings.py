@@ -29,6 +29,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_BUS_OFFSET = 10_000
 MAX_CLUSTER_PORT = 65_535 - CLUSTER_BUS_OFFSET - 2
 
+#: The local Kafka cluster's nodes, and the ports they take from local_kafka_cluster_port
+#: on: a client port per node, then a controller port per node.
+KAFKA_CLUSTER_NODES = 3
+MAX_KAFKA_CLUSTER_PORT = 65_535 - 2 * KAFKA_CLUSTER_NODES + 1
+
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -106,6 +111,11 @@ class Settings(BaseSettings):
         "redis-server (redis://127.0.0.1:local_redis_port/0).",
     )
     redis_password: SecretStr | None = None
+    redis_ssl_cafile: Path | None = Field(
+        None,
+        description="CA bundle to verify a rediss:// server (redis_url and the table "
+        "store) signed by a private CA; unset means the system's CAs.",
+    )
     redis_key_prefix: str = Field(
         "fraudstream", description="Namespace of every key fraudstream writes to Redis."
     )
@@ -179,6 +189,20 @@ class Settings(BaseSettings):
         description="First of the three ports of the local Redis Cluster (`fraudstream infra "
         "up --only redis-cluster`); each node's cluster bus listens 10000 above its port.",
     )
+    local_kafka_cluster_port: int = Field(
+        9192,
+        ge=1,
+        le=MAX_KAFKA_CLUSTER_PORT,
+        description="First of the six ports of the local three-broker Kafka cluster "
+        "(`fraudstream infra up --only kafka-cluster`): nodes 1-3 take client ports P, "
+        "P+1, P+2 and controller ports P+3, P+4, P+5.",
+    )
+    local_kafka_cluster_heap: str = Field(
+        "512m",
+        pattern=r"^\d+[mg]$",
+        description="Heap of each local Kafka cluster node (three JVMs: smaller than "
+        "local_kafka_heap).",
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -221,6 +245,7 @@ class Settings(BaseSettings):
         if self.local_kafka_port == self.local_kafka_controller_port:
             raise ValueError("local_kafka_port and local_kafka_controller_port must differ")
         self._check_cluster_ports()
+        self._check_kafka_cluster_ports()
         return self
 
     def _check_cluster_ports(self) -> None:
@@ -240,6 +265,28 @@ class Settings(BaseSettings):
                 f"buses {bus}-{bus + 2}), which collide with {', '.join(taken)}"
             )
 
+    def _check_kafka_cluster_ports(self) -> None:
+        """The local Kafka cluster's six ports must not be any other local service's."""
+        first = self.local_kafka_cluster_port
+        last = first + 2 * KAFKA_CLUSTER_NODES - 1
+        redis_bus = self.local_redis_cluster_port + CLUSTER_BUS_OFFSET
+        others = {
+            "local_kafka_port": {self.local_kafka_port},
+            "local_kafka_controller_port": {self.local_kafka_controller_port},
+            "local_redis_port": {self.local_redis_port},
+            "local_redis_cluster_port": {
+                *self.local_redis_cluster_ports,
+                *range(redis_bus, redis_bus + 3),
+            },
+        }
+        taken = [name for name, ports in others.items() if ports & set(range(first, last + 1))]
+        if taken:
+            raise ValueError(
+                f"local_kafka_cluster_port={first} takes ports {first}-{last} (clients and "
+                f"controllers of {KAFKA_CLUSTER_NODES} nodes), which collide with "
+                f"{', '.join(taken)}"
+            )
+
     @property
     def local_redis_cluster_ports(self) -> list[int]:
         """The client ports of the three local Redis Cluster nodes."""
@@ -249,6 +296,22 @@ class Settings(BaseSettings):
     def local_redis_cluster_url(self) -> str:
         """The table store URL of the local Redis Cluster (any node leads to all)."""
         return f"redis://127.0.0.1:{self.local_redis_cluster_port}/0?cluster=true"
+
+    @property
+    def local_kafka_cluster_ports(self) -> list[int]:
+        """The client ports of the local Kafka cluster's nodes 1, 2, 3."""
+        return [self.local_kafka_cluster_port + i for i in range(KAFKA_CLUSTER_NODES)]
+
+    @property
+    def local_kafka_cluster_controller_ports(self) -> list[int]:
+        """The controller (KRaft quorum) ports of the local Kafka cluster's nodes 1, 2, 3."""
+        first = self.local_kafka_cluster_port + KAFKA_CLUSTER_NODES
+        return [first + i for i in range(KAFKA_CLUSTER_NODES)]
+
+    @property
+    def local_kafka_cluster_bootstrap(self) -> str:
+        """The bootstrap servers of the local Kafka cluster: every node."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.local_kafka_cluster_ports)
 
     def topic(self, name: str) -> str:
         """Return the full topic name for a logical name, with the configured prefix."""

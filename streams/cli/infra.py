@@ -1,7 +1,8 @@
 """``fraudstream infra up|down|status``: the local Kafka broker and redis-server.
 
-``--only redis-cluster`` works on the local three-master Redis Cluster instead, which
-the commands leave alone otherwise.
+``--only redis-cluster`` works on the local three-master Redis Cluster instead, and
+``--only kafka-cluster`` on the local three-broker Kafka cluster; the commands leave both
+alone otherwise.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ Only = Annotated[
     ServiceName | None,
     typer.Option(
         "--only",
-        help="Just kafka, just redis, or redis-cluster: the local Redis Cluster, "
-        "which only --only redis-cluster starts.",
+        help="Just kafka, just redis, or one of the clusters only --only starts: "
+        "redis-cluster (three Redis masters) or kafka-cluster (three KRaft brokers, "
+        "replication factor 3, for fault tolerance tests).",
     ),
 ]
 

@@ -3,6 +3,9 @@
 Layout under ``settings.local_dir / "kafka"``: ``lib-<version>/`` (jars), ``data/`` (the
 log directory, formatted once), ``logs/`` (server.log), ``server.properties`` (rendered
 from deploy/local/kafka), ``kafka.pid`` and ``kafka.out`` (the JVM's own output).
+
+The nodes of the local three-broker cluster (:mod:`streams.localinfra.kafkacluster`) are
+this class on other ports, homes and templates; they share its ``lib-<version>/``.
 """
 
 from __future__ import annotations
@@ -33,11 +36,27 @@ class LocalKafka(LocalService):
     stop_timeout_s = 60.0
     port_settings = "FRAUDSTREAM_LOCAL_KAFKA_PORT and FRAUDSTREAM_LOCAL_KAFKA_CONTROLLER_PORT"
 
-    def __init__(self, settings: Settings, deploy_dir: Path = DEPLOY_DIR) -> None:
+    #: The directory under deploy/local holding the server.properties template.
+    template = "kafka"
+
+    def __init__(
+        self,
+        settings: Settings,
+        deploy_dir: Path = DEPLOY_DIR,
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        home: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.deploy_dir = deploy_dir
-        self.home = settings.local_dir / "kafka"
-        self.lib_dir = self.home / f"lib-{settings.local_kafka_version}"
+        self.port = settings.local_kafka_port if port is None else port
+        self.controller_port = (
+            settings.local_kafka_controller_port if controller_port is None else controller_port
+        )
+        self.home = settings.local_dir / "kafka" if home is None else home
+        # Always the single broker's: every local node runs the same jars, resolved once.
+        self.lib_dir = settings.local_dir / "kafka" / f"lib-{settings.local_kafka_version}"
         self.data_dir = self.home / "data"
         self.logs_dir = self.home / "logs"
         self.config_file = self.home / "server.properties"
@@ -49,12 +68,12 @@ class LocalKafka(LocalService):
                 log_file=self.home / "kafka.out",
                 marker=str(self.config_file),
             ),
-            ports=[settings.local_kafka_port, settings.local_kafka_controller_port],
+            ports=[self.port, self.controller_port],
         )
 
     def answers(self) -> bool:
         """Whether the broker answers a metadata request on its client listener."""
-        if not port_is_open("127.0.0.1", self.settings.local_kafka_port):
+        if not port_is_open("127.0.0.1", self.port):
             return False
         local = self.settings.model_copy(
             update={
@@ -68,27 +87,40 @@ class LocalKafka(LocalService):
         """Resolve the jars, render the config, format storage; return the JVM command."""
         java = _java()
         self._resolve_jars()
-        template = Template((self.deploy_dir / "kafka" / "server.properties").read_text())
         self.home.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(
-            template.substitute(
-                broker_port=self.settings.local_kafka_port,
-                controller_port=self.settings.local_kafka_controller_port,
-                data_dir=self.data_dir,
-            )
-        )
+        self.config_file.write_text(self.render_config())
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._format_storage(java)
         return [
             *self._jvm(java),
-            "-Xms256m",
-            f"-Xmx{self.settings.local_kafka_heap}",
+            *self.heap_options(),
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
             "kafka.Kafka",
             str(self.config_file),
         ]
+
+    def template_values(self) -> dict[str, object]:
+        """What the config template's placeholders are filled with."""
+        return {
+            "broker_port": self.port,
+            "controller_port": self.controller_port,
+            "data_dir": self.data_dir,
+        }
+
+    def render_config(self) -> str:
+        """The server.properties text: the template with its placeholders filled."""
+        template = Template((self.deploy_dir / self.template / "server.properties").read_text())
+        return template.substitute(self.template_values())
+
+    def heap_options(self) -> list[str]:
+        """The JVM's heap flags."""
+        return ["-Xms256m", f"-Xmx{self.settings.local_kafka_heap}"]
+
+    def cluster_id(self) -> str:
+        """The id to format the log directory with: a new one, a cluster of one node."""
+        return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
     def log_files(self) -> list[Path]:
         """The JVM output and the broker's server.log."""
@@ -142,7 +174,6 @@ class LocalKafka(LocalService):
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             [
                 *self._jvm(java),
@@ -150,7 +181,7 @@ class LocalKafka(LocalService):
                 "format",
                 "--ignore-formatted",
                 "-t",
-                cluster_id,
+                self.cluster_id(),
                 "-c",
                 str(self.config_file),
             ],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,10 +58,29 @@ def is_retryable(exc: BaseException) -> bool:
     answers that refresh raises ``RedisClusterException`` (not a ``ConnectionError``)
     from the last connection error; it is the same outage, so it is retried too. Other
     ``RedisClusterException`` (a usage error, cluster mode off on the node) are not.
+
+    A refused password and a server certificate the CA does not vouch for are not
+    retried either, although redis-py raises both as ``ConnectionError``: they are the
+    settings' fault, the same call fails forever, and retrying would leave a worker
+    waiting behind a single warning instead of failing with the reason.
     """
+    if is_misconfigured(exc):
+        return False
     if isinstance(exc, RETRYABLE):
         return True
-    return isinstance(exc, RedisClusterException) and isinstance(exc.__cause__, RETRYABLE)
+    cause = exc.__cause__
+    return isinstance(exc, RedisClusterException) and cause is not None and is_retryable(cause)
+
+
+def is_misconfigured(exc: BaseException) -> bool:
+    """Whether Redis refused the password, or TLS refused the server's certificate.
+
+    redis-py raises a failed certificate check as a ``ConnectionError`` made while
+    handling the ``ssl`` error, so the latter is its ``__context__``.
+    """
+    return isinstance(exc, redis.AuthenticationError) or isinstance(
+        exc.__context__, ssl.SSLCertVerificationError
+    )
 
 
 # KEYS[1]: offsets hash; KEYS[2..]: entry keys.

@@ -3,20 +3,21 @@
 ``redis://[:password@]host[:port][/db]?option=value&...`` (``rediss://`` for TLS; add
 ``cluster=true`` for a Redis Cluster, reached through any of its nodes). Table
 options (``app.Table(..., options={...})``) override URL options, which override the
-environment (FRAUDSTREAM_REDIS_PASSWORD, FRAUDSTREAM_REDIS_KEY_PREFIX), which override
-the defaults below. Pure: parsing only, no connection.
+app's settings (``app_store_defaults``), which override the environment
+(FRAUDSTREAM_REDIS_PASSWORD, FRAUDSTREAM_REDIS_SSL_CAFILE, FRAUDSTREAM_REDIS_KEY_PREFIX),
+which override the defaults below. Pure: parsing only, no connection.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from yarl import URL
 
-from streams.settings import env_var
+from streams.settings import Settings, env_var
 
 #: Entities quiet for longer than this vanish from Redis (the longest feature window,
 #: 30 days plus the 7-day terminal delay, plus margin). 0 keeps entries forever.
@@ -40,7 +41,8 @@ class StoreConfig:
     port: int
     db: int
     tls: bool
-    password: str | None
+    #: Kept out of ``repr``: a config in a log line or a traceback must not show it.
+    password: str | None = field(repr=False)
     namespace: str
     ttl_s: int
     changelog: bool
@@ -82,8 +84,9 @@ def parse_store_config(
 ) -> StoreConfig:
     """Combine the store URL, the table options, the app's settings and the environment.
 
-    Precedence: table options, URL query, ``app_defaults`` (``namespace`` and
-    ``password`` from the fraudstream settings of the app), environment, defaults.
+    Precedence: table options, URL query, ``app_defaults`` (``namespace``, ``password``
+    and ``tls_ca_file`` from the fraudstream settings of the app: see
+    ``app_store_defaults``), environment, defaults.
 
     Raises:
         StoreConfigError: an unknown option, a bad value, an unsupported scheme, or a
@@ -150,9 +153,27 @@ def parse_store_config(
         if flush_interval is None
         else _positive_float("flush_interval", flush_interval),
         socket_timeout_s=_positive_float("socket_timeout", merged.get("socket_timeout", 5.0)),
-        tls_ca_file=merged.get("tls_ca_file"),
+        tls_ca_file=merged.get("tls_ca_file")
+        or app_defaults.get("tls_ca_file")
+        or environ.get(env_var("redis_ssl_cafile")),
         cluster=cluster,
     )
+
+
+def app_store_defaults(settings: Settings) -> dict[str, Any]:
+    """The store defaults taken from the fraudstream settings (``app_defaults`` above).
+
+    The password and the CA of a private-CA ``rediss://`` server reach every store this
+    way rather than through its URL: Faust logs store URLs, and a table would otherwise
+    need both repeated in its own URL to connect to the Redis ``redis_url`` points at.
+    """
+    password = settings.redis_password
+    cafile = settings.redis_ssl_cafile
+    return {
+        "namespace": settings.redis_key_prefix,
+        "password": password.get_secret_value() if password else None,
+        "tls_ca_file": str(cafile) if cafile else None,
+    }
 
 
 def _boolean(name: str, value: Any) -> bool:

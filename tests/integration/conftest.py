@@ -19,8 +19,14 @@ import pytest
 import redis
 
 from streams.app import create_app
-from streams.localinfra import ServiceError, local_services
-from streams.settings import CLUSTER_BUS_OFFSET, Settings
+from streams.localinfra import (
+    LocalKafka,
+    LocalKafkaCluster,
+    LocalRedisCluster,
+    ServiceError,
+    local_services,
+)
+from streams.settings import CLUSTER_BUS_OFFSET, KAFKA_CLUSTER_NODES, Settings
 from streams.tablestore import RedisStore
 
 
@@ -148,6 +154,71 @@ def free_cluster_port() -> Callable[[], int]:
         raise RuntimeError("no three consecutive free ports (and buses) below the ephemeral range")
 
     return pick
+
+
+@pytest.fixture(scope="session")
+def free_kafka_cluster_port() -> Callable[[], int]:
+    """A function returning a first port P with P..P+5 free for a local Kafka cluster
+    (three client ports, then three controller ports), all below the ephemeral range (see
+    the free_port fixture)."""
+    low, _ = _ephemeral_range()
+    span = 2 * KAFKA_CLUSTER_NODES
+
+    def pick() -> int:
+        for _ in range(1000):
+            first = random.randint(20_000, low - span)
+            if all(_port_is_free(first + i) for i in range(span)):
+                return first
+        raise RuntimeError(f"no {span} consecutive free ports below the ephemeral range")
+
+    return pick
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    base_settings: Settings,
+    free_kafka_cluster_port: Callable[[], int],
+) -> Iterator[LocalKafkaCluster]:
+    """The local three-broker Kafka cluster on free ports in a temporary local_dir, not
+    started: tests start it (a no-op when it runs), so a test that stopped or crashed a
+    node leaves nothing broken for the next. Stopped at the end of the session.
+
+    It uses the jars the single broker resolved (`fraudstream infra up` ran before the
+    tests), linked in rather than resolved again.
+    """
+    jars = LocalKafka(base_settings).lib_dir
+    if not (jars / ".complete").exists():
+        pytest.fail(f"no Kafka jars in {jars}: run `fraudstream infra up` before the tests")
+    settings = Settings(
+        local_dir=tmp_path_factory.mktemp("kafka-cluster") / "local",
+        local_kafka_cluster_port=free_kafka_cluster_port(),
+    )
+    linked = LocalKafka(settings).lib_dir
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(jars, target_is_directory=True)
+    made = LocalKafkaCluster(settings)
+    yield made
+    made.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory, free_cluster_port: Callable[[], int]
+) -> Iterator[LocalRedisCluster]:
+    """The local three-master Redis Cluster on free ports in a temporary local_dir,
+    started; stopped at the end of the session."""
+    made = LocalRedisCluster(
+        Settings(
+            local_dir=tmp_path_factory.mktemp("redis-cluster"),
+            local_redis_cluster_port=free_cluster_port(),
+        )
+    )
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ started with the test's settings as ``FRAUDSTREAM_*`` variables, as a user would
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import subprocess
@@ -20,14 +21,23 @@ from urllib.error import URLError
 
 import numpy as np
 import polars as pl
+import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.cluster import RedisCluster
 
-from features.spec import DEFAULT_FEATURES
+from features import dataset
+from features.online import EntityState
+from features.spec import DEFAULT_FEATURES, Entity
 from models.estimators import BASELINE_PARAMS, ModelKind, feature_matrix, fit, fraud_labels
 from models.registry import ModelRegistry
 from models.training import feature_baseline
+from streams.contracts import DecodeError, decode_alert, decode_score
 from streams.kafka import client_options
+from streams.pipeline import TERMINAL_TABLE
+from streams.pipeline.terminals import terminal_partition
+from streams.records import alert_id
 from streams.settings import Settings
+from streams.tablestore.keys import entry_key, partition_prefix
 
 
 @dataclass(frozen=True)
@@ -242,3 +252,103 @@ def by_tx(values: Iterator[tuple[str, dict[str, float]]]) -> dict[str, list[dict
     for tx_id, features in values:
         out.setdefault(tx_id, []).append(features)
     return out
+
+
+def scored_ids(messages: list[Message]) -> set[str]:
+    """The transaction ids of the score records among ``messages``."""
+    ids = set()
+    for message in messages:
+        record = decode_score(message.value)
+        if not isinstance(record, DecodeError):
+            ids.add(record.tx_id)
+    return ids
+
+
+def terminal_mismatches(
+    settings: Settings, client: redis.Redis | RedisCluster, transactions: pl.DataFrame
+) -> list[str]:
+    """Terminals whose stored transaction times differ from the dataset's (in retention)."""
+    partitions = settings.topic_partitions
+    times = (
+        transactions.select(dataset.TERMINAL_ID, t=pl.col(dataset.TX_TIME).dt.epoch("ms"))
+        .group_by(dataset.TERMINAL_ID)
+        .agg(pl.col("t").sort())
+    )
+    wrong = []
+    for terminal, expected in times.iter_rows():
+        partition = terminal_partition(terminal.encode(), partitions)
+        prefix = partition_prefix(
+            settings.redis_key_prefix, settings.app_id, TERMINAL_TABLE, partition
+        )
+        raw = client.get(entry_key(prefix, terminal.encode()))
+        assert raw is None or isinstance(raw, bytes)
+        state = EntityState() if raw is None else EntityState.from_bytes(raw)
+        newest = expected[-1]
+        kept = [t for t in expected if t > newest - DEFAULT_FEATURES.retention_ms(Entity.TERMINAL)]
+        if state.event_times() != kept:
+            wrong.append(terminal)
+    return wrong
+
+
+def check_outputs(settings: Settings, offline: pl.DataFrame, version: str) -> int:
+    """Check what the workers produced after crashes: outputs at least once, state exact.
+
+    Every transaction of ``offline`` has a score record; every score record holds the
+    offline engine's customer and transaction features (customer state is exact however
+    often a transaction ran); every transaction that scored at or above the threshold has
+    its alert, with the stable alert id; nothing was dead-lettered.
+
+    Returns:
+        How many score records repeat a transaction already scored: the visible trace of
+        a crash that made a worker process events again.
+    """
+    names = settings.topic_names
+    scores = read_topic(settings, names["scores"])
+    alerts = read_topic(settings, names["alerts"])
+    assert read_topic(settings, names["dlq"]) == []
+    exact = offline.rows_by_key(dataset.TX_ID, named=True, unique=True)
+    customer = [f.name for f in DEFAULT_FEATURES.features if f.entity is not Entity.TERMINAL]
+    above: set[str] = set()
+    threshold = None
+    replayed = 0
+    seen: set[str] = set()
+    for message in scores:
+        record = decode_score(message.value)
+        assert not isinstance(record, DecodeError)
+        replayed += record.tx_id in seen
+        seen.add(record.tx_id)
+        threshold = record.threshold
+        for name in customer:
+            assert math.isclose(
+                record.features[name], float(exact[record.tx_id][name]), abs_tol=1e-9
+            ), (record.tx_id, name)
+        if record.score >= record.threshold:
+            above.add(record.tx_id)
+    assert seen == set(offline[dataset.TX_ID].to_list())
+    assert threshold is not None
+    alerted: dict[str, str] = {}
+    for message in alerts:
+        alert = decode_alert(message.value)
+        assert not isinstance(alert, DecodeError)
+        assert alert.alert_id == alert_id(alert.tx_id, version)
+        alerted[alert.tx_id] = alert.alert_id
+    assert set(alerted) == above, (len(alerted), len(above))
+    assert len(above) > 50
+    return replayed
+
+
+def wait_until_applied(
+    settings: Settings, client: redis.Redis | RedisCluster, transactions: pl.DataFrame
+) -> None:
+    """Wait until every transaction has a score record and every terminal state in Redis
+    holds exactly its transactions (the terminal agents run behind the scorers)."""
+    everyone = set(transactions[dataset.TX_ID].to_list())
+
+    def all_scored(messages: list[Message]) -> bool:
+        return len(messages) >= len(everyone) and len(scored_ids(messages)) == len(everyone)
+
+    read_topic(settings, settings.topic_names["scores"], until=all_scored, timeout_s=120)
+    deadline = time.monotonic() + 60
+    while terminal_mismatches(settings, client, transactions):
+        assert time.monotonic() < deadline, "terminal states never caught up"
+        time.sleep(1)

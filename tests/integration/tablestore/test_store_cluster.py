@@ -43,20 +43,8 @@ OpenStore = Callable[..., Awaitable[RedisStore]]
 
 
 @pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, free_cluster_port: Callable[[], int]
-) -> Iterator[LocalRedisCluster]:
-    made = LocalRedisCluster(
-        Settings(
-            local_dir=tmp_path_factory.mktemp("cluster"),
-            local_redis_cluster_port=free_cluster_port(),
-        )
-    )
-    try:
-        made.start()
-        yield made
-    finally:
-        made.stop()
+def cluster(redis_cluster: LocalRedisCluster) -> LocalRedisCluster:
+    return redis_cluster
 
 
 @pytest.fixture(scope="module")
