@@ -184,6 +184,7 @@ class LocalKafka(LocalService):
                 self.cluster_id(),
                 "-c",
                 str(self.config_file),
+                *self.format_options(),
             ],
             capture_output=True,
             text=True,
@@ -193,6 +194,10 @@ class LocalKafka(LocalService):
             raise ServiceError(
                 "kafka storage format failed:\n" + (result.stdout + result.stderr)[-2000:]
             )
+
+    def format_options(self) -> list[str]:
+        """More arguments of the storage tool's ``format`` (a SCRAM user, say): none here."""
+        return []
 
 
 def _java() -> str:

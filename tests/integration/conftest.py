@@ -100,9 +100,10 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
-    """A function returning a free TCP port on 127.0.0.1, outside the ephemeral range.
+    """A function returning a free TCP port on 127.0.0.1, outside the ephemeral range,
+    never the same twice in a session.
 
     Ports from the ephemeral range (what binding to port 0 gives) can be taken at any
     moment by an outgoing connection, and a connect to one of them can even connect to

@@ -21,9 +21,6 @@ The certificates come from ``trustme``: a CA made for the test and nothing else.
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,43 +30,13 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from streams.kafka import broker_answers
-from streams.localinfra import LocalKafka, LocalRedis, ServiceError
+from streams.localinfra import LocalKafka, LocalRedis
 from streams.localinfra.process import port_is_open
 from streams.redisclient import connect
 from streams.settings import Settings
 
 #: The SASL mechanism of the secured broker's clients (PLAIN is enabled besides it).
 SCRAM = "SCRAM-SHA-512"
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1, below the ephemeral range.
-
-    The same rule as the ``free_port`` fixture of conftest.py (see why there), for
-    module-scoped fixtures, which cannot use that function-scoped fixture.
-    """
-    low = _ephemeral_low()
-    picked: list[int] = []
-    for _ in range(1000 * count):
-        port = random.randint(20_000, low - 1)
-        if port in picked:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        picked.append(port)
-        if len(picked) == count:
-            return picked
-    raise RuntimeError("not enough free ports below the ephemeral range")
 
 
 @dataclass(frozen=True)
@@ -214,35 +181,15 @@ class SecuredKafka(LocalKafka):
             return False
         return asyncio.run(broker_answers(self.client, timeout_s=3.0))
 
-    def _format_storage(self, java: str) -> None:
-        """Format the log directory with the client's SCRAM user in the metadata log."""
+    def format_options(self) -> list[str]:
+        """The client's SCRAM user, written into the metadata log at format time."""
         password = self.client.kafka_sasl_password
         assert password is not None  # SASL_SSL settings have one
         scram = (
             f"{SCRAM}=[name={self.client.kafka_sasl_username},"
             f"password={password.get_secret_value()}]"
         )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                *self._jvm(java),
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                self.cluster_id(),
-                "-c",
-                str(self.config_file),
-                "--add-scram",
-                scram,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ServiceError(
-                "kafka storage format failed:\n" + (result.stdout + result.stderr)[-2000:]
-            )
+        return ["--add-scram", scram]
 
 
 class SecuredRedis(LocalRedis):

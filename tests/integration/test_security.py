@@ -30,7 +30,7 @@ import pytest
 import redis
 from faust.auth import SASLCredentials
 from faust.types.auth import AuthProtocol, SASLMechanism
-from secured import SCRAM, SecuredKafka, SecuredRedis, Tls, free_ports, make_tls
+from secured import SCRAM, SecuredKafka, SecuredRedis, Tls, make_tls
 from typer.testing import CliRunner
 
 from features.simulator import SimulationConfig, simulate, write_dataset
@@ -75,7 +75,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, Pat
 
 @pytest.fixture(scope="module")
 def secured_base(
-    local_infra: Settings, tmp_path_factory: pytest.TempPathFactory, tls: Tls
+    local_infra: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    tls: Tls,
+    free_port: Callable[[], int],
 ) -> Iterator[Settings]:
     """Start the secured broker and redis-server; yield the settings of their clients.
 
@@ -84,7 +87,7 @@ def secured_base(
     whatever happened (a failed start stops its own process already).
     """
     home = tmp_path_factory.mktemp("secured")
-    kafka_port, controller_port, internal_port, redis_port = free_ports(4)
+    kafka_port, controller_port, internal_port, redis_port = (free_port() for _ in range(4))
     client = Settings(
         kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
         kafka_security_protocol="SASL_SSL",
