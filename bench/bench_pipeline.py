@@ -334,6 +334,9 @@ class Throughput:
     load_after: str
     final: list[dict[str, float]]
     per_worker: str = ""
+    #: CPU of each of ``Bench.service_cpu``'s entries in the steady window: seconds per
+    #: second (cores), the numbers behind ``services``.
+    service_shares: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -621,10 +624,11 @@ async def measure(
     for before, after in zip(lo.cpu, hi.cpu, strict=True):
         cpu += (after or 0.0) - (before or 0.0)
     window_s = hi.at - lo.at
-    services = ", ".join(
-        f"{name} {((hi.services[name] or 0.0) - (before or 0.0)) / window_s:.0%}"
+    service_shares = {
+        name: ((hi.services[name] or 0.0) - (before or 0.0)) / window_s
         for name, before in lo.services.items()
-    )
+    }
+    services = ", ".join(f"{name} {share:.0%}" for name, share in service_shares.items())
     per_worker = ""
     if len(workers) > 1:
         shares = [
@@ -657,6 +661,7 @@ async def measure(
         load_after=load_after,
         final=last,
         per_worker=per_worker,
+        service_shares=service_shares,
     )
 
 
