@@ -15,9 +15,7 @@ sort it across partitions, say) knows when to flush it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -25,7 +23,12 @@ from typing import Any, Final, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from streams.kafka import BrokerUnavailableError, client_options
+from streams.kafka import (
+    BrokerUnavailableError,
+    bootstrap_failures,
+    client_options,
+    unavailable_error,
+)
 from streams.settings import Settings
 
 #: Longest wait for one fetch in follow mode; a fetch returns as soon as a message arrives,
@@ -145,22 +148,6 @@ def start_offsets(
     return offsets
 
 
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """Silence a library logger for a moment.
-
-    aiokafka logs an ERROR line per unreachable bootstrap server before raising; the
-    caller reports the failure in its own words, once.
-    """
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 class AlertFeed:
     """The messages of the alerts topic from a start position, as an async iterator.
 
@@ -224,8 +211,11 @@ class AlertFeed:
         servers = self._settings.kafka_bootstrap_servers
         try:
             async with asyncio.timeout(self._timeout_s):
-                with _quiet("aiokafka"):
-                    await consumer.start()
+                with bootstrap_failures() as caught:
+                    try:
+                        await consumer.start()
+                    except KafkaConnectionError as exc:
+                        raise unavailable_error(self._settings, exc, caught.failures) from exc
                 # All-topics metadata: asking for the topic by name could auto-create it on
                 # a broker that allows that. ``consumer.topics()`` sends the same request
                 # but keeps only the names; the partitions need the client (aiokafka is

@@ -313,11 +313,8 @@ def test_a_wrong_kafka_password_fails_at_once_in_one_line(
     assert stderr.count("\n") == 1, stderr
     assert stderr.startswith(f"fraudstream {command}: "), stderr
     assert secured.kafka_bootstrap_servers in stderr
-    if command == "replay":  # its first step is ensure_topics: the reason is named
-        assert "refused the credentials of 'fraudstream'" in stderr, stderr
-        assert "Authentication failed" in stderr, stderr
-    # `alerts` reads through AlertFeed, which still says "no Kafka broker answers"
-    # with aiokafka's bare "Unable to bootstrap": one clear line, but not the cause.
+    assert "refused the credentials of 'fraudstream'" in stderr, stderr
+    assert "Authentication failed" in stderr, stderr
 
 
 def test_ensure_topics_with_a_wrong_password_raises_a_clear_error(secured: Settings) -> None:
