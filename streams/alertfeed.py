@@ -15,7 +15,9 @@ sort it across partitions, say) knows when to flush it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -148,6 +150,21 @@ def start_offsets(
     return offsets
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Keep a chatty library logger below ERROR for a moment.
+
+    The feed's own output is what a reader of `fraudstream alerts` or the demo wants.
+    """
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class AlertFeed:
     """The messages of the alerts topic from a start position, as an async iterator.
 
@@ -230,7 +247,8 @@ class AlertFeed:
         if not partitions:
             raise TopicMissingError(f"topic {self.topic} does not exist at {servers}")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
+        with _quiet("aiokafka.consumer.subscription_state"):  # an INFO line per assign
+            consumer.assign(tps)
         async with asyncio.timeout(self._timeout_s):
             beginnings = await consumer.beginning_offsets(tps)
             self._ends = await consumer.end_offsets(tps)
