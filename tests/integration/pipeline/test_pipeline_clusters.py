@@ -31,6 +31,7 @@ from features.offline import compute_features
 from features.simulator import SimulationConfig, simulate, write_dataset
 from streams.kafka import ensure_topics, product_topics
 from streams.localinfra import LocalKafkaCluster, LocalRedisCluster
+from streams.redisclient import connect_tables, delete_keys
 from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -73,17 +74,12 @@ def cluster_settings(
 
 
 @pytest.fixture
-def tables(redis_cluster: LocalRedisCluster, cluster_settings: Settings) -> Iterator[RedisCluster]:
-    password = redis_cluster.settings.redis_password
-    client = RedisCluster(
-        host="127.0.0.1",
-        port=redis_cluster.settings.local_redis_cluster_port,
-        password=password.get_secret_value() if password else None,
-    )
+def tables(cluster_settings: Settings) -> Iterator[RedisCluster]:
+    """The Redis Cluster the workers' tables live on, through the project's own client."""
+    client = connect_tables(cluster_settings)
+    assert isinstance(client, RedisCluster)
     yield client
-    keys = list(client.scan_iter(match=f"{cluster_settings.redis_key_prefix}*", count=1000))
-    for key in keys:
-        client.delete(key)
+    delete_keys(client, f"{cluster_settings.redis_key_prefix}*")
     client.close()
 
 
