@@ -31,8 +31,7 @@ from aiokafka.errors import KafkaError
 from streams.kafka import client_options
 from streams.localinfra.kafka import DEPLOY_DIR, LocalKafka
 from streams.localinfra.process import ServiceError, tail_of, wait_until
-from streams.localinfra.rediscluster import ClusterStatus
-from streams.localinfra.service import LocalService, ServiceStatus
+from streams.localinfra.service import LocalCluster, ServiceStatus
 from streams.settings import KAFKA_CLUSTER_NODES, Settings
 
 #: The node ids, which are also the nodes' positions in the port layout.
@@ -109,7 +108,7 @@ class LocalKafkaClusterNode(LocalKafka):
         return pid
 
 
-class LocalKafkaCluster(LocalService):
+class LocalKafkaCluster(LocalCluster[LocalKafkaClusterNode]):
     """Three local KRaft nodes forming one Kafka cluster: start, stop, status."""
 
     name = "kafka-cluster"
@@ -118,11 +117,9 @@ class LocalKafkaCluster(LocalService):
     port_settings = "FRAUDSTREAM_LOCAL_KAFKA_CLUSTER_PORT"
 
     def __init__(self, settings: Settings, deploy_dir: Path = DEPLOY_DIR) -> None:
-        self.settings = settings
-        self.nodes = [LocalKafkaClusterNode(settings, i, deploy_dir) for i in NODE_IDS]
-        # The base class's own process is the first node's; the life cycle below works
-        # on every node.
-        super().__init__(self.nodes[0].process, [p for n in self.nodes for p in n.ports])
+        super().__init__(
+            settings, [LocalKafkaClusterNode(settings, i, deploy_dir) for i in NODE_IDS]
+        )
 
     @property
     def address(self) -> str:
@@ -152,14 +149,6 @@ class LocalKafkaCluster(LocalService):
         """Whether every node answers and the cluster's metadata lists all of them."""
         return all(node.answers() for node in self.nodes) and self.brokers() == set(NODE_IDS)
 
-    def prepare(self) -> list[str]:
-        """No single command line: :meth:`start` starts each node with its own."""
-        raise NotImplementedError("a cluster starts its nodes one by one: call start()")
-
-    def log_files(self) -> list[Path]:
-        """Every node's logs."""
-        return [path for node in self.nodes for path in node.log_files()]
-
     def start(self) -> str:
         """Start the nodes not running, all at once; wait until the cluster has 3 brokers.
 
@@ -181,9 +170,7 @@ class LocalKafkaCluster(LocalService):
                 raise ServiceError("; ".join(errors))
             self._wait_until_answering()
         except (ServiceError, OSError):
-            for node, running in zip(self.nodes, was_running, strict=True):
-                if not running:
-                    node.stop()
+            self.stop_started(was_running)
             raise
         return (
             f"{self.name} started at {self.address} "
@@ -204,10 +191,7 @@ class LocalKafkaCluster(LocalService):
 
     def status(self) -> ServiceStatus:
         """The cluster answers when every node does and the metadata lists all three."""
-        nodes = tuple(node.status() for node in self.nodes)
-        pids = [node.pid for node in nodes if node.pid is not None]
-        answering = all(n.answering for n in nodes) and self.brokers() == set(NODE_IDS)
-        return ClusterStatus(self.name, self.address, pids[0] if pids else None, answering, nodes)
+        return self.cluster_status(self.answers())
 
     def _wait_until_answering(self) -> None:
         try:

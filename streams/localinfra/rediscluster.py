@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from streams.localinfra.kafka import DEPLOY_DIR
@@ -28,7 +27,7 @@ from streams.localinfra.process import (
     wait_until,
 )
 from streams.localinfra.redis import LocalRedis
-from streams.localinfra.service import LocalService, ServiceStatus
+from streams.localinfra.service import LocalCluster, ServiceStatus
 from streams.settings import CLUSTER_BUS_OFFSET, Settings
 
 #: Longest ``redis-cli --cluster create`` may take (it waits for the nodes to agree).
@@ -65,23 +64,7 @@ class LocalRedisClusterNode(LocalRedis):
         return {**super().template_values(), "nodes_file": self.nodes_file}
 
 
-@dataclass(frozen=True)
-class ClusterStatus(ServiceStatus):
-    """The cluster's status, and each node's: a half-running cluster says which half."""
-
-    nodes: tuple[ServiceStatus, ...] = ()
-
-    def __str__(self) -> str:
-        head = super().__str__()
-        if self.pid is None:
-            return head
-        states = (
-            f"{n.address} pid {n.pid}" if n.pid else f"{n.address} stopped" for n in self.nodes
-        )
-        return f"{head} [{', '.join(states)}]"
-
-
-class LocalRedisCluster(LocalService):
+class LocalRedisCluster(LocalCluster[LocalRedisClusterNode]):
     """Three local masters joined into one Redis Cluster: start, stop, status."""
 
     name = "redis-cluster"
@@ -89,14 +72,13 @@ class LocalRedisCluster(LocalService):
     port_settings = "FRAUDSTREAM_LOCAL_REDIS_CLUSTER_PORT"
 
     def __init__(self, settings: Settings, deploy_dir: Path = DEPLOY_DIR) -> None:
-        self.settings = settings
-        self.nodes = [
-            LocalRedisClusterNode(settings, port, deploy_dir)
-            for port in settings.local_redis_cluster_ports
-        ]
-        # The base class's own process is the first node's; the life cycle below works
-        # on every node.
-        super().__init__(self.nodes[0].process, [p for n in self.nodes for p in n.ports])
+        super().__init__(
+            settings,
+            [
+                LocalRedisClusterNode(settings, port, deploy_dir)
+                for port in settings.local_redis_cluster_ports
+            ],
+        )
 
     @property
     def address(self) -> str:
@@ -116,14 +98,6 @@ class LocalRedisCluster(LocalService):
                 return False
         return True
 
-    def prepare(self) -> list[str]:
-        """No single command line: :meth:`start` starts each node with its own."""
-        raise NotImplementedError("a cluster starts its nodes one by one: call start()")
-
-    def log_files(self) -> list[Path]:
-        """Every node's logs."""
-        return [path for node in self.nodes for path in node.log_files()]
-
     def start(self) -> str:
         """Start the nodes not running, join them if new; wait until the cluster is ok.
 
@@ -139,9 +113,7 @@ class LocalRedisCluster(LocalService):
             created = self._create_if_new()
             self._wait_until_answering()
         except ServiceError:
-            for node, running in zip(self.nodes, was_running, strict=True):
-                if not running:
-                    node.stop()
+            self.stop_started(was_running)
             raise
         how = "created and started" if created else "started"
         return f"{self.name} {how} at {self.address} (store URL {self.store_url})"
@@ -153,11 +125,7 @@ class LocalRedisCluster(LocalService):
 
     def status(self) -> ServiceStatus:
         """The cluster answers when every node does with cluster_state:ok."""
-        nodes = tuple(node.status() for node in self.nodes)
-        pids = [node.pid for node in nodes if node.pid is not None]
-        return ClusterStatus(
-            self.name, self.address, pids[0] if pids else None, self.answers(), nodes
-        )
+        return self.cluster_status(self.answers())
 
     def _create_if_new(self) -> bool:
         """Join the nodes into a cluster unless they already form one; return if created.

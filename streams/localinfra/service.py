@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from streams.localinfra.process import (
     ManagedProcess,
@@ -19,6 +20,7 @@ from streams.localinfra.process import (
     tail_of,
     wait_until,
 )
+from streams.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,61 @@ class LocalService(ABC):
             alive=lambda: self.process.pid() is not None,
             what=f"{self.name} at {self.address}",
         )
+
+
+@dataclass(frozen=True)
+class ClusterStatus(ServiceStatus):
+    """A cluster's status, and each node's: a half-running cluster says which half."""
+
+    nodes: tuple[ServiceStatus, ...] = ()
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if self.pid is None:
+            return head
+        states = (
+            f"{n.address} pid {n.pid}" if n.pid else f"{n.address} stopped" for n in self.nodes
+        )
+        return f"{head} [{', '.join(states)}]"
+
+
+NodeT = TypeVar("NodeT", bound=LocalService)
+
+
+class LocalCluster(LocalService, Generic[NodeT]):
+    """Several local services (the nodes) that together are one service, a cluster.
+
+    Each node keeps the life cycle of a single service (its own pid file, start, stop);
+    the cluster starts, stops and reports them together. Subclasses say how the nodes
+    come up together and when the cluster as a whole answers.
+    """
+
+    def __init__(self, settings: Settings, nodes: Sequence[NodeT]) -> None:
+        self.settings = settings
+        self.nodes: list[NodeT] = list(nodes)
+        # The base class's own process is the first node's; the life cycle works on
+        # every node.
+        super().__init__(self.nodes[0].process, [p for n in self.nodes for p in n.ports])
+
+    def prepare(self) -> list[str]:
+        """No single command line: :meth:`start` starts each node with its own."""
+        raise NotImplementedError("a cluster starts its nodes one by one: call start()")
+
+    def log_files(self) -> list[Path]:
+        """Every node's logs."""
+        return [path for node in self.nodes for path in node.log_files()]
+
+    def cluster_status(self, answering: bool) -> ClusterStatus:
+        """The cluster's status from its nodes', with whether the cluster as a whole answers."""
+        nodes = tuple(node.status() for node in self.nodes)
+        pids = [node.pid for node in nodes if node.pid is not None]
+        return ClusterStatus(self.name, self.address, pids[0] if pids else None, answering, nodes)
+
+    def stop_started(self, was_running: Sequence[bool]) -> None:
+        """Stop the nodes a failed start started, so that it leaves nothing behind."""
+        for node, running in zip(self.nodes, was_running, strict=True):
+            if not running:
+                node.stop()
 
 
 #: How long a start waits for a port to be released before calling it taken.
