@@ -1460,17 +1460,22 @@ def interrupt(signum: int, task: asyncio.Task[None]) -> None:
     task.cancel()
 
 
+def stop_on_signals() -> None:
+    """Cancel the running task on SIGINT/SIGTERM, via `interrupt` (cleanup still runs)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt, signum, task)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     base = Settings()
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     bench = Bench(args, base, run, tmp)
     bench.logs.mkdir()
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, interrupt, signum, task)
+    stop_on_signals()
     for service in local_services(base):
         bench.services[service.name] = service.process.pid()
     load_start = load()

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -60,7 +59,6 @@ from bench_pipeline import (
     code_state,
     describe,
     free_port,
-    interrupt,
     load,
     measure,
     preload,
@@ -68,6 +66,7 @@ from bench_pipeline import (
     settings_used,
     setup,
     stop_all,
+    stop_on_signals,
 )
 
 from streams.kafka import client_options
@@ -421,11 +420,7 @@ async def main_async(args: argparse.Namespace, clusters: Clusters) -> None:
         f"{clusters.started}"
     )
     bench.logs.mkdir()
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, interrupt, signum, task)
+    stop_on_signals()
     load_start = load()
     bench.code_at_start = code_state()
     print(f"run {run}; {bench.code_at_start}; {os.cpu_count()} CPUs; load {load_start}")
