@@ -63,11 +63,14 @@ def compute_features(
     Returns:
         The input rows, sorted by ``(tx_time, tx_id)``, with ``tx_time`` as
         `features.dataset.TIMESTAMP`, and one column per feature appended in the
-        feature set's order.
+        feature set's order. A ``tx_id`` that occurs more than once keeps its first row
+        in that order, as the live scorer counts a transaction delivered twice once
+        (`features.online.DuplicateTransactionError`; live, an id is recognised within
+        the customer's allowed lateness).
 
     Raises:
-        ValueError: A required column is missing or has nulls, ``tx_time`` is not a
-            datetime, or ``tx_id`` is not unique.
+        ValueError: A required column is missing or has nulls, or ``tx_time`` is not a
+            datetime.
     """
     frame = _canonical(transactions)
     time_ms = frame[dataset.TX_TIME].dt.epoch("ms").to_numpy()
@@ -109,9 +112,10 @@ def _canonical(transactions: pl.DataFrame) -> pl.DataFrame:
     with_nulls = [c for c, k in zip(dataset.REQUIRED_COLUMNS, nulls, strict=True) if k]
     if with_nulls:
         raise ValueError(f"required columns with nulls: {with_nulls}")
+    frame = frame.sort([dataset.TX_TIME, dataset.TX_ID], maintain_order=True)
     if frame[dataset.TX_ID].n_unique() != frame.height:
-        raise ValueError(f"{dataset.TX_ID} is not unique")
-    return frame.sort([dataset.TX_TIME, dataset.TX_ID])
+        frame = frame.unique(subset=[dataset.TX_ID], keep="first", maintain_order=True)
+    return frame
 
 
 def _as_timestamp(column: str, dtype: pl.Datetime) -> pl.Expr:

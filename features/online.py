@@ -31,6 +31,11 @@ report's event time for its terminal is its transaction's time):
   of its own time over what has arrived (later transactions are not in its windows), and
   every later read sees it as if it had arrived in order. Its windows are complete,
   because retention covers its reach.
+- Transaction whose id the state already holds (entities whose policy dedupes: the
+  customer; ids are kept for the transactions within the allowed lateness of the
+  watermark): refused with `DuplicateTransactionError`, no state changed; ``identical``
+  says whether time, amount and peer are those stored (a producer's retry) or not (an id
+  reused for another payment). The offline engine keeps the first row of an id.
 - Transaction more than ``allowed_lateness`` behind the watermark: refused with
   `EventTooOldError`, no state changed (its windows would reach history already dropped:
   any number computed would disagree with the offline engine). The agent sends it to the
@@ -93,8 +98,14 @@ KEEPS_PEERS: Final = 4
 KEEPS_FRAUDS: Final = 8
 LAYOUT_SET: Final = 16
 KEEPS_REPORT_TIMES: Final = 32
+#: Ids of the newest transactions (`EntityState.tx_ids`). Not one of the `_COLUMNS`: a
+#: state written before it was kept lacks only the ids of its past transactions, so its
+#: history stays (a retry of those is not recognised, nothing else changes).
+KEEPS_TX_IDS: Final = 64
 _COLUMNS: Final = KEEPS_AMOUNTS | KEEPS_PEERS | KEEPS_FRAUDS | KEEPS_REPORT_TIMES
-_LAYOUT: Final = _COLUMNS | LAYOUT_SET
+_LAYOUT: Final = _COLUMNS | LAYOUT_SET | KEEPS_TX_IDS
+#: Count of `EntityState.tx_ids`, after the other columns when the state keeps them.
+_ID_COUNT: Final = struct.Struct("<I")
 _BIG_ENDIAN: Final = sys.byteorder == "big"
 #: Peer fingerprints remembered per entity kind (a few MB at most).
 _FINGERPRINT_MEMO: Final = 65_536
@@ -105,6 +116,7 @@ AMOUNT_BYTES: Final = 8
 PEER_BYTES: Final = 4
 FRAUD_BYTES: Final = 4 + 8
 REPORT_TIME_BYTES: Final = 8
+TX_ID_BYTES: Final = 8
 
 if (
     array("I").itemsize != TIME_BYTES or array("Q").itemsize != 8 or array("q").itemsize != 8
@@ -129,6 +141,20 @@ class EventTooOldError(ValueError):
         self.entity = entity
         self.lateness_ms = lateness_ms
         self.allowed_ms = allowed_ms
+
+
+class DuplicateTransactionError(ValueError):
+    """The state already holds a transaction with this id; nothing was changed.
+
+    Attributes:
+        identical: Whether the stored transaction has the same time, amount and peer (a
+            delivery repeated by a producer or a replay), or not (the id was reused).
+    """
+
+    def __init__(self, entity: Entity, tx_id: str, identical: bool) -> None:
+        what = "the same transaction again" if identical else "with other content"
+        super().__init__(f"{entity.value} already has transaction {tx_id!r:.80}: {what}")
+        self.identical = identical
 
 
 class StateLayoutError(ValueError):
@@ -157,6 +183,10 @@ class EntityState:
         fraud_reported: When each fraud was reported (epoch milliseconds, aligned with
             ``fraud_times``), when the entity's features need it (else empty). Absolute,
             not an offset: a report may come long after the base moved.
+        tx_ids: Fingerprints of the ids (`features.aggregations.report_fingerprint`) of
+            the newest transactions, aligned with the tail of ``times``
+            (``times[len(times) - len(tx_ids):]``), for entities that dedupe; it covers
+            at least every transaction within the allowed lateness of the watermark.
         overflow: Events dropped because the state was full, or because a new feature
             set needed a column this state never kept (0 in a healthy system).
         layout: Which columns the state keeps (``KEEPS_*`` bits, with ``LAYOUT_SET``
@@ -173,6 +203,7 @@ class EntityState:
         "overflow",
         "peers",
         "times",
+        "tx_ids",
         "watermark_ms",
     )
 
@@ -185,6 +216,7 @@ class EntityState:
         self.fraud_times: array[int] = array("I")
         self.fraud_ids: array[int] = array("Q")
         self.fraud_reported: array[int] = array("q")
+        self.tx_ids: array[int] = array("Q")
         self.overflow = 0
         self.layout = 0
 
@@ -223,7 +255,7 @@ class EntityState:
             raise ValueError(f"inconsistent state: {self!r}")
         if len(self.fraud_reported) != (
             len(self.fraud_times) if layout & KEEPS_REPORT_TIMES else 0
-        ):
+        ) or len(self.tx_ids) > (n if layout & KEEPS_TX_IDS else 0):
             raise ValueError(f"inconsistent state: {self!r}")
         header = _HEADER.pack(
             _FORMAT_VERSION,
@@ -242,6 +274,8 @@ class EntityState:
         parts += [_little(self.fraud_times), _little(self.fraud_ids)]
         if layout & KEEPS_REPORT_TIMES:
             parts.append(_little(self.fraud_reported))
+        if layout & KEEPS_TX_IDS:
+            parts += [_ID_COUNT.pack(len(self.tx_ids)), _little(self.tx_ids)]
         return b"".join(parts)
 
     @classmethod
@@ -270,6 +304,14 @@ class EntityState:
             + m * FRAUD_BYTES
             + (m * REPORT_TIME_BYTES if flags & KEEPS_REPORT_TIMES else 0)
         )
+        ids = 0
+        if flags & KEEPS_TX_IDS:
+            if len(data) < expected + _ID_COUNT.size:
+                raise ValueError(f"state has {len(data)} bytes, too short for its id count")
+            (ids,) = _ID_COUNT.unpack_from(data, expected)
+            if ids > n:
+                raise ValueError(f"state has {ids} transaction ids for {n} transactions")
+            expected += _ID_COUNT.size + ids * TX_ID_BYTES
         if len(data) != expected:
             raise ValueError(f"state has {len(data)} bytes, its header says {expected}")
         view = memoryview(data)
@@ -287,8 +329,17 @@ class EntityState:
         at = _load(state.fraud_times, view, at, m)
         at = _load(state.fraud_ids, view, at, m)
         if flags & KEEPS_REPORT_TIMES:
-            _load(state.fraud_reported, view, at, m)
+            at = _load(state.fraud_reported, view, at, m)
+        if flags & KEEPS_TX_IDS:
+            _load(state.tx_ids, view, at + _ID_COUNT.size, ids)
         return state
+
+
+def _align_ids(state: EntityState) -> None:
+    """After the oldest transactions were dropped: ids cover at most every transaction."""
+    excess = len(state.tx_ids) - len(state.times)
+    if excess > 0:
+        del state.tx_ids[:excess]
 
 
 def _little(values: array[int] | array[float]) -> bytes:
@@ -329,6 +380,7 @@ class EntityWindows:
         keeps_peers: Whether states keep peer fingerprints.
         keeps_frauds: Whether states keep fraud reports.
         keeps_report_times: Whether states keep when each fraud was reported.
+        keeps_tx_ids: Whether states keep their newest transactions' ids (dedupe).
         layout: The `EntityState.layout` of states these windows keep.
     """
 
@@ -365,6 +417,7 @@ class EntityWindows:
         self.keeps_peers = StateColumn.PEER in required
         self.keeps_frauds = StateColumn.FRAUD in required
         self.keeps_report_times = StateColumn.REPORTED in required
+        self.keeps_tx_ids = policy.dedupe
         if self.keeps_report_times and not self.keeps_frauds:
             raise ValueError(f"{entity.value}: report times need the FRAUD column too")
         self.layout = (
@@ -373,6 +426,7 @@ class EntityWindows:
             | (KEEPS_PEERS if self.keeps_peers else 0)
             | (KEEPS_FRAUDS if self.keeps_frauds else 0)
             | (KEEPS_REPORT_TIMES if self.keeps_report_times else 0)
+            | (KEEPS_TX_IDS if self.keeps_tx_ids else 0)
         )
 
     @property
@@ -382,10 +436,12 @@ class EntityWindows:
             TIME_BYTES
             + (AMOUNT_BYTES if self.keeps_amounts else 0)
             + (PEER_BYTES if self.keeps_peers else 0)
+            + (TX_ID_BYTES if self.keeps_tx_ids else 0)
         )
         per_fraud = FRAUD_BYTES + (REPORT_TIME_BYTES if self.keeps_report_times else 0)
         frauds = self.max_frauds * per_fraud if self.keeps_frauds else 0
-        return _HEADER.size + self.max_events * per_event + frauds
+        ids = _ID_COUNT.size if self.keeps_tx_ids else 0
+        return _HEADER.size + self.max_events * per_event + frauds + ids
 
     def check(self, state: EntityState, time_ms: int) -> None:
         """Refuse a transaction that is later than the allowed lateness.
@@ -402,7 +458,13 @@ class EntityWindows:
             raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
 
     def update_into(
-        self, state: EntityState, time_ms: int, amount: float, peer_id: str, out: list[float]
+        self,
+        state: EntityState,
+        time_ms: int,
+        amount: float,
+        peer_id: str,
+        out: list[float],
+        tx_id: str | None = None,
     ) -> None:
         """Apply a transaction to its entity's state and write the entity's features.
 
@@ -414,14 +476,45 @@ class EntityWindows:
             amount: Transaction amount.
             peer_id: The other party (the terminal, for a customer).
             out: The feature vector to write into.
+            tx_id: The transaction's id, for entities that dedupe (None: not checked,
+                not remembered).
 
         Raises:
             EventTooOldError: The transaction is too late; nothing was changed.
+            DuplicateTransactionError: The state holds a transaction with this id;
+                nothing was changed.
         """
         watermark = state.watermark_ms
         if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
             raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
-        self._update(state, time_ms, amount, peer_id, out)
+        fingerprint = self.check_duplicate(state, tx_id, time_ms, amount, peer_id)
+        self._update(state, time_ms, amount, peer_id, out, fingerprint)
+
+    def check_duplicate(
+        self, state: EntityState, tx_id: str | None, time_ms: int, amount: float, peer_id: str
+    ) -> int | None:
+        """Refuse a transaction whose id the state holds; return the id's fingerprint.
+
+        Returns:
+            The fingerprint to remember the id by, or None when this entity does not
+            dedupe or no id is given.
+
+        Raises:
+            DuplicateTransactionError: The id is among the state's newest transactions.
+        """
+        if tx_id is None or not self.keeps_tx_ids:
+            return None
+        fingerprint = report_fingerprint(tx_id)
+        ids = state.tx_ids
+        if fingerprint in ids:
+            at = len(state.times) - len(ids) + ids.index(fingerprint)
+            identical = (
+                state.times[at] == time_ms - state.base_ms
+                and (not self.keeps_amounts or state.amounts[at] == amount)
+                and (not self.keeps_peers or state.peers[at] == self._fingerprint(peer_id))
+            )
+            raise DuplicateTransactionError(self.entity, tx_id, identical)
+        return fingerprint
 
     def read_into(
         self,
@@ -458,7 +551,11 @@ class EntityWindows:
         if refuse_late:
             if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
                 raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
-            if state.layout != self.layout and state.layout and self.layout & ~state.layout:
+            if (
+                state.layout != self.layout
+                and state.layout
+                and self.layout & ~state.layout & _COLUMNS
+            ):
                 raise StateLayoutError(
                     f"{self.entity.value} state keeps columns {state.layout:#x}, these "
                     f"features need {self.layout:#x}: it was written under another feature set"
@@ -565,7 +662,7 @@ class EntityWindows:
         missing = self.layout & ~state.layout & _COLUMNS
         if state.layout and missing:
             state.overflow += len(state.times) + len(state.fraud_times)
-            for column in (state.times, state.amounts, state.peers):
+            for column in (state.times, state.amounts, state.peers, state.tx_ids):
                 del column[:]
             del state.fraud_times[:]
             del state.fraud_ids[:]
@@ -579,6 +676,8 @@ class EntityWindows:
             del state.fraud_ids[:]
         if not self.keeps_report_times:
             del state.fraud_reported[:]
+        if not self.keeps_tx_ids:
+            del state.tx_ids[:]
         state.layout = self.layout
 
     def _start(self, state: EntityState, time_ms: int) -> None:
@@ -609,6 +708,7 @@ class EntityWindows:
                 del state.amounts[:k]
             if self.keeps_peers:
                 del state.peers[:k]
+            _align_ids(state)
         frauds = state.fraud_times
         if frauds and frauds[0] <= offset:
             k = bisect_right(frauds, offset)
@@ -664,15 +764,43 @@ class EntityWindows:
         return fingerprint
 
     def _update(
-        self, state: EntityState, time_ms: int, amount: float, peer_id: str, out: list[float]
+        self,
+        state: EntityState,
+        time_ms: int,
+        amount: float,
+        peer_id: str,
+        out: list[float],
+        fingerprint: int | None = None,
     ) -> None:
-        """`update_into` once the lateness is checked."""
+        """`update_into` once the lateness (and the id: ``fingerprint``) is checked."""
         if state.layout != self.layout:
             self._conform(state)
         position = self._insert(state, time_ms, amount, peer_id)
         self._read(state, time_ms, amount, position, out)
+        if fingerprint is not None:
+            self._remember_id(state, position, fingerprint)
         if len(state.times) > self.max_events:
             self._bound(state)
+
+    def _remember_id(self, state: EntityState, position: int, fingerprint: int) -> None:
+        """Keep the id of the transaction just inserted; forget ids beyond the lateness.
+
+        Only transactions within the allowed lateness of the watermark can be applied,
+        so only their ids can meet a duplicate that is not refused as too late anyway.
+        A transaction inserted before the covered tail (possible only in a state written
+        before ids were kept) is not remembered.
+        """
+        ids = state.tx_ids
+        times = state.times
+        untracked = len(times) - 1 - len(ids)  # before the covered tail, this one aside
+        if position < untracked:
+            return
+        ids.insert(position - untracked, fingerprint)
+        assert state.watermark_ms is not None  # a transaction was just inserted
+        horizon = state.watermark_ms - self.allowed_lateness_ms - state.base_ms
+        first = len(times) - len(ids)
+        if times[first] < horizon:
+            del ids[: bisect_left(times, horizon) - first]
 
     def _bound(self, state: EntityState) -> None:
         """Enforce ``max_events``, oldest first."""
@@ -683,6 +811,7 @@ class EntityWindows:
                 del state.amounts[:excess]
             if self.keeps_peers:
                 del state.peers[:excess]
+            _align_ids(state)
             state.overflow += excess
 
     def _read(
@@ -784,7 +913,12 @@ class OnlineEngine:
         )
 
     def transaction(
-        self, time_ms: int, customer_id: str, terminal_id: str, amount: float
+        self,
+        time_ms: int,
+        customer_id: str,
+        terminal_id: str,
+        amount: float,
+        tx_id: str | None = None,
     ) -> list[float]:
         """Apply a transaction to its customer and terminal and return its feature vector.
 
@@ -793,26 +927,37 @@ class OnlineEngine:
             customer_id: The customer.
             terminal_id: The terminal.
             amount: The amount.
+            tx_id: The transaction's id (None: duplicates are not looked for).
 
         Returns:
             The features, in the feature set's order.
 
         Raises:
             EventTooOldError: Too late for one of its entities; no state was changed.
+            DuplicateTransactionError: An entity that dedupes holds this id; no state
+                was changed.
         """
         out = self.online.new_vector()
         self.online.transaction_into(time_ms, amount, out)
+        fingerprints: list[int | None] = []
         for windows, states, by_customer in self._tables:
-            key = customer_id if by_customer else terminal_id
+            key, peer = (customer_id, terminal_id) if by_customer else (terminal_id, customer_id)
             state = states.get(key)
+            fingerprint = None
             if state is not None:
                 windows.check(state, time_ms)
-        for windows, states, by_customer in self._tables:
+                fingerprint = windows.check_duplicate(state, tx_id, time_ms, amount, peer)
+            elif tx_id is not None and windows.keeps_tx_ids:
+                fingerprint = report_fingerprint(tx_id)
+            fingerprints.append(fingerprint)
+        for (windows, states, by_customer), fingerprint in zip(
+            self._tables, fingerprints, strict=True
+        ):
             key, peer = (customer_id, terminal_id) if by_customer else (terminal_id, customer_id)
             state = states.get(key)
             if state is None:
                 state = states[key] = EntityState()
-            windows._update(state, time_ms, amount, peer, out)  # checked above
+            windows._update(state, time_ms, amount, peer, out, fingerprint)  # checked above
         return out
 
     def fraud_report(
@@ -917,7 +1062,8 @@ def stream_events(transactions: pl.DataFrame) -> Iterator[StreamEvent]:
         )
     columns = list(StreamEvent._fields)
     events = pl.concat([p.select(columns) for p in parts]).sort(
-        ["time_ms", "is_transaction", "tx_id"]
+        ["time_ms", "is_transaction", "tx_id"],
+        maintain_order=True,  # rows of one id: as given
     )
     for row in events.iter_rows():
         yield StreamEvent(*row)
@@ -953,12 +1099,14 @@ def replay_online(
                 engine.expire(event.time_ms)
                 next_expiry = event.time_ms + expire_every_ms
         if event.is_transaction:
-            tx_ids.append(event.tx_id)
-            rows.append(
-                engine.transaction(
-                    event.time_ms, event.customer_id, event.terminal_id, event.amount
+            try:
+                row = engine.transaction(
+                    event.time_ms, event.customer_id, event.terminal_id, event.amount, event.tx_id
                 )
-            )
+            except DuplicateTransactionError:
+                continue  # counted once, as live
+            tx_ids.append(event.tx_id)
+            rows.append(row)
         else:
             engine.fraud_report(
                 event.tx_id, event.tx_time_ms, event.customer_id, event.terminal_id, event.time_ms

@@ -118,11 +118,17 @@ class EntityPolicy:
             an entity stays under it; past it the oldest are dropped and counted in the
             state's ``overflow`` (a metric for the agents). Sized far above real entities.
         max_frauds: Hard bound on the fraud reports one state holds, same rule.
+        dedupe: Whether states remember the ids of their transactions within the
+            allowed lateness, so that a transaction delivered twice (a producer's retry)
+            is counted once and an id reused with other content is refused
+            (`features.online.DuplicateTransactionError`). The customer's: its agent
+            reads Kafka records as producers wrote them.
     """
 
     allowed_lateness: timedelta
     max_events: int
     max_frauds: int
+    dedupe: bool = False
 
     @property
     def allowed_lateness_ms(self) -> int:
@@ -274,7 +280,7 @@ def _to_ms(value: timedelta, what: str) -> int:
 #: disorder comes from the source (acquirer batches), minutes at most in practice.
 #: 4,096 transactions in 31 days is 130 a day, far beyond any card we would score.
 CUSTOMER_POLICY: Final = EntityPolicy(
-    allowed_lateness=timedelta(days=1), max_events=4096, max_frauds=256
+    allowed_lateness=timedelta(days=1), max_events=4096, max_frauds=256, dedupe=True
 )
 
 #: Terminals: disorder also comes from merging customer partitions into the terminal

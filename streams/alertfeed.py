@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from streams.faustcompat import records as tolerant_records
 from streams.kafka import (
     BrokerUnavailableError,
     bootstrap_failures,
@@ -208,6 +209,7 @@ class AlertFeed:
             TopicMissingError: The topic does not exist.
             KafkaError: The broker refused a request (authorisation, say).
         """
+        tolerant_records.install()  # an odd header name must not stop the feed
         consumer = AIOKafkaConsumer(
             group_id=None,
             enable_auto_commit=False,

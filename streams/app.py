@@ -15,6 +15,7 @@ from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams import drain
+from streams.faustcompat import records as tolerant_records
 from streams.kafka import ssl_context
 from streams.settings import Settings
 from streams.tablestore.config import app_store_defaults
@@ -73,6 +74,8 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
     _use_app_fetch_wait()
     drain.install()
+    # A header name that is not UTF-8 must not crash the fetcher (streams.faustcompat.records).
+    tolerant_records.install()
     # Read by redis:// table stores: the key namespace, password and CA from these
     # settings, so the password never has to appear in a store URL (Faust logs those).
     app.redis_store_defaults = app_store_defaults(settings)  # type: ignore[attr-defined]

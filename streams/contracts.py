@@ -86,6 +86,10 @@ class Problem(StrEnum):
     WRONG_KEY = "wrong_key"  # the Kafka key is not the entity the topic is keyed by
     TOO_LARGE = "too_large"  # over the worker's message size limit, not read
     TOO_LATE = "too_late"  # later than the entity's allowed lateness: cannot be exact
+    FUTURE_EVENT = "future_event"  # event time ahead of the wall clock by more than the skew
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"  # a seen tx_id with other content
+    WRONG_PARTITION = "wrong_partition"  # not where the default partitioner puts its key
+    INTERNAL_ERROR = "internal_error"  # the worker failed on it: a bug, reported, not lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +113,21 @@ class DecodeError:
         """Kafka headers describing the problem, to send with the original bytes."""
         headers = [
             ("fraudstream-problem", self.problem.value.encode()),
-            ("fraudstream-reason", self.reason.encode()),
+            ("fraudstream-reason", _utf8(self.reason)),
         ]
         if self.field is not None:
-            headers.append(("fraudstream-field", self.field.encode()))
+            headers.append(("fraudstream-field", _utf8(self.field)))
         return headers
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 of a text that may come from input, lone surrogates written as escapes.
+
+    JSON allows lone surrogates (an escape of a code point from D800 to DFFF), and a
+    reason may quote them (the names of unknown fields): strict UTF-8 would raise on
+    them while the dead letter is built.
+    """
+    return text.encode("utf-8", "backslashreplace")
 
 
 class FieldProblem(Exception):  # noqa: N818 - it is a problem report, not an error class

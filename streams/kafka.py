@@ -237,12 +237,45 @@ def _topic_config(role: str, is_event_topic: bool) -> dict[str, str]:
     return {}
 
 
+#: Most digits a ``SENT_AT_HEADER`` value may have (epoch milliseconds until 2286).
+_SENT_AT_MAX_DIGITS: Final = 13
+
+
 def sent_at_ms(headers: Headers) -> int | None:
-    """Read the ``SENT_AT_HEADER`` of a consumed message; None when absent or malformed."""
+    """Read the ``SENT_AT_HEADER`` of a consumed message; None when absent or malformed.
+
+    Headers are untrusted input: a value may be null, not ASCII, or thousands of digits
+    (``int`` refuses more than 4,300). Only 1 to 13 ASCII digits are read; whether the
+    time is plausible is the caller's question (`plausible_sent_at_ms`).
+    """
     for name, value in header_items(headers):
         if name == SENT_AT_HEADER:
-            return int(value) if value.isdigit() else None
+            if (
+                isinstance(value, bytes)
+                and 0 < len(value) <= _SENT_AT_MAX_DIGITS
+                and value.isdigit()
+                and value.isascii()
+            ):
+                return int(value)
+            return None
     return None
+
+
+#: How far a producer's clock may be ahead of a worker's for its send times to be read.
+SENT_AT_MAX_AHEAD_MS: Final = 60_000
+
+
+def plausible_sent_at_ms(sent_ms: int | None, now_ms: int, max_age_ms: int) -> int | None:
+    """A producer's send time if it can be one: not ahead, not older than ``max_age_ms``.
+
+    A producer's clock set to 0, to 1970 or to 2099 would otherwise give an alert a
+    latency of decades (or of zero) and drag the latency histogram with it. Clocks of
+    different machines differ by milliseconds: up to `SENT_AT_MAX_AHEAD_MS` ahead is read
+    (a latency below zero is then counted as zero by the caller).
+    """
+    if sent_ms is None or sent_ms > now_ms + SENT_AT_MAX_AHEAD_MS or now_ms - sent_ms > max_age_ms:
+        return None
+    return sent_ms
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[TopicSpec]) -> list[str]:

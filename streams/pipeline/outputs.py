@@ -10,7 +10,7 @@ contracts (``streams.contracts``), so the fast path cannot drift from the schema
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -34,10 +34,27 @@ TRUNCATED_HEADER: Final = "fraudstream-truncated-from"
 MAX_DLQ_VALUE_BYTES: Final = 900_000
 
 Headers = list[tuple[str, bytes]]
+#: Headers of a consumed record, as Faust gives them (values may be null).
+InputHeaders = Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None
 
 #: ``producer.send(topic, key, value, partition, headers)``: queue a message; delivery is
 #: awaited by the table store's flush, not by the agents.
 Send = Callable[[str, bytes | None, bytes | None, int | None, Headers | None], Awaitable[Any]]
+
+
+#: Header names the dead-letter topic sets itself; an input's own copies (a dead letter
+#: replayed as it was) are not carried over, so each name appears once.
+DLQ_OWN_HEADERS: Final = frozenset(
+    {
+        "fraudstream-problem",
+        "fraudstream-reason",
+        "fraudstream-field",
+        SOURCE_TOPIC_HEADER,
+        SOURCE_PARTITION_HEADER,
+        SOURCE_OFFSET_HEADER,
+        TRUNCATED_HEADER,
+    }
+)
 
 
 def dlq_record(
@@ -47,23 +64,55 @@ def dlq_record(
     topic: str,
     partition: int,
     offset: int,
+    headers: InputHeaders = None,
 ) -> tuple[bytes | None, Headers]:
     """The dead-letter value and headers of a bad input record.
 
     The value is the original bytes, unchanged (cut to `MAX_DLQ_VALUE_BYTES` with a
-    header giving the original length); the headers say what was wrong and where the
-    record was, so it can be found, fixed and replayed.
+    header giving the original length); the headers are the input's own, in their order
+    (``traceparent`` and the like: the record can be replayed as it was once fixed),
+    followed by ours saying what was wrong and where the record was.
     """
-    headers = problem.dlq_headers()
-    headers += [
+    out = original_headers(headers)
+    out += problem.dlq_headers()
+    out += [
         (SOURCE_TOPIC_HEADER, topic.encode()),
         (SOURCE_PARTITION_HEADER, str(partition).encode()),
         (SOURCE_OFFSET_HEADER, str(offset).encode()),
     ]
     if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
-        headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+        out.append((TRUNCATED_HEADER, str(len(value)).encode()))
         value = value[:MAX_DLQ_VALUE_BYTES]
-    return value, headers
+    return value, out
+
+
+def original_headers(headers: InputHeaders) -> Headers:
+    """An input record's headers as they can be sent again.
+
+    A header name that is not UTF-8 reaches us with lone surrogates in place of its
+    bytes (``streams.faustcompat.records``); Kafka clients send names as UTF-8 only, so
+    such a name is sent with those bytes written as backslash escapes (byte FE as the four
+    characters backslash, x, f, e). A null value stays null.
+    """
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: Headers = []
+    for name, value in items:
+        if name in DLQ_OWN_HEADERS:
+            continue
+        if not name.isascii():
+            name = _sendable_name(name)
+        out.append((name, value))  # type: ignore[arg-type]  # null values are sent as such
+    return out
+
+
+def _sendable_name(name: str) -> str:
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that no undecodable byte stands for
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def score_value(
@@ -159,6 +208,7 @@ async def send_dead_letter(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
+        headers=message.headers,
     )
     await send(topic, event.key, value, None, headers)
     metrics.dlq.labels(problem=str(problem.problem)).inc()

@@ -160,7 +160,6 @@ def test_an_empty_dataset_gives_an_empty_frame() -> None:
     [
         (lambda f: f.drop(dataset.CUSTOMER_ID), "lacks required columns"),
         (lambda f: f.with_columns(pl.lit(None, pl.String).alias(dataset.TERMINAL_ID)), "nulls"),
-        (lambda f: f.with_columns(pl.lit("same").alias(dataset.TX_ID)), "not unique"),
         (lambda f: f.with_columns(pl.lit(1).alias(dataset.TX_TIME)), "must be a datetime"),
     ],
 )
@@ -174,3 +173,18 @@ def test_bad_datasets_are_refused_with_a_reason(change: object, message: str) ->
     assert callable(change)
     with pytest.raises(ValueError, match=message):
         compute_features(change(data))
+
+
+def test_a_transaction_id_seen_twice_keeps_its_first_row_as_the_live_scorer_does() -> None:
+    data = frame(
+        [
+            ("a", T0, "C1", "T1", 1.0, False, None),
+            ("a", T0, "C1", "T1", 1.0, False, None),  # delivered twice
+            ("b", T0 + timedelta(hours=1), "C1", "T2", 5.0, False, None),
+            ("b", T0 + timedelta(hours=2), "C1", "T3", 7.0, False, None),  # id reused
+        ]
+    )
+    out = compute_features(data, HANDBOOK_FEATURES)
+    assert out[dataset.TX_ID].to_list() == ["a", "b"]
+    assert out["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].to_list() == [1, 2]
+    assert out[dataset.AMOUNT].to_list() == [1.0, 5.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 
 from features.aggregations import Count, DistinctPeers
 from features.online import (
+    KEEPS_TX_IDS,
+    DuplicateTransactionError,
     EntityState,
     EventTooOldError,
     OnlineEngine,
@@ -57,13 +60,14 @@ def test_a_new_state_round_trips_through_30_bytes() -> None:
 def test_state_bytes_are_header_plus_fixed_bytes_per_event() -> None:
     engine = OnlineEngine()
     for k in range(10):
-        engine.transaction(T0 + k * HOUR, "C1", f"T{k % 3}", 10.0 + k)
+        engine.transaction(T0 + k * HOUR, "C1", f"T{k % 3}", 10.0 + k, f"tx{k}")
     engine.fraud_report("x", T0 + HOUR, "C1", "T1", T0 + 2 * HOUR)
     customer = engine.states[Entity.CUSTOMER]["C1"]
     terminal = engine.states[Entity.TERMINAL]["T1"]
-    # customer: time 4 + amount 8 + terminal fingerprint 4; terminal: time 4, report 12
-    # (transaction time and id) + 8 (when it was reported).
-    assert len(customer.to_bytes()) == 30 + 10 * 16
+    # customer: time 4 + amount 8 + terminal fingerprint 4, and the ids of the
+    # transactions within the day of allowed lateness (8 each, after a 4-byte count);
+    # terminal: time 4, report 12 (transaction time and id) + 8 (when it was reported).
+    assert len(customer.to_bytes()) == 30 + 10 * 16 + 4 + 10 * 8
     assert len(terminal.to_bytes()) == 30 + 3 * 4 + 1 * (12 + 8)
     for state in (customer, terminal):
         copy = EntityState.from_bytes(state.to_bytes())
@@ -137,7 +141,7 @@ def test_a_state_from_a_feature_set_with_other_columns_is_conformed_or_refused()
     )
     assert vector == [2.0]
     assert rich.overflow == 0
-    assert len(rich.to_bytes()) == 30 + 2 * 4
+    assert len(rich.to_bytes()) == 30 + 2 * 4 + 4  # times, and an empty list of ids
 
 
 def test_an_inconsistent_state_is_not_written() -> None:
@@ -150,8 +154,116 @@ def test_an_inconsistent_state_is_not_written() -> None:
 
 def test_the_default_bounds_in_bytes() -> None:
     windows = OnlineFeatures().entities
-    assert windows[Entity.CUSTOMER].max_state_bytes == 30 + 4096 * 16
+    assert windows[Entity.CUSTOMER].max_state_bytes == 30 + 4096 * (16 + 8) + 4
     assert windows[Entity.TERMINAL].max_state_bytes == 30 + 65_536 * 4 + 4096 * (12 + 8)
+
+
+# --- duplicates ---------------------------------------------------------------------------
+
+
+def test_a_transaction_delivered_twice_is_counted_once() -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0, "tx1")
+    before = engine.states[Entity.CUSTOMER]["C1"].to_bytes()
+    with pytest.raises(DuplicateTransactionError) as raised:
+        engine.transaction(T0, "C1", "T1", 10.0, "tx1")
+    assert raised.value.identical
+    assert engine.states[Entity.CUSTOMER]["C1"].to_bytes() == before
+    after = engine.transaction(T0 + HOUR, "C1", "T1", 20.0, "tx2")
+    assert customer_count(after, 1) == 2
+
+
+@pytest.mark.parametrize(
+    ("time", "amount", "terminal"),
+    [(T0 + 1, 10.0, "T1"), (T0, 10.5, "T1"), (T0, 10.0, "T9")],
+    ids=["time", "amount", "terminal"],
+)
+def test_an_id_reused_with_other_content_is_refused_as_conflicting(
+    time: int, amount: float, terminal: str
+) -> None:
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0, "tx1")
+    with pytest.raises(DuplicateTransactionError) as raised:
+        engine.transaction(time, "C1", terminal, amount, "tx1")
+    assert not raised.value.identical
+    assert len(engine.states[Entity.CUSTOMER]["C1"]) == 1
+
+
+def test_ids_are_kept_for_the_allowed_lateness_only_and_survive_the_bytes() -> None:
+    windows = OnlineFeatures().entities[Entity.CUSTOMER]
+    state = EntityState()
+    out = OnlineFeatures().new_vector()
+    for k in range(6):  # every 10 hours: the day of lateness holds the last three
+        windows.update_into(state, T0 + 10 * k * HOUR, 1.0, "T1", out, f"tx{k}")
+    assert len(state.tx_ids) == 3
+    copy = EntityState.from_bytes(state.to_bytes())
+    assert list(copy.tx_ids) == list(state.tx_ids)
+    with pytest.raises(DuplicateTransactionError):
+        windows.update_into(copy, T0 + 50 * HOUR, 1.0, "T1", out, "tx5")
+    # An out-of-order transaction within the lateness is remembered in its place.
+    windows.update_into(copy, T0 + 45 * HOUR, 2.0, "T2", out, "late")
+    with pytest.raises(DuplicateTransactionError) as raised:
+        windows.update_into(copy, T0 + 45 * HOUR, 2.0, "T2", out, "late")
+    assert raised.value.identical
+    assert len(copy.tx_ids) <= len(copy.times)
+
+
+def test_a_state_written_before_ids_were_kept_keeps_its_history() -> None:
+    """Upgrading to states with ids must not forget any card's transactions."""
+    windows = OnlineFeatures().entities[Entity.CUSTOMER]
+    state = EntityState()
+    out = OnlineFeatures().new_vector()
+    for k in range(3):
+        windows.update_into(state, T0 + k * HOUR, 1.0, "T1", out, f"tx{k}")
+    old = bytearray(state.to_bytes())
+    old[1] &= ~KEEPS_TX_IDS  # the flags byte as an older worker wrote it
+    old_state = EntityState.from_bytes(bytes(old[: len(old) - 4 - 3 * 8]))
+    assert old_state.tx_ids == array("Q")
+    windows.update_into(old_state, T0 + 3 * HOUR, 1.0, "T1", out, "tx3")
+    assert old_state.overflow == 0
+    assert len(old_state) == 4
+    assert customer_count(out, 1) == 4
+    assert len(old_state.tx_ids) == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3 * 24),  # hour
+            st.sampled_from(["a", "b", "c", "d"]),  # tx id
+            st.sampled_from([1.0, 2.0]),
+            st.sampled_from(["T1", "T2"]),
+        ),
+        max_size=30,
+    )
+)
+def test_any_stream_with_repeated_ids_matches_a_reference_that_counts_each_id_once(
+    events: list[tuple[int, str, float, str]],
+) -> None:
+    windows = OnlineFeatures().entities[Entity.CUSTOMER]
+    state = EntityState()
+    out = OnlineFeatures().new_vector()
+    kept: dict[str, tuple[int, float, str]] = {}
+    watermark: int | None = None
+    for hour, tx_id, amount, terminal in events:
+        time = T0 + hour * HOUR
+        state = EntityState.from_bytes(state.to_bytes())
+        try:
+            windows.update_into(state, time, amount, terminal, out, tx_id)
+        except EventTooOldError:
+            assert watermark is not None
+            assert watermark - time > DAY
+            continue
+        except DuplicateTransactionError as exc:
+            identical = exc.identical
+            assert identical == (kept[tx_id] == (time, amount, terminal))
+            continue
+        if tx_id in kept:  # forgotten: only beyond the lateness of the watermark
+            assert watermark is not None
+            assert kept[tx_id][0] < watermark - DAY
+        kept[tx_id] = (time, amount, terminal)
+        watermark = time if watermark is None else max(watermark, time)
+        assert len(state.tx_ids) <= len(state.times)
 
 
 # --- windows ------------------------------------------------------------------------------

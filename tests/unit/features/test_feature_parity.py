@@ -71,6 +71,21 @@ def test_offline_and_online_agree_on_every_feature_of_every_transaction(
     assert mismatches(offline_features, online, DEFAULT_FEATURES) == {}
 
 
+def test_transactions_delivered_twice_count_once_in_both_engines(
+    generated: pl.DataFrame, offline_features: pl.DataFrame
+) -> None:
+    """A producer's retry repeats rows: identical, or the same id with another amount."""
+    sample = generated.sample(n=400, seed=3)
+    repeated = sample.head(300)
+    reused = sample.tail(100).with_columns(pl.col(dataset.AMOUNT) + 1)
+    doubled = pl.concat([generated, repeated, reused])
+    offline = compute_features(doubled)
+    assert offline.height == generated.height
+    assert mismatches(offline_features, offline, DEFAULT_FEATURES) == {}
+    online = replay_online(doubled, expire_every_ms=DAY_MS)
+    assert mismatches(offline, online, DEFAULT_FEATURES) == {}
+
+
 def test_the_parity_check_catches_a_window_edge_moved_by_one_millisecond(
     generated: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
