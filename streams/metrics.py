@@ -114,6 +114,8 @@ class PipelineMetrics:
         event_to_alert_latency: Producer send time (Kafka header) to alert send, seconds.
         processing_latency: Per micro-batch, from taken off the stream to outputs sent.
         redis_flush: Duration of a table flush to Redis, by ``table``.
+        refused_partitions: Source partitions a table leaves unprocessed, by ``table``:
+            Redis lost their state and the log no longer holds every event to rebuild it.
         model_info: 1 for the label ``version`` of the active model, no other series.
         terminal_lag: Newest scored event time minus newest terminal event time,
             seconds; NaN until both are known.
@@ -203,6 +205,14 @@ class PipelineMetrics:
             "Duration of a table flush to Redis, by table.",
             ["table"],
             buckets=REDIS_FLUSH_BUCKETS,
+            registry=r,
+        )
+
+        self.refused_partitions = Gauge(
+            "fraudstream_table_refused_partitions",
+            "Source partitions a table leaves unprocessed: Redis lost their state and the "
+            "log no longer holds every event to rebuild it.",
+            ["table"],
             registry=r,
         )
 

@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -84,19 +84,35 @@ def is_misconfigured(exc: BaseException) -> bool:
 
 
 # KEYS[1]: offsets hash; KEYS[2..]: entry keys.
-# ARGV[1]: owner token; ARGV[2]: TTL in ms (0: none); ARGV[3]: number of offset fields m;
-# then m (field, value) pairs; then per entry key an op ('s' set, 'd' delete) and a value.
+# ARGV[1]: owner token; ARGV[2]: TTL in ms (0: none); ARGV[3]: the flush sequence the
+# writer last saw (-1: unknown, not checked); ARGV[4]: number of offset fields m; then m
+# (field, value) pairs; then per entry key an op ('s' set, 'd' delete) and a value.
+# Returns the partition's new flush sequence. The sequence found may also be one more
+# than expected: this very flush ran already and its reply was lost (a retried round).
 _FLUSH_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner_generation')
 if owner and owner ~= ARGV[1] then
   return redis.error_reply('FENCED partition owned by ' .. owner)
 end
-local m = tonumber(ARGV[3])
+local found = tonumber(redis.call('HGET', KEYS[1], 'flush_seq') or '0')
+local expected = tonumber(ARGV[3])
+local next_seq = found + 1
+if expected >= 0 then
+  if found ~= expected and found ~= expected + 1 then
+    return redis.error_reply('LOST ' .. found .. ' ' .. expected)
+  end
+  next_seq = expected + 1
+end
+if not owner then
+  redis.call('HSET', KEYS[1], 'owner_generation', ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'flush_seq', next_seq)
+local m = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[2])
 for i = 0, m - 1 do
-  redis.call('HSET', KEYS[1], ARGV[4 + 2 * i], ARGV[5 + 2 * i])
+  redis.call('HSET', KEYS[1], ARGV[5 + 2 * i], ARGV[6 + 2 * i])
 end
-local base = 4 + 2 * m
+local base = 5 + 2 * m
 for k = 2, #KEYS do
   local op = ARGV[base + 2 * (k - 2)]
   if op == 's' then
@@ -109,14 +125,15 @@ for k = 2, #KEYS do
     redis.call('DEL', KEYS[k])
   end
 end
-return #KEYS - 1
+return next_seq
 """
 
-# KEYS[1]: offsets hash; ARGV[1]: the claiming owner token. Returns the previous owner.
+# KEYS[1]: offsets hash; ARGV[1]: the claiming owner token.
+# Returns the previous owner (nil: none) and the partition's flush sequence.
 _CLAIM_SCRIPT = """
 local previous = redis.call('HGET', KEYS[1], 'owner_generation')
 redis.call('HSET', KEYS[1], 'owner_generation', ARGV[1])
-return previous
+return {previous, redis.call('HGET', KEYS[1], 'flush_seq') or '0'}
 """
 
 
@@ -131,6 +148,32 @@ class PartitionWrite:
     prefix: bytes
     entries: Mapping[bytes, bytes | None]  # Redis key -> value (None deletes)
     offsets: Mapping[bytes, int]  # offsets-hash field -> offset
+    #: The flush sequence the writer last saw for the partition; -1: not checked.
+    expected_sequence: int = -1
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claiming a partition found there."""
+
+    previous_owner: bytes | None
+    #: The partition's flush sequence (0: never flushed, or Redis forgot it).
+    sequence: int
+
+
+@dataclass
+class FlushOutcome:
+    """How each partition of a flush fared."""
+
+    #: Partitions another worker owns now: their writes were refused.
+    fenced: set[bytes] = field(default_factory=set)
+    #: The owner token Redis holds for each fenced partition.
+    fenced_by: dict[bytes, bytes] = field(default_factory=dict)
+    #: Partitions whose flush sequence in Redis is behind the one expected (Redis lost
+    #: acknowledged writes): prefix -> the sequence found. Their writes were refused.
+    lost: dict[bytes, int] = field(default_factory=dict)
+    #: Partitions written: prefix -> their new flush sequence.
+    sequences: dict[bytes, int] = field(default_factory=dict)
 
 
 class Backoff:
@@ -142,6 +185,8 @@ class Backoff:
         self.cap_s = cap_s
         self._down_since: float | None = None
         self._next_s = first_s
+        #: Outages over so far: whoever must check Redis after one compares counts.
+        self.outages_ended = 0
 
     def failed(self, exc: BaseException) -> float:
         """Record a failure; return how long to wait before the next try."""
@@ -164,6 +209,7 @@ class Backoff:
             )
             self._down_since = None
             self._next_s = self.first_s
+            self.outages_ended += 1
 
 
 class RedisBackend:
@@ -242,6 +288,11 @@ class RedisBackend:
             self._backoff.succeeded()
             return result
 
+    @property
+    def outages_ended(self) -> int:
+        """How many outages have ended: Redis may have restarted and forgotten writes."""
+        return self._backoff.outages_ended
+
     def wait_while_down(self) -> None:
         """Block while an outage lasts, so the worker processes (and acks) nothing.
 
@@ -316,28 +367,41 @@ class RedisBackend:
         fields = self.retrying(lambda: self.client.hgetall(offsets_key(prefix)))
         return {_as_bytes(k) or b"": _as_bytes(v) or b"" for k, v in fields.items()}
 
+    def record_fields(self, prefix: bytes, fields: Mapping[bytes, bytes | int]) -> None:
+        """Set fields of a partition's offsets hash (HSET), whatever they held."""
+        mapping: dict[Any, Any] = dict(fields)
+        if mapping:
+            self.retrying(lambda: self.client.hset(offsets_key(prefix), mapping=mapping))
+
     def record_offset_if_absent(self, prefix: bytes, field: bytes, offset: int) -> None:
         """Set one offset of a partition unless one is stored already (HSETNX)."""
         self.retrying(lambda: self.client.hsetnx(offsets_key(prefix), field, offset))
 
     def claim(self, prefixes: Sequence[bytes], owner: str) -> list[bytes | None]:
-        """Make ``owner`` the only writer of these partitions; return the previous owners.
+        """Make ``owner`` the only writer of these partitions; return the previous owners."""
+        return [claim.previous_owner for claim in self.claim_partitions(prefixes, owner)]
+
+    def claim_partitions(self, prefixes: Sequence[bytes], owner: str) -> list[Claim]:
+        """Make ``owner`` the only writer of these partitions; say what each held.
 
         One script call and round trip per partition: redis-py's cluster pipeline runs
         no scripts, and claims happen only at rebalances. Each call is retried alone; a
         claim that ran but whose answer was lost returns ``owner`` on its retry, so the
         caller drops that partition's cache: safe.
         """
-        return [
-            _as_bytes(
-                self.retrying(
-                    partial(self._run_script, _CLAIM_SCRIPT, [offsets_key(prefix)], [owner])
-                )
+        claims = []
+        for prefix in prefixes:
+            previous, sequence = self.retrying(
+                partial(self._run_script, _CLAIM_SCRIPT, [offsets_key(prefix)], [owner])
             )
-            for prefix in prefixes
-        ]
+            claims.append(Claim(_as_bytes(previous), int(sequence)))
+        return claims
 
     async def write(self, writes: Sequence[PartitionWrite], owner: str) -> set[bytes]:
+        """Flush partitions without sequence checks; return the fenced prefixes."""
+        return (await self.write_checked(writes, owner)).fenced
+
+    async def write_checked(self, writes: Sequence[PartitionWrite], owner: str) -> FlushOutcome:
         """Flush partitions atomically, each in one script and its own round trip.
 
         One round trip per partition, not one pipeline for all: Redis runs a client's
@@ -351,45 +415,56 @@ class RedisBackend:
         noted while the other partitions are still written; any other error reply is
         raised once every partition was tried.
 
-        Returns:
-            The prefixes of partitions that were fenced (owned by another worker now):
-            their writes were refused and must be dropped by the caller.
-        """
-        if not writes:
-            return set()
+        A partition whose flush sequence in Redis is not the one its writer expects
+        ("LOST") is refused too: Redis went back in time, and writing on top of what it
+        holds now would make the lost span unrecoverable.
 
-        def run() -> list[Exception | None]:
-            results: list[Exception | None] = []
+        Returns:
+            The partitions fenced (owned by another worker now) and lost (Redis forgot
+            writes it acknowledged): their writes were refused and the caller must deal
+            with them; and the new flush sequence of every partition written.
+        """
+        outcome = FlushOutcome()
+        if not writes:
+            return outcome
+
+        def run() -> list[Exception | int]:
+            results: list[Exception | int] = []
             for write in writes:
                 keys: list[bytes] = [offsets_key(write.prefix)]
-                args: list[bytes | str | int] = [owner, self.ttl_ms, len(write.offsets)]
-                for field, offset in write.offsets.items():
-                    args += [field, offset]
+                args: list[bytes | str | int] = [
+                    owner,
+                    self.ttl_ms,
+                    write.expected_sequence,
+                    len(write.offsets),
+                ]
+                for name, offset in write.offsets.items():
+                    args += [name, offset]
                 for key, value in write.entries.items():
                     keys.append(key)
                     args += [b"d", b""] if value is None else [b"s", value]
                 # An error reply of one partition (FENCED) must not keep the others
                 # from being written; connection errors abort the round and retry it.
                 try:
-                    self._run_script(_FLUSH_SCRIPT, keys, args)
+                    results.append(int(self._run_script(_FLUSH_SCRIPT, keys, args)))
                 except redis.ResponseError as exc:
                     if is_retryable(exc):  # a cluster failing over: retry the round
                         raise
                     results.append(exc)
-                else:
-                    results.append(None)
             return results
 
         results = await self.retrying_async(run, in_thread=True)
-        fenced: set[bytes] = set()
         for write, result in zip(writes, results, strict=True):
-            if result is None:
-                continue
-            if str(result).startswith("FENCED"):
-                fenced.add(write.prefix)
+            if isinstance(result, int):
+                outcome.sequences[write.prefix] = result
+            elif str(result).startswith("FENCED"):
+                outcome.fenced.add(write.prefix)
+                outcome.fenced_by[write.prefix] = str(result).rsplit(" ", 1)[-1].encode()
+            elif str(result).startswith("LOST"):
+                outcome.lost[write.prefix] = int(str(result).split()[1])
             else:
                 raise result
-        return fenced
+        return outcome
 
 
 def _as_bytes(value: bytes | str | None) -> bytes | None:

@@ -24,6 +24,13 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9._:-]+$")
 #: Field of the offsets hash holding the consumer-group generation that owns the partition.
 OWNER_FIELD: Final = b"owner_generation"
 
+#: Field of the offsets hash counting the partition's flushes: each flush script checks
+#: it equals the count its writer last saw and adds one, so a Redis that went back in
+#: time (lost acknowledged writes, or restarted empty) is detected by the next flush.
+SEQUENCE_FIELD: Final = b"flush_seq"
+
+_REFUSED = b"refused:"
+
 
 def partition_prefix(namespace: str, app_id: str, table: str, partition: int) -> bytes:
     """The prefix, hash tag included, shared by every key of one table partition.
@@ -59,6 +66,23 @@ def offsets_key(prefix: bytes) -> bytes:
 def offset_field(topic: str, partition: int) -> bytes:
     """Field of the offsets hash for one topic partition (source or changelog)."""
     return f"tp:{topic}:{partition}".encode()
+
+
+def refused_field(topic: str, partition: int) -> bytes:
+    """Field of the offsets hash marking a source partition refused; its value says why.
+
+    Written when Redis lost a partition's state and the log no longer holds all the
+    events to rebuild it: every worker leaves that source partition unprocessed rather
+    than scoring with state missing, until an operator deletes the field.
+    """
+    return _REFUSED + offset_field(topic, partition)
+
+
+def parse_refused_field(field: bytes) -> tuple[str, int] | None:
+    """The topic partition a refused field names, or None for other fields."""
+    if not field.startswith(_REFUSED):
+        return None
+    return parse_offset_field(field[len(_REFUSED) :])
 
 
 def parse_offset_field(field: bytes) -> tuple[str, int] | None:

@@ -40,6 +40,20 @@ Redis down
     Calls retry with backoff until Redis answers (see ``backend``): the worker blocks,
     acknowledges nothing meanwhile, logs the outage once, and resumes where it was.
 
+Redis forgetting
+    Redis may lose writes it acknowledged (a machine crash under ``appendfsync
+    everysec`` loses the last second; a Redis restarted without its files holds
+    nothing). What it keeps is a consistent prefix of the flushes, but this worker's
+    cache holds the newer state, and writing on top of the prefix would make the lost
+    span unrecoverable. Each partition counts its flushes in Redis (see ``lost``); the
+    flush script refuses a flush whose count is behind the worker's, every flush after
+    an outage checks every owned partition, and every claim compares. The worker then
+    drops the affected partitions' caches, pauses their sources, records in Redis where
+    sources whose offsets were lost restart (the start of the log, or a refusal when
+    retention deleted part of it), and makes its consumer rejoin the group: Faust's
+    rebalance seeks every partition to the offsets Redis holds and Kafka replays the lost
+    span. Refused source partitions stay paused (``refusal``) until the mark is deleted.
+
 Expiry
     Entries are written with a TTL (``ttl`` seconds, refreshed on every write), so
     entities that go quiet disappear without any scan.
@@ -70,8 +84,8 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 from yarl import URL
 
-from streams.tablestore import resume
-from streams.tablestore.backend import Client, PartitionWrite, RedisBackend
+from streams.tablestore import refusal, resume
+from streams.tablestore.backend import Client, FlushOutcome, PartitionWrite, RedisBackend
 from streams.tablestore.cache import MISSING, WriteBackCache
 from streams.tablestore.config import StoreConfig, parse_store_config
 from streams.tablestore.keys import (
@@ -79,8 +93,11 @@ from streams.tablestore.keys import (
     entry_key,
     offset_field,
     parse_offset_field,
+    parse_refused_field,
     partition_prefix,
+    refused_field,
 )
+from streams.tablestore.lost import fenced_by_own_claim, plan_resume, sources_of, went_back
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +136,17 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._start_positions: dict[TP, int] = {}
         #: Called with the seconds each flush that wrote something took (metrics).
         self.flush_observer: Callable[[float], None] | None = None
+        #: Per table partition, the flush count this worker last wrote or found in Redis.
+        self._sequences: dict[int, int] = {}
+        #: Table partitions whose writes Redis lost, until the rebalance that recovers them.
+        self._lost: set[int] = set()
+        self._rebalance_requested = False
+        #: Redis outages seen over: after each, every owned partition's count is checked.
+        self._outages_seen = 0
+        #: Source partitions this table refuses (Redis holds a refusal mark for them).
+        self._refused_here: set[TP] = set()
+        #: Called with the number of source partitions refused (metrics).
+        self.refusal_observer: Callable[[int], None] | None = None
         if not self.config.changelog and getattr(table, "window", None) is not None:
             raise RedisStoreError(
                 f"table {self.table_name}: windowed tables need changelog=true on redis://"
@@ -388,6 +416,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         if not self.config.changelog:
             resume.install(self.app.consumer, self)
+            refusal.install(self.app.consumer)
 
     async def on_stop(self) -> None:
         """Flush what is left, then close the connection pool."""
@@ -399,6 +428,11 @@ class RedisStore(base.SerializedStore[Any, Any]):
         interval = self.config.flush_interval_s or float(self.app.conf.broker_commit_interval)
         async for _ in self.itertimer(interval, name=f"RedisStore.flush.{self.table_name}"):
             await self.flush()
+            if self._lost and not self._rebalance_requested:
+                # The rebalance stops the flow, drains the agents, and seeks every
+                # partition to the offsets Redis holds: the lost span is replayed.
+                self._rebalance_requested = True
+                await refusal.request_rebalance(self.app.consumer)
 
     async def _on_partitions_revoked(
         self, sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
@@ -421,12 +455,27 @@ class RedisStore(base.SerializedStore[Any, Any]):
         previous_owner = self._owner
         self._owner = f"{self._member}:{generation_id}"
         partitions = sorted(owned)
-        previous = self.backend.claim([self.prefix(p) for p in partitions], self._owner)
+        claims = self.backend.claim_partitions([self.prefix(p) for p in partitions], self._owner)
+        went = {
+            p
+            for p, claim in zip(partitions, claims, strict=True)
+            if went_back(self._sequences.get(p), claim.sequence)
+        }
+        if went - self._lost:
+            await self._on_lost(went - self._lost)
         keep = {
             p
-            for p, before in zip(partitions, previous, strict=True)
-            if before is not None and before.decode() == previous_owner
+            for p, claim in zip(partitions, claims, strict=True)
+            if claim.previous_owner is not None
+            and claim.previous_owner.decode() == previous_owner
+            and p not in went
+            and p not in self._lost
         }
+        self._sequences.update(
+            (p, claim.sequence) for p, claim in zip(partitions, claims, strict=True)
+        )
+        self._lost.clear()
+        self._rebalance_requested = False
         for partition in self.cache.partitions():
             if partition not in keep:
                 self.cache.drop_partition(partition)
@@ -444,6 +493,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
             return
         assignment = self.app.consumer.assignment()
         resume: dict[TP, int] = {}
+        refused: dict[TP, str] = {}
         for partition in sorted(self._owned):
             for field, value in self.backend.read_offsets(self.prefix(partition)).items():
                 if field == OWNER_FIELD:
@@ -451,6 +501,15 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 named = parse_offset_field(field)
                 if named is not None and TP(*named) in assignment:
                     resume[TP(*named)] = int(value)
+                named = parse_refused_field(field)
+                if named is not None and TP(*named) in assignment:
+                    refused[TP(*named)] = value.decode(errors="replace")
+        cleared = {tp for tp in self._refused_here - set(refused) if tp.partition in self._owned}
+        if cleared:
+            self._refused_here -= cleared
+            for tp in sorted(refusal.release(self.app.consumer, cleared)):
+                logger.warning("table %s: %s[%d] no longer refused", self.table_name, *tp)
+        self._refuse(refused)
         self._resume = resume
         self._sources = set(resume)
         if resume:
@@ -496,24 +555,33 @@ class RedisStore(base.SerializedStore[Any, Any]):
         that no source offset reaches Redis ahead of the outputs of its events.
         """
         async with self._flush_lock:
+            self._forget_lost_writes()
             dirty = self.cache.take_dirty()
             covered, self._covered = self._covered, {}
-            if not dirty and not covered:
+            outages_seen, self._outages_seen = self._outages_seen, self.backend.outages_ended
+            # After an outage Redis may have restarted with less than it acknowledged:
+            # check every owned partition, not only those with something to write.
+            verify = self._owned - self._lost if outages_seen != self._outages_seen else set()
+            if not dirty and not covered and not verify:
                 return
             started = time.perf_counter()
             try:
                 if wait_for_producer and not self.config.changelog:
                     await self.app.producer.flush()
-                writes = self._partition_writes(dirty, covered)
-                fenced = await self.backend.write(writes, self._owner)
+                writes = self._partition_writes(dirty, covered, verify)
+                outcome = await self.backend.write_checked(writes, self._owner)
             except BaseException:
                 self.cache.restore_dirty(dirty)
                 for tp, offset in covered.items():
                     self._covered[tp] = max(offset, self._covered.get(tp, offset))
+                self._outages_seen = outages_seen
                 raise
+            lost = self._note_outcome(writes, outcome)
+            if lost:
+                await self._on_lost(lost)
             for write in writes:
-                if write.prefix in fenced:
-                    partition = next(p for p, x in self._prefixes.items() if x == write.prefix)
+                if write.prefix in outcome.fenced and self._partition_of(write.prefix) not in lost:
+                    partition = self._partition_of(write.prefix)
                     logger.error(
                         "table %s partition %d is owned by another worker now; "
                         "dropping %d unflushed entries of it",
@@ -529,19 +597,114 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 self.flush_observer(time.perf_counter() - started)
 
     def _partition_writes(
-        self, dirty: Mapping[int, Mapping[bytes, bytes | None]], covered: Mapping[TP, int]
+        self,
+        dirty: Mapping[int, Mapping[bytes, bytes | None]],
+        covered: Mapping[TP, int],
+        verify: Iterable[int] = (),
     ) -> list[PartitionWrite]:
         offsets: dict[int, dict[bytes, int]] = {}
         for tp, offset in covered.items():
             offsets.setdefault(tp.partition, {})[offset_field(tp.topic, tp.partition)] = offset
         writes = []
-        for partition in sorted(set(dirty) | set(offsets)):
+        for partition in sorted(set(dirty) | set(offsets) | set(verify)):
             prefix = self.prefix(partition)
             entries = {
                 entry_key(prefix, key): value for key, value in dirty.get(partition, {}).items()
             }
-            writes.append(PartitionWrite(prefix, entries, offsets.get(partition, {})))
+            writes.append(
+                PartitionWrite(
+                    prefix,
+                    entries,
+                    offsets.get(partition, {}),
+                    self._sequences.get(partition, -1),
+                )
+            )
         return writes
+
+    def _partition_of(self, prefix: bytes) -> int:
+        return next(p for p, x in self._prefixes.items() if x == prefix)
+
+    def _note_outcome(self, writes: Sequence[PartitionWrite], outcome: FlushOutcome) -> set[int]:
+        """Remember the new flush counts; return the partitions Redis lost writes of."""
+        lost: set[int] = set()
+        for write in writes:
+            partition = self._partition_of(write.prefix)
+            if write.prefix in outcome.sequences:
+                self._sequences[partition] = outcome.sequences[write.prefix]
+            elif write.prefix in outcome.lost:
+                lost.add(partition)
+            elif fenced_by_own_claim(
+                self._member, self._owner, outcome.fenced_by.get(write.prefix, b"")
+            ):
+                lost.add(partition)  # Redis lost this worker's latest claim
+        return lost
+
+    # -- Redis lost acknowledged writes ----------------------------------------------
+
+    def _forget_lost_writes(self) -> None:
+        """Drop what agents wrote to lost partitions since: Kafka will replay it."""
+        for partition in self._lost:
+            self.cache.drop_partition(partition)
+        if self._lost:
+            self._covered = {
+                tp: o for tp, o in self._covered.items() if tp.partition not in self._lost
+            }
+
+    async def _on_lost(self, partitions: set[int]) -> None:
+        """Stop using the state of partitions whose writes Redis lost; prepare the replay.
+
+        Their caches are dropped and their source partitions paused at once. Sources
+        whose offset Redis no longer holds get one recorded (the start of the log) or a
+        refusal mark, before anything else can resume them: whoever owns the partition
+        next, this worker after the rebalance or another one, resumes from Redis exactly.
+        """
+        self._lost |= partitions
+        self._forget_lost_writes()
+        for partition in partitions:
+            # Unknown until claimed again: the count Redis holds then is the reference.
+            self._sequences.pop(partition, None)
+        sources = sources_of(partitions, self._sources)
+        consumer = self.app.consumer
+        consumer.pause_partitions(sources)
+        logger.error(
+            "table %s: Redis lost acknowledged writes of partitions %s (its flush count "
+            "went back); replaying them from Kafka from the offsets Redis holds",
+            self.table_name,
+            ",".join(str(p) for p in sorted(partitions)),
+        )
+        for partition in sorted(partitions):
+            mine = {tp for tp in sources if tp.partition == partition}
+            prefix = self.prefix(partition)
+            stored = self.backend.read_offsets(prefix)
+            unknown = [tp for tp in mine if offset_field(tp.topic, tp.partition) not in stored]
+            earliest = dict(await consumer.earliest_offsets(*unknown)) if unknown else {}
+            plan = plan_resume(mine, stored, earliest)
+            fields: dict[bytes, bytes | int] = {
+                offset_field(tp.topic, tp.partition): offset for tp, offset in plan.rebuild.items()
+            }
+            fields.update(
+                (refused_field(tp.topic, tp.partition), reason.encode())
+                for tp, reason in plan.refused.items()
+            )
+            self.backend.record_fields(prefix, fields)
+            for tp in sorted(plan.rebuild):
+                logger.warning(
+                    "table %s: Redis holds no offset for %s[%d] any more: rebuilding its "
+                    "state from the start of the log",
+                    self.table_name,
+                    tp.topic,
+                    tp.partition,
+                )
+            self._refuse(plan.refused)
+
+    def _refuse(self, refused: Mapping[TP, str]) -> None:
+        """Keep these source partitions paused, with one ERROR line each, and count them."""
+        consumer = self.app.consumer
+        self._refused_here.update(refused)
+        for tp in sorted(refusal.refuse(consumer, refused)):
+            logger.error("table %s: refusing %s", self.table_name, refused[tp])
+        if self.refusal_observer is not None:
+            self.refusal_observer(len(refusal.refused(consumer)))
 
     # -- Faust's local-state hooks (nothing is local) ---------------------------------
 
