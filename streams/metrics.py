@@ -103,7 +103,11 @@ class PipelineMetrics:
             :class:`~streams.contracts.Problem` starts at 0 so ``rate()`` sees the first.
         fraud_reports: Fraud reports applied to terminal state.
         terminal_transactions: Transactions applied to terminal state.
-        duplicates_skipped: Replayed inputs the terminal agent skipped, by ``source``.
+        duplicates_skipped: Inputs applied once already and skipped, by ``source``: the
+            terminal agent's replayed forwards and reports, the scorer's transactions
+            delivered twice (``source="scorer"``).
+        rerouted: Input records moved to their key's partition, by topic.
+        records_failed: Input records an agent raised on, by outcome.
         inexact_terminal_reads: Terminal feature reads that could not be exact: the
             terminal state had moved more than its allowed lateness past the transaction,
             or it was written under a feature set that kept fewer columns (after an
@@ -165,10 +169,26 @@ class PipelineMetrics:
         )
         self.duplicates_skipped = Counter(
             "fraudstream_duplicates_skipped",
-            "Replayed inputs skipped by the terminal agent, by source.",
+            "Inputs applied once already and skipped (replays, producer retries), by source.",
             ["source"],
             registry=r,
         )
+        self.rerouted = Counter(
+            "fraudstream_records_rerouted",
+            "Input records found on another partition than their key's, sent to the right "
+            "one, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.records_failed = Counter(
+            "fraudstream_records_failed",
+            "Input records an agent failed on (a bug): dead-lettered as internal_error, or "
+            "skipped with an ERROR line when even that failed, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("dead_lettered", "skipped"):
+            self.records_failed.labels(outcome=outcome)
         self.inexact_terminal_reads = Counter(
             "fraudstream_terminal_reads_inexact",
             "Terminal feature reads that could not be exact: the terminal state had moved "

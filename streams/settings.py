@@ -170,6 +170,13 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(
         65_536, ge=1024, description="Larger input messages go to the dead-letter topic."
     )
+    max_event_time_ahead_s: int = Field(
+        300,
+        ge=0,
+        description="Events timed further ahead of the worker's clock are dead-lettered "
+        "(future_event): no payment happens in the future, and one such event would move "
+        "its card's and terminal's clocks ahead of every real one.",
+    )
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
 
     # --- local infrastructure (deploy/local) ----------------------------------------

@@ -37,6 +37,8 @@ from streams.metrics import (
     watch_event_loop,
 )
 from streams.modelcontrol import ModelFollower
+from streams.pipeline.guard import BatchGuard
+from streams.pipeline.intake import Intake
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import Headers
 from streams.pipeline.score import ScoreStage, ScoreTopics
@@ -141,6 +143,11 @@ def build_pipeline(
         heap.settle(f"model {version} active", collect=False)
 
     slot = ModelSlot(features.names, reasons=settings.alert_reasons, on_swap=on_swap)
+    max_ahead_ms = settings.max_event_time_ahead_s * 1000
+
+    def intake() -> Intake:
+        return Intake(partitions=partitions, max_ahead_ms=max_ahead_ms, send=send, metrics=metrics)
+
     score_stage = ScoreStage(
         online=online,
         customers=customers,
@@ -156,6 +163,7 @@ def build_pipeline(
         ),
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
+        intake=intake(),
     )
     terminal_stage = TerminalStage(
         windows=online.entities[Entity.TERMINAL],
@@ -163,7 +171,13 @@ def build_pipeline(
         send=send,
         dlq=names["dlq"],
         metrics=metrics,
+        max_event_bytes=settings.max_event_bytes,
+        intake=intake(),
     )
+
+    def guard(agent: str) -> BatchGuard:
+        return BatchGuard(agent, send, names["dlq"], metrics)
+
     batch_max = settings.batch_max
     within = settings.batch_within_ms / 1000
 
@@ -177,18 +191,21 @@ def build_pipeline(
         # Wait for a model before taking any event: an event taken is tracked by Faust
         # until acknowledged, and a worker stopped while holding one would wait forever.
         await slot.wait()
+        guarded = guard("score")
         async for events in batches(stream):
-            await score_stage.process(events)
+            await guarded.run(score_stage.process, events)
 
     @app.agent(raw_topic(names["transactions_by_terminal"]), name="terminal_activity")
     async def terminal_activity(stream: StreamT[Any]) -> None:
+        guarded = guard("terminal_activity")
         async for events in batches(stream):
-            await terminal_stage.process_transactions(events)
+            await guarded.run(terminal_stage.process_transactions, events)
 
     @app.agent(raw_topic(names["fraud_reports"]), name="terminal_frauds")
     async def terminal_frauds(stream: StreamT[Any]) -> None:
+        guarded = guard("terminal_frauds")
         async for events in batches(stream):
-            await terminal_stage.process_reports(events)
+            await guarded.run(terminal_stage.process_reports, events)
 
     follower = ModelFollower(settings, features.names, slot.activate)
 

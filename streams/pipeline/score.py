@@ -2,13 +2,17 @@
 
 Per micro-batch (``stream.take_events``), in this order:
 
-1. Decode and validate every message; bad ones (and ones over the size limit) are set
-   aside for the dead-letter topic with the reason.
+1. Decode and validate every message; bad ones (and ones over the size limit, or timed
+   in the future) are set aside for the dead-letter topic with the reason; one on another
+   partition than its key's is re-routed there (``streams.pipeline.intake``).
 2. Load the customers' window states: one round trip for the batch (``prefetch``).
 3. Apply each transaction to its customer's state (in memory; a customer appearing twice
    sees its first transaction) and compute the transaction and customer features. A
    transaction later than the customer's allowed lateness changes nothing and is
-   dead-lettered (``too_late``): its features could not be exact.
+   dead-lettered (``too_late``): its features could not be exact. One whose tx_id the
+   customer's state holds is skipped when it is the same transaction (a producer's
+   retry: counted once) and dead-lettered (``conflicting_duplicate``) when its content
+   differs.
 4. Read the terminals' states for the whole batch, one round trip, and add the terminal
    features (7-day delayed windows, maintained by the terminal agents).
 5. Score the batch with one ``predict_proba``; explain the alerted rows only.
@@ -33,12 +37,19 @@ from typing import Any
 import numpy as np
 from faust.types import EventT
 
-from features.online import EntityState, EventTooOldError, OnlineFeatures, StateLayoutError
+from features.online import (
+    DuplicateTransactionError,
+    EntityState,
+    EventTooOldError,
+    OnlineFeatures,
+    StateLayoutError,
+)
 from features.spec import Entity
 from streams.contracts import DecodeError, Problem, decode_transaction
-from streams.kafka import sent_at_ms
+from streams.kafka import plausible_sent_at_ms, sent_at_ms
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import Row, encode_forwards
+from streams.pipeline.intake import Intake, future_event, too_large
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import (
     Send,
@@ -52,6 +63,9 @@ from streams.records import Transaction
 
 #: Decoded customer states kept between micro-batches (`DecodedStates`).
 CUSTOMER_STATES_KEPT = 20_000
+#: Oldest producer send time (``fraudstream-sent-ms``, else the broker's timestamp) read as
+#: one: an alert's latency is measured from it. A backlog after a week's outage is older.
+MAX_SENT_AGE_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,8 @@ class ScoreStage:
         topics: Output topics.
         metrics: The worker's metrics.
         max_event_bytes: Larger messages are dead-lettered unread.
+        intake: The partition and time checks (default: no partition check, events up
+            to five minutes ahead of the clock).
     """
 
     def __init__(
@@ -109,6 +125,7 @@ class ScoreStage:
         topics: ScoreTopics,
         metrics: PipelineMetrics,
         max_event_bytes: int,
+        intake: Intake | None = None,
     ) -> None:
         self.online = online
         self.customer_windows = online.entities[Entity.CUSTOMER]
@@ -121,6 +138,9 @@ class ScoreStage:
         self.topics = topics
         self.metrics = metrics
         self.max_event_bytes = max_event_bytes
+        self.intake = intake or Intake(
+            partitions=None, max_ahead_ms=300_000, send=send, metrics=metrics
+        )
         self._access = TableAccess(customers)
         # Few customers transact twice within minutes: a small cache of decoded states
         # serves replays and bursts without many objects for the collector to walk.
@@ -134,16 +154,24 @@ class ScoreStage:
         model = await self.slot.wait()
         rejected: list[tuple[EventT[Any], DecodeError]] = []
         valid: list[tuple[EventT[Any], Transaction]] = []
+        intake = self.intake
+        horizon = intake.horizon_ms()
         for event in events:
             raw = event.value
             if raw is not None and len(raw) > self.max_event_bytes:
-                rejected.append((event, _too_large(len(raw), self.max_event_bytes)))
+                rejected.append((event, too_large(len(raw), self.max_event_bytes)))
                 continue
             decoded = decode_transaction(raw)
             if isinstance(decoded, DecodeError):
                 rejected.append((event, decoded))
             elif event.key != decoded.customer_id.encode():
                 rejected.append((event, _wrong_key(event.key)))
+            elif (home := intake.misplaced(event)) is not None:
+                problem = await intake.reroute(event, home)
+                if problem is not None:
+                    rejected.append((event, problem))
+            elif decoded.tx_time > horizon:
+                rejected.append((event, future_event(decoded.tx_time, horizon, "tx_time")))
             else:
                 valid.append((event, decoded))
 
@@ -176,9 +204,10 @@ class ScoreStage:
             return
         waited = max(0.0, time.monotonic() - time_in)
         self.metrics.queue_delay.observe(waited)
-        sent_ms = sent_at_ms(oldest.headers)
+        now = time.time()
+        sent_ms = plausible_sent_at_ms(sent_at_ms(oldest.headers), int(now * 1000), MAX_SENT_AGE_MS)
         sent = oldest.timestamp if sent_ms is None else sent_ms / 1000
-        self.metrics.fetch_delay.observe(max(0.0, time.time() - waited - sent))
+        self.metrics.fetch_delay.observe(max(0.0, now - waited - sent))
 
     # -- features -------------------------------------------------------------------
 
@@ -198,6 +227,7 @@ class ScoreStage:
         windows = self.customer_windows
         new_vector = self.online.new_vector
         transaction_into = self.online.transaction_into
+        repeated = 0
         for event, tx in valid:
             key = tx.customer_id.encode()
             state = states.get(key)
@@ -208,12 +238,21 @@ class ScoreStage:
             amount = float(tx.amount)
             transaction_into(tx.tx_time, amount, vector)
             try:
-                windows.update_into(state, tx.tx_time, amount, tx.terminal_id, vector)
+                windows.update_into(state, tx.tx_time, amount, tx.terminal_id, vector, tx.tx_id)
             except EventTooOldError as exc:
                 rejected.append((event, DecodeError(Problem.TOO_LATE, str(exc), "tx_time")))
                 continue
+            except DuplicateTransactionError as exc:
+                if exc.identical:
+                    repeated += 1
+                else:
+                    problem = DecodeError(Problem.CONFLICTING_DUPLICATE, str(exc), "tx_id")
+                    rejected.append((event, problem))
+                continue
             last_write[key] = event
             scored.append(_Scored(event, tx, vector))
+        if repeated:
+            self.metrics.duplicates_skipped.labels(source="scorer").inc(repeated)
         return scored, states, last_write
 
     def _load_customer(self, event: EventT[Any], key: bytes) -> EntityState:
@@ -259,10 +298,7 @@ class ScoreStage:
         for row, why in zip(alerted.tolist(), reasons, strict=True):
             item = scored[row]
             emitted_at = int(time.time() * 1000)
-            sent_at = sent_at_ms(item.event.message.headers)
-            if sent_at is None:  # no producer header: the broker's timestamp
-                sent_at = int(item.event.message.timestamp * 1000)
-            latency_ms = max(0, emitted_at - sent_at)
+            latency_ms = max(0, emitted_at - _sent_at(item.event.message, emitted_at))
             tx = item.transaction
             value = alert_value(
                 tx,
@@ -335,8 +371,24 @@ class ScoreStage:
             keep(event.message.partition, key, raw, state)
 
 
-def _too_large(size: int, limit: int) -> DecodeError:
-    return DecodeError(Problem.TOO_LARGE, f"message of {size} bytes exceeds the {limit}-byte limit")
+def _sent_at(message: Any, now_ms: int) -> int:
+    """When the producer sent a transaction, as well as the record tells it.
+
+    Its ``fraudstream-sent-ms`` header (replays set it; their broker timestamps are
+    historical event times), else the broker's timestamp, each only when plausible
+    (`streams.kafka.plausible_sent_at_ms`); else when this worker received it, so a
+    wrong clock gives a latency that is too low, never one of decades.
+    """
+    sent = plausible_sent_at_ms(sent_at_ms(message.headers), now_ms, MAX_SENT_AGE_MS)
+    if sent is None:
+        timestamp = message.timestamp
+        if timestamp is not None:
+            sent = plausible_sent_at_ms(int(timestamp * 1000), now_ms, MAX_SENT_AGE_MS)
+    if sent is None:
+        time_in = getattr(message, "time_in", None)  # Faust's monotonic receipt stamp
+        waited = 0.0 if time_in is None else max(0.0, time.monotonic() - time_in)
+        sent = now_ms - int(waited * 1000)
+    return sent
 
 
 def _wrong_key(key: bytes | None) -> DecodeError:

@@ -7,7 +7,10 @@ partitioned by terminal id:
   scorer micro-batch, one message per terminal partition, each row with its source
   partition and offset: ``streams.pipeline.forwards``) and records them;
 - terminal_frauds reads ``fraud-reports`` and records each report by its transaction's
-  time (a duplicate report is recognised and ignored by the state itself).
+  time (a duplicate report is recognised and ignored by the state itself). Reports are
+  untrusted input like transactions: over the size limit, timed in the future or not
+  decodable, they are dead-lettered; on another partition than their terminal's, they
+  are re-routed there (``streams.pipeline.intake``).
 
 Both topics have the same partition count and key, so Faust gives partition p of both
 to one worker (co-partitioning) and both agents write p of the table. Micro-batches
@@ -34,6 +37,7 @@ from features.online import EntityState, EntityWindows, EventTooOldError
 from streams.contracts import DecodeError, Problem, decode_fraud_report
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import ForwardRow, decode_forwards, row_value
+from streams.pipeline.intake import Intake, future_event, too_large
 from streams.pipeline.outputs import Send, send_dead_letter, send_dead_letters
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import mark_key
@@ -48,6 +52,9 @@ class TerminalStage:
         send: Queues a message on the producer (dead letters).
         dlq: The dead-letter topic.
         metrics: The worker's metrics.
+        max_event_bytes: Larger fraud reports are dead-lettered unread.
+        intake: The partition and time checks of fraud reports (default: no partition
+            check, reports up to five minutes ahead of the clock).
     """
 
     def __init__(
@@ -58,12 +65,18 @@ class TerminalStage:
         send: Send,
         dlq: str,
         metrics: PipelineMetrics,
+        max_event_bytes: int = 65_536,
+        intake: Intake | None = None,
     ) -> None:
         self.windows = windows
         self.table = table
         self.send = send
         self.dlq = dlq
         self.metrics = metrics
+        self.max_event_bytes = max_event_bytes
+        self.intake = intake or Intake(
+            partitions=None, max_ahead_ms=300_000, send=send, metrics=metrics
+        )
         self.access = TableAccess(table)
         self.decoded = DecodedStates("terminal")
 
@@ -123,8 +136,14 @@ class TerminalStage:
         batch = _Batch(self)
         rejected: list[tuple[EventT[Any], DecodeError]] = []
         decoded: list[tuple[EventT[Any], Any]] = []
+        intake = self.intake
+        horizon = intake.horizon_ms()
         for event in events:
-            report = decode_fraud_report(event.value)
+            raw = event.value
+            if raw is not None and len(raw) > self.max_event_bytes:
+                rejected.append((event, too_large(len(raw), self.max_event_bytes)))
+                continue
+            report = decode_fraud_report(raw)
             if isinstance(report, DecodeError):
                 rejected.append((event, report))
             elif event.key != report.terminal_id.encode():
@@ -138,6 +157,12 @@ class TerminalStage:
                         ),
                     )
                 )
+            elif (home := intake.misplaced(event)) is not None:
+                problem = await intake.reroute(event, home)
+                if problem is not None:
+                    rejected.append((event, problem))
+            elif report.reported_at > horizon:
+                rejected.append((event, future_event(report.reported_at, horizon, "reported_at")))
             else:
                 decoded.append((event, report))
                 batch.want(event, report.terminal_id.encode())

@@ -403,7 +403,9 @@ async def test_a_mixed_batch_is_scored_dead_lettered_and_stored_in_order(
     # Reference features: the engine over the valid transactions, in order.
     expected: dict[str, Vector] = {}
     for v in valid:
-        engine_vector = engine.transaction(v.time_ms, v.customer, v.terminal, float(v.amount))
+        engine_vector = engine.transaction(
+            v.time_ms, v.customer, v.terminal, float(v.amount), v.tx_id
+        )
         stored = stored_terminals.get(v.terminal, EntityState())
         expected[v.tx_id] = expected_vector(engine_vector, stored, v.time_ms, float(v.amount))
     with pytest.raises(EventTooOldError):
@@ -718,7 +720,7 @@ async def test_an_unreadable_customer_state_starts_afresh(slot: ModelSlot) -> No
     await r.stage.process(as_events(batch.events))
 
     fresh = OnlineEngine()
-    expected = fresh.transaction(T0, "C1", "T1", 3000.0)
+    expected = fresh.transaction(T0, "C1", "T1", 3000.0, "s1")
     score = decoded_scores(r.recorder)["s1"][1]
     for i in positions(Entity.CUSTOMER):
         assert score.features[NAMES[i]] == expected[i]
