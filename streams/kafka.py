@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
+from streams.kafkalog import install_outage_log
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def _redact_sasl_tokens() -> None:
 # At import: every Kafka client of fraudstream (and Faust's, through streams.app) gets
 # its options from this module, so none connects before this ran.
 _redact_sasl_tokens()
+install_outage_log()  # one warning per outage, not an error per retry (streams.kafkalog)
 
 
 class BrokerUnavailableError(RuntimeError):

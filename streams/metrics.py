@@ -37,6 +37,7 @@ from prometheus_client import (
 )
 
 from streams.contracts import Problem
+from streams.kafkalog import CONNECTION_ERRORS
 
 #: Transactions per micro-batch: from single stragglers (idle stream) to catch-up batches.
 BATCH_SIZE_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -295,6 +296,7 @@ class PipelineMetrics:
             gauge.set(math.nan)
 
         # Only read on a scrape, so free on the hot path.
+        r.register(CONNECTION_ERRORS)  # process-wide: counted by streams.kafkalog's filter
         ProcessCollector(registry=r)
         GCCollector(registry=r)
         PlatformCollector(registry=r)
