@@ -8,7 +8,13 @@ import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
 from streams.app import broker_credentials, create_app
-from streams.kafka import client_options, product_topics
+from streams.kafka import (
+    SENT_AT_HEADER,
+    client_options,
+    plausible_sent_at_ms,
+    product_topics,
+    sent_at_ms,
+)
 from streams.settings import ENV_PREFIX, Settings
 
 
@@ -77,3 +83,33 @@ def test_the_app_serves_on_loopback_with_the_configured_partitions(tmp_path: obj
     assert app.conf.id == "fraudstream-unit"
     assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9092"]
     assert app.conf.broker_session_timeout == 30.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"1718031234567", 1718031234567),
+        (None, None),
+        (b"", None),
+        (b"-5", None),
+        (b"12a", None),
+        ("١٢".encode(), None),
+        (b"9" * 5000, None),
+        (b"9" * 14, None),
+    ],
+)
+def test_the_sent_at_header_is_read_only_when_it_is_a_number(
+    value: bytes | None, expected: int | None
+) -> None:
+    assert sent_at_ms([("other", b"1"), (SENT_AT_HEADER, value)]) == expected  # type: ignore[list-item]
+
+
+def test_only_a_plausible_send_time_is_used() -> None:
+    now = 1_800_000_000_000
+    week = 7 * 86_400_000
+    assert plausible_sent_at_ms(now - 5, now, week) == now - 5
+    assert plausible_sent_at_ms(now + 1_000, now, week) == now + 1_000  # clocks differ a bit
+    assert plausible_sent_at_ms(now + 3_600_000, now, week) is None
+    assert plausible_sent_at_ms(0, now, week) is None
+    assert plausible_sent_at_ms(now - week - 1, now, week) is None
+    assert plausible_sent_at_ms(None, now, week) is None

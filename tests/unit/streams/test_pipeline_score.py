@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from faust.streams import current_event
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pipeline_doubles import (
     Event,
     Message,
@@ -48,6 +50,7 @@ from streams.contracts import Problem, decode_alert, decode_score
 from streams.kafka import SENT_AT_HEADER
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import ForwardRow, decode_forwards
+from streams.pipeline.intake import Intake
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
@@ -763,3 +766,256 @@ async def test_an_unreadable_terminal_state_does_not_fail_the_batch(slot: ModelS
 
     assert sorted(decoded_scores(r.recorder)) == ["s1", "s2"]
     assert len(r.recorder.writes()) == 2
+
+
+# --- hostile input: duplicates, future events, misplaced records, odd headers ----------------
+
+
+def routed_rig(slot: ModelSlot, now_ms: int) -> Rig:
+    """A rig whose stage checks partitions (by murmur2) and time against ``now_ms``."""
+    r = rig(slot)
+    r.stage.intake = Intake(
+        partitions=PARTITIONS,
+        max_ahead_ms=300_000,
+        send=r.recorder.send,
+        metrics=r.metrics,
+        clock=lambda: now_ms / 1000,
+    )
+    return r
+
+
+def home(customer: str) -> int:
+    return terminal_partition(customer.encode(), PARTITIONS)
+
+
+async def test_a_transaction_delivered_twice_is_scored_and_counted_once(slot: ModelSlot) -> None:
+    r = rig(slot)
+    batch = Batch(int(time.time() * 1000))
+    batch.add("C1", encode(payload("d1", "C1", "T1", T0, "3000.00")))
+    batch.add("C1", encode(payload("d1", "C1", "T1", T0, "3000.00")))  # the same bytes again
+    batch.add("C1", encode(payload("d2", "C1", "T1", T0 + SECOND, "5.00")))
+    await r.stage.process(as_events(batch.events))
+    # And once more in a later batch, as a producer retry after a timeout would.
+    later = Batch(int(time.time() * 1000))
+    later.add("C1", encode(payload("d1", "C1", "T1", T0, "3000.00")))
+    await r.stage.process(as_events(later.events))
+
+    assert sorted(decoded_scores(r.recorder)) == ["d1", "d2"]
+    assert len(r.recorder.sends(TOPICS.alerts)) == 1
+    assert r.recorder.sends(TOPICS.dlq) == []
+    assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="scorer") == 2
+    d2 = decoded_scores(r.recorder)["d2"][1]
+    assert d2.features["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2.0
+
+
+async def test_an_id_reused_with_another_amount_is_a_conflicting_duplicate(
+    slot: ModelSlot,
+) -> None:
+    r = rig(slot)
+    batch = Batch(int(time.time() * 1000))
+    first = batch.add("C1", encode(payload("d1", "C1", "T1", T0, "3000.00")))
+    second = batch.add("C1", encode(payload("d1", "C1", "T1", T0, "3001.00")))
+    await r.stage.process(as_events(batch.events))
+
+    alerts = decoded_alerts(r.recorder)
+    assert alerts["d1"][1].amount == Decimal("3000.00")  # the first one's, only
+    (dead,) = r.recorder.sends(TOPICS.dlq)
+    assert dead.value == second.value
+    assert dead.header("fraudstream-problem") == b"conflicting_duplicate"
+    assert dead.header("fraudstream-source-offset") == str(second.message.offset).encode()
+    assert first.message.offset != second.message.offset
+
+
+async def test_an_event_from_the_future_moves_no_clock(slot: ModelSlot) -> None:
+    """One transaction dated 2099 must not make every later real one too late."""
+    now_ms = T0 + DAY
+    r = routed_rig(slot, now_ms)
+    batch = Batch(now_ms)
+    future = batch.add(
+        "C1", encode(payload("f1", "C1", "T1", 4_102_444_799_000)), partition=home("C1")
+    )
+    ahead = batch.add(
+        "C1", encode(payload("f2", "C1", "T1", now_ms + 301_000)), partition=home("C1")
+    )
+    batch.add("C1", encode(payload("ok", "C1", "T1", now_ms + 299_000)), partition=home("C1"))
+    await r.stage.process(as_events(batch.events))
+    later = Batch(now_ms)
+    later.add("C1", encode(payload("real", "C1", "T1", T0 + 20 * HOUR)), partition=home("C1"))
+    await r.stage.process(as_events(later.events))
+
+    dead = r.recorder.sends(TOPICS.dlq)
+    assert [d.value for d in dead] == [future.value, ahead.value]
+    assert {d.header("fraudstream-problem") for d in dead} == {b"future_event"}
+    assert {d.header("fraudstream-field") for d in dead} == {b"tx_time"}
+    assert sorted(decoded_scores(r.recorder)) == ["ok", "real"]
+    assert counter(r.metrics, "fraudstream_dlq_records_total", problem="too_late") == 0
+
+
+async def test_a_record_on_the_wrong_partition_is_rerouted_unchanged_with_its_headers(
+    slot: ModelSlot,
+) -> None:
+    """librdkafka's default partitioner (CRC32) puts keys elsewhere than murmur2 does."""
+    now_ms = int(time.time() * 1000)
+    r = routed_rig(slot, now_ms)
+    wrong = (home("C1") + 1) % PARTITIONS
+    batch = Batch(now_ms)
+    stray = batch.add("C1", encode(payload("w1", "C1", "T1", T0)), partition=wrong)
+    stray.message.headers = [("traceparent", b"00-abc-01"), ("\udcfe\udcff", None)]  # type: ignore[list-item]
+    batch.add("C1", encode(payload("w2", "C1", "T1", T0 + SECOND)), partition=home("C1"))
+    await r.stage.process(as_events(batch.events))
+
+    (moved,) = r.recorder.sends(TOPICS.source)
+    assert (moved.key, moved.value, moved.partition) == (b"C1", stray.value, home("C1"))
+    assert moved.headers == [
+        ("traceparent", b"00-abc-01"),
+        ("\\xfe\\xff", None),
+        ("fraudstream-rerouted-from", f"{TOPICS.source}/{wrong}/{stray.message.offset}".encode()),
+    ]
+    assert sorted(decoded_scores(r.recorder)) == ["w2"]  # w1 is scored where it belongs
+    assert counter(r.metrics, "fraudstream_records_rerouted_total", topic=TOPICS.source) == 1
+
+    # Where it lands, it is scored like any other.
+    again = Batch(now_ms)
+    copy = again.add("C1", moved.value, partition=home("C1"))
+    copy.message.headers = list(moved.headers or ())
+    await r.stage.process(as_events(again.events))
+    assert sorted(decoded_scores(r.recorder)) == ["w1", "w2"]
+
+
+async def test_a_rerouted_record_still_misplaced_is_dead_lettered_not_sent_round(
+    slot: ModelSlot,
+) -> None:
+    r = routed_rig(slot, int(time.time() * 1000))
+    batch = Batch(int(time.time() * 1000))
+    stray = batch.add(
+        "C1", encode(payload("w1", "C1", "T1", T0)), partition=(home("C1") + 1) % PARTITIONS
+    )
+    stray.message.headers = [("fraudstream-rerouted-from", b"transactions/0/1")]
+    await r.stage.process(as_events(batch.events))
+    (dead,) = r.recorder.sends()
+    assert dead.topic == TOPICS.dlq
+    assert dead.header("fraudstream-problem") == b"wrong_partition"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [None, b"", b"0", b"abc", b"9" * 5000, "١٢٣".encode(), b"4102444800000"],
+    ids=["null", "empty", "zero", "letters", "5000-digits", "arabic-digits", "2100"],
+)
+async def test_any_sent_at_header_gives_a_plausible_latency(
+    slot: ModelSlot, sent: bytes | None
+) -> None:
+    r = rig(slot)
+    now_ms = int(time.time() * 1000)
+    batch = Batch(now_ms)
+    event = batch.add("C1", encode(payload("s1", "C1", "T1", T0, "3000.00")))
+    event.message.headers = [(SENT_AT_HEADER, sent)]  # type: ignore[list-item]
+    event.message.timestamp = T0 / 1000  # a replay's broker timestamp: the event time
+    await r.stage.process(as_events(batch.events))
+
+    (alert,) = [a for _, a in decoded_alerts(r.recorder).values()]
+    assert 0 <= alert.latency_ms < 60_000
+    assert counter(r.metrics, "fraudstream_event_to_alert_latency_seconds_sum") < 60
+
+
+async def test_a_dead_letter_keeps_the_input_headers_and_survives_a_lone_surrogate(
+    slot: ModelSlot,
+) -> None:
+    r = rig(slot)
+    batch = Batch(int(time.time() * 1000))
+    bad = batch.add("C1", b'{"x\\ud800": 1, "tx_id": "t"}')
+    bad.message.headers = [("traceparent", b"00-1-01"), ("fraudstream-problem", b"stale")]
+    good = batch.add("C1", encode(payload("g1", "C1", "T1", T0)))
+    await r.stage.process(as_events(batch.events))
+
+    (dead,) = r.recorder.sends(TOPICS.dlq)
+    assert dead.value == bad.value
+    assert (dead.headers or [])[0] == ("traceparent", b"00-1-01")
+    assert dead.header("fraudstream-problem") == b"missing_field"
+    assert [name for name, _ in dead.headers or []].count("fraudstream-problem") == 1
+    assert sorted(decoded_scores(r.recorder)) == ["g1"]
+    assert [w.key for w in r.recorder.writes()] == [good.key]
+
+
+# --- fuzz: whatever a batch holds, every record is accounted for and nothing raises ----------
+
+_IDS = st.sampled_from(["C1", "C2", "C6", "T1", "T2", "x"])
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def hostile_values(draw: st.DrawFn) -> bytes | None:
+    """Raw bytes, JSON of any shape, or a transaction with one field replaced or added."""
+    kind = draw(st.sampled_from(["bytes", "json", "mutated", "valid"]))
+    if kind == "bytes":
+        return draw(st.none() | st.binary(max_size=64))
+    if kind == "json":
+        return json.dumps(draw(_JSON_VALUES)).encode()
+    data = payload(
+        draw(st.sampled_from(["t1", "t2", "t3"])),
+        draw(_IDS),
+        draw(_IDS),
+        T0 + draw(st.integers(-3 * DAY, 3 * DAY)),
+        draw(st.sampled_from(["1.00", "3000.00", "9999999.99"])),
+    )
+    if kind == "mutated":
+        field = draw(st.sampled_from([*data, "x\ud800", "extra"]))
+        data[field] = draw(_JSON_VALUES | st.integers(0, 2**70))
+    return json.dumps(data).encode()
+
+
+_HEADERS = st.lists(
+    st.tuples(
+        st.sampled_from([SENT_AT_HEADER, "traceparent", "fraudstream-rerouted-from"])
+        | st.text(max_size=6),
+        st.none() | st.binary(max_size=12) | st.integers(0, 2**45).map(lambda i: str(i).encode()),
+    ),
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | _IDS | st.text(max_size=4),
+            hostile_values(),
+            st.integers(0, PARTITIONS - 1),
+            _HEADERS,
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_any_batch_is_scored_rerouted_skipped_or_dead_lettered_and_never_raises(
+    slot: ModelSlot,
+    records: list[tuple[str | None, bytes | None, int, list[tuple[str, bytes | None]]]],
+) -> None:
+    now_ms = T0 + DAY
+    r = routed_rig(slot, now_ms)
+    batch = Batch(now_ms)
+    for key, value, partition, headers in records:
+        event = batch.add(key, value, partition=partition)
+        event.message.headers = headers  # type: ignore[assignment]
+
+    asyncio.run(r.stage.process(as_events(batch.events)))
+
+    m = r.metrics
+    scored = counter(m, "fraudstream_transactions_total")
+    dead = sum(counter(m, "fraudstream_dlq_records_total", problem=p.value) for p in Problem)
+    rerouted = counter(m, "fraudstream_records_rerouted_total", topic=TOPICS.source)
+    repeated = counter(m, "fraudstream_duplicates_skipped_total", source="scorer")
+    assert scored + dead + rerouted + repeated == len(records)
+    assert len(r.recorder.sends(TOPICS.dlq)) == dead
+    assert len(decoded_scores(r.recorder)) <= scored
+    for sent in r.recorder.sends():
+        for name, _ in sent.headers or ():
+            name.encode()  # every header name can be sent: strict UTF-8

@@ -22,6 +22,7 @@ from features.spec import DEFAULT_FEATURES, Entity
 from streams.contracts import Problem
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import Row, encode_forwards
+from streams.pipeline.intake import Intake
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import mark_key, terminal_partition
 
@@ -494,3 +495,58 @@ async def test_with_a_memory_store_forwards_to_two_terminal_partitions_all_count
     assert counter(metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 3
     assert counter(metrics, "fraudstream_terminal_transactions_total") == 3
     assert recorder.sends() == []
+
+
+# --- hostile reports -------------------------------------------------------------------------
+
+
+def checked_rig(now_ms: int) -> Rig:
+    """A rig whose stage checks partitions (murmur2) and report times against ``now_ms``."""
+    r = rig()
+    r.stage.intake = Intake(
+        partitions=PARTITIONS,
+        max_ahead_ms=300_000,
+        send=r.recorder.send,
+        metrics=r.metrics,
+        clock=lambda: now_ms / 1000,
+    )
+    r.stage.max_event_bytes = 2048
+    return r
+
+
+async def test_a_report_from_the_future_or_too_large_changes_nothing() -> None:
+    now_ms = T0 + 3 * DAY
+    r = checked_rig(now_ms)
+    batch = Batch(REPORTS)
+    big = json.loads(report("f1", TA, T0))
+    big["padding"] = "x" * 100_000
+    big["schema_version"] = 2  # a newer producer's extra field: only the size refuses it
+    too_large = batch.fraud_report(TA, json.dumps(big).encode())
+    dated_2099 = json.loads(report("f2", TA, T0))
+    dated_2099["reported_at"] = 4_102_444_799_000
+    future = batch.fraud_report(TA, json.dumps(dated_2099).encode())
+    fine = batch.fraud_report(TA, report("f3", TA, T0))  # reported at T0 + DAY: fine
+
+    await r.stage.process_reports(as_events(batch.events))
+
+    dlq = r.recorder.sends(DLQ)
+    assert [s.value for s in dlq] == [too_large.value, future.value]
+    assert [s.header("fraudstream-problem") for s in dlq] == [b"too_large", b"future_event"]
+    assert [w.event for w in r.recorder.writes()] == [fine]
+    state = EntityState.from_bytes(r.table.values[(PA, TA.encode())])
+    assert len(state.fraud_times) == 1
+    assert state.watermark_ms == T0
+
+
+async def test_a_report_on_its_terminals_wrong_partition_is_rerouted() -> None:
+    r = checked_rig(T0 + 3 * DAY)
+    batch = Batch(REPORTS)
+    stray = batch.add(PB, TA.encode(), report("f1", TA, T0))  # TA lives in PA
+
+    await r.stage.process_reports(as_events(batch.events))
+
+    (moved,) = r.recorder.sends(REPORTS)
+    assert (moved.key, moved.value, moved.partition) == (TA.encode(), stray.value, PA)
+    assert moved.header("fraudstream-rerouted-from") == f"{REPORTS}/{PB}/51".encode()
+    assert r.recorder.writes() == []
+    assert counter(r.metrics, "fraudstream_records_rerouted_total", topic=REPORTS) == 1

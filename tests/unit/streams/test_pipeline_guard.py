@@ -1,0 +1,79 @@
+"""BatchGuard: a batch that raises is processed record by record; nothing leaves the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from faust.types import EventT
+from pipeline_doubles import Event, Message, Recorder, as_events, counter
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from streams.metrics import PipelineMetrics
+from streams.pipeline.guard import BatchGuard
+
+DLQ = "dlq"
+
+
+def events(*values: bytes) -> list[Event]:
+    return [
+        Event(b"k", value, Message("transactions", 2, 10 + i, [("traceparent", b"t")]))
+        for i, value in enumerate(values)
+    ]
+
+
+class Stage:
+    """Processes batches, raising on a poisoned value; records what it processed."""
+
+    def __init__(self, poison: bytes = b"poison", error: Exception | None = None) -> None:
+        self.poison = poison
+        self.error = error or ValueError("a bug")
+        self.processed: list[bytes] = []
+
+    async def process(self, batch: Sequence[EventT[Any]]) -> None:
+        if any(e.value == self.poison for e in batch):
+            raise self.error
+        self.processed += [e.value for e in batch]
+
+
+async def test_a_poisoned_batch_is_processed_record_by_record() -> None:
+    recorder, metrics, stage = Recorder(), PipelineMetrics(), Stage()
+    guard = BatchGuard("score", recorder.send, DLQ, metrics)
+    batch = events(b"a", b"poison", b"b")
+
+    await guard.run(stage.process, as_events(batch))
+
+    assert stage.processed == [b"a", b"b"]
+    (dead,) = recorder.sends(DLQ)
+    assert dead.value == b"poison"
+    assert dead.header("fraudstream-problem") == b"internal_error"
+    assert dead.header("fraudstream-reason") == b"agent score raised ValueError: a bug"
+    assert dead.header("traceparent") == b"t"
+    assert dead.header("fraudstream-source-offset") == b"11"
+    assert counter(metrics, "fraudstream_records_failed_total", outcome="dead_lettered") == 1
+
+
+async def test_a_record_whose_dead_letter_fails_too_is_skipped_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics, stage = PipelineMetrics(), Stage()
+
+    async def refusing_send(*args: Any) -> None:
+        raise TypeError("cannot send")
+
+    guard = BatchGuard("score", refusing_send, DLQ, metrics)
+    await guard.run(stage.process, as_events(events(b"poison", b"a")))
+
+    assert stage.processed == [b"a"]
+    assert counter(metrics, "fraudstream_records_failed_total", outcome="skipped") == 1
+    assert "skipped transactions/2/10" in caplog.text
+
+
+async def test_a_dependency_failing_is_not_blamed_on_the_records() -> None:
+    recorder, metrics = Recorder(), PipelineMetrics()
+    stage = Stage(poison=b"a", error=RedisConnectionError("refused"))
+    guard = BatchGuard("score", recorder.send, DLQ, metrics)
+    with pytest.raises(RedisConnectionError):
+        await guard.run(stage.process, as_events(events(b"a", b"b")))
+    assert recorder.sends() == []
