@@ -16,11 +16,15 @@ buffer full, and the conductor's lock held while it rebuilds its index. When non
 those holds, the delivery completes without suspending, so awaiting it directly is the
 same as racing it against ``suspend_flow``, minus the tasks. This module's loop does
 that, and keeps Faust's race for every message for which one of them does hold. The
-rest of the loop is faust-streaming 0.15's, unchanged (read-offset tracking, gap
-tracking for acks, a yield to the loop every 100 messages) but for one thing: with no
-partition active it looks again every `IDLE_POLL_S`, where Faust's getmany sleeps a
-second (in the takeover test, 18 of 100 rebalances resumed about a second late
-before, 1 of 40 after).
+rest of the loop is faust-streaming 0.15's (read-offset tracking, gap tracking for
+acks, a yield to the loop every 100 messages) but for two things. With no partition
+active it looks again every `IDLE_POLL_S`, where Faust's getmany sleeps a second (in
+the takeover test, 18 of 100 rebalances resumed about a second late before, 1 of 40
+after). And a message whose delivery was abandoned because the flow was suspended is
+not marked read: Faust's loop set the read offset after ``wait_first`` whichever of the
+two won, so a message that never reached a stream counted as read, and if that landed
+after the rebalance's seek, the fetch loop then dropped every message before it as
+already read.
 """
 
 from __future__ import annotations
@@ -124,7 +128,12 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
                         if delivers_at_once(self, tp):
                             await callback(message)
                         else:
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            delivery = callback(message)
+                            raced = await self.wait_first(delivery, self.suspend_flow.wait())
+                            if delivery not in raced.done:
+                                # Abandoned (a rebalance): not read. The seek that
+                                # follows decides where the partition resumes.
+                                continue
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev(

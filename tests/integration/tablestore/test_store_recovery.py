@@ -37,12 +37,14 @@ RATE_PER_S = 1500
 class Workers:
     """Worker processes of the counting app, started and killed by the test."""
 
-    def __init__(self, settings: Settings, store_url: str, logs: Path) -> None:
+    def __init__(
+        self, settings: Settings, store_url: str, logs: Path, partitions: int = PARTITIONS
+    ) -> None:
         self.env = {
             **os.environ,
             "FRAUDSTREAM_APP_ID": settings.app_id,
             "FRAUDSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-            "FRAUDSTREAM_TOPIC_PARTITIONS": str(PARTITIONS),
+            "FRAUDSTREAM_TOPIC_PARTITIONS": str(partitions),
             "FRAUDSTREAM_TABLE_STORE": store_url,
             "FRAUDSTREAM_REDIS_KEY_PREFIX": settings.redis_key_prefix,
             # A killed worker's partitions move after 6 s, the broker's minimum.
@@ -121,9 +123,11 @@ class Stream:
             await producer.stop()
 
 
-def counts_in_redis(client: redis.Redis, settings: Settings) -> dict[str, list[int]]:
+def counts_in_redis(
+    client: redis.Redis, settings: Settings, partitions: int = PARTITIONS
+) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
-    for partition in range(PARTITIONS):
+    for partition in range(partitions):
         prefix = partition_prefix(settings.redis_key_prefix, settings.app_id, "totals", partition)
         for key in client.scan_iter(match=entry_pattern(prefix), count=1000):
             value = client.get(key)
@@ -133,12 +137,17 @@ def counts_in_redis(client: redis.Redis, settings: Settings) -> dict[str, list[i
 
 
 def wait_for_counts(
-    client: redis.Redis, settings: Settings, expected: dict[str, list[int]], workers: Workers
+    client: redis.Redis,
+    settings: Settings,
+    expected: dict[str, list[int]],
+    workers: Workers,
+    partitions: int = PARTITIONS,
+    timeout_s: float = 120,
 ) -> dict[str, list[int]]:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     found: dict[str, list[int]] = {}
     while time.monotonic() < deadline:
-        found = counts_in_redis(client, settings)
+        found = counts_in_redis(client, settings, partitions)
         if found == expected:
             return found
         if sum(c for c, _ in found.values()) > sum(c for c, _ in expected.values()):
@@ -149,7 +158,7 @@ def wait_for_counts(
         p: client.hgetall(
             offsets_key(partition_prefix(settings.redis_key_prefix, settings.app_id, "totals", p))
         )
-        for p in range(PARTITIONS)
+        for p in range(partitions)
     }
     pytest.fail(
         f"counts in Redis differ from what was sent: {sum(c for c, _ in found.values())} "
