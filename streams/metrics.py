@@ -135,6 +135,10 @@ class PipelineMetrics:
             loop was held by something (a long batch, a synchronous call, a collection).
         gc_pause: Duration of the garbage collector's generation 1 and 2 collections,
             by ``generation`` (generation 0 runs too often and too briefly to time).
+        partition_stalled: 1 while an assigned partition has a backlog and has not
+            progressed for the stall time, by ``topic`` and ``partition``
+            (``streams.stall``); 0 once it moves again.
+        partition_stalls: Stalls detected (``streams.stall``).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -294,6 +298,19 @@ class PipelineMetrics:
         # decades) or as a perfectly caught-up aggregation, and alerts would fire or hide.
         for gauge in (self.terminal_lag, self.scorer_event_time, self.terminal_event_time):
             gauge.set(math.nan)
+
+        self.partition_stalled = Gauge(
+            "fraudstream_partition_stalled",
+            "1 while a partition assigned to this worker has records past its position "
+            "and has not progressed for the stall time (partition_stall_after_s).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.partition_stalls = Counter(
+            "fraudstream_partition_stalls",
+            "Partitions found stalled: a backlog and no progress for the stall time.",
+            registry=r,
+        )
 
         # Only read on a scrape, so free on the hot path.
         r.register(CONNECTION_ERRORS)  # process-wide: counted by streams.kafkalog's filter

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         description="How often a worker commits: table state to Redis with the offsets it "
         "covers. Terminal state becomes visible to other workers' scorers at this pace.",
     )
+    partition_stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A partition with a backlog that has not moved for this long is "
+        "reported stalled: an ERROR line and the fraudstream_partition_stalled gauge.",
+    )
     fetch_max_wait_ms: int = Field(
         25,
         ge=1,

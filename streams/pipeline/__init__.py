@@ -9,6 +9,7 @@
   the ``terminal_windows`` table;
 - a task following the model-control topic (``streams.modelcontrol``) that swaps the
   active model between micro-batches;
+- a task reporting partitions that stall with a backlog (``streams.stall``);
 - Prometheus metrics at ``/metrics`` on the worker's web port (``streams.metrics``).
 
 Every topic is read and written as raw bytes: the agents decode with the validating
@@ -45,6 +46,7 @@ from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import KeyPartitioner, TerminalLookup
 from streams.settings import Settings
+from streams.stall import StallDetector, StallReporter, watch_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +224,13 @@ def build_pipeline(
         heap.settle("worker started")
         GcPauseObserver(metrics.gc_pause).install()
         await watch_event_loop(metrics.event_loop_lag)
+
+    stalls = StallDetector(settings.partition_stall_after_s)
+    stall_reporter = StallReporter(metrics.partition_stalled, metrics.partition_stalls)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_stalls() -> None:
+        await watch_partitions(app, stalls, stall_reporter)
 
     install_metrics_view(app, metrics)
 
