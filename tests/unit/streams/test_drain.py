@@ -1,15 +1,21 @@
-"""streams.drain: a message is delivered directly only when its delivery cannot wait."""
+"""streams.drain: a message is delivered directly only when its delivery cannot wait, and
+marked read only once delivered."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
 import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
+from mode import Service
 
 from streams import drain
 from streams.app import create_app
@@ -86,3 +92,68 @@ def test_create_app_installs_the_loop_once(tmp_path: Path) -> None:
     assert installed is drain.drain_messages
     drain.install()
     assert Consumer._drain_messages is installed
+
+
+class LoopConsumer:
+    """What `drain.drain_messages` reads of a Faust consumer, around one fetched message."""
+
+    wait_first = Service.wait_first
+    consumer_stopped_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, deliver: Callable[[Any], Awaitable[None]]) -> None:
+        self.callback = deliver
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+        self.suspend_flow = asyncio.Event()
+        self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self._commit_every = None
+        self.app = SimpleNamespace(
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: False), client_only=False
+        )
+        self.flow_active = True
+        self.should_stop = False
+        self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        self.log = logging.getLogger("test-drain")
+
+    def _get_active_partitions(self) -> set[TP]:
+        return {TP0}
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:  # noqa: ASYNC109
+        yield TP0, SimpleNamespace(topic=TOPIC, offset=7, key=b"k", value=b"v")
+        self.fetcher._stopped.set()  # one fetch, then the loop ends
+
+
+@pytest.fixture
+def fausts_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every delivery takes Faust's race against ``suspend_flow``."""
+    monkeypatch.setattr(drain, "delivers_at_once", lambda consumer, tp: False)
+
+
+@pytest.mark.usefixtures("fausts_race")
+async def test_a_delivery_abandoned_at_a_rebalance_is_not_marked_read() -> None:
+    async def blocked(message: Any) -> None:  # a full stream buffer, never drained
+        consumer.suspend_flow.set()  # meanwhile a rebalance suspends the flow
+        await asyncio.Event().wait()
+
+    consumer = LoopConsumer(blocked)
+    await drain.drain_messages(consumer, consumer.fetcher)
+    assert consumer._read_offset[TP0] is None
+
+
+@pytest.mark.usefixtures("fausts_race")
+async def test_a_delivered_message_is_marked_read() -> None:
+    delivered: list[Any] = []
+
+    async def deliver(message: Any) -> None:
+        delivered.append(message)
+
+    consumer = LoopConsumer(deliver)
+    consumer.suspend_flow.clear()
+    await drain.drain_messages(consumer, consumer.fetcher)
+    assert [m.offset for m in delivered] == [7]
+    assert consumer._read_offset[TP0] == 7
