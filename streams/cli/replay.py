@@ -77,11 +77,31 @@ def replay(
         bool,
         typer.Option(help="Read the whole file once first: check every row, count the events."),
     ] = True,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue a replay of the same file with the same options that stopped "
+            "early: every partition gets exactly the events it does not hold yet (read "
+            "from its last record's fraudstream-replay-seq header).",
+        ),
+    ] = False,
+    outage_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            help="How long to wait for an unreachable Kafka before giving up (then "
+            "--resume continues). Default 600 s (10 min).",
+        ),
+    ] = 600.0,
 ) -> None:
     """Replay a dataset into the transactions and fraud-reports topics, in event-time order.
 
     Transactions are keyed by customer_id, with the transaction time as Kafka timestamp;
     each labelled fraud also sends a FraudReport (keyed by terminal_id) at its reported_at.
+    Every event is written once: a broker outage is waited for (--outage-timeout), then
+    each partition gets the events it lacks; a replay that stopped continues with --resume.
     """
     settings: Settings = ctx.obj
     # Imported here: polars and aiokafka would slow down every other command's start.
@@ -130,7 +150,15 @@ def replay(
     with _progress(survey) as progress:
         try:
             result = asyncio.run(
-                _send(settings, first["time"][0], all_frames(), Pacer(pacing), progress)
+                _send(
+                    settings,
+                    first["time"][0],
+                    all_frames(),
+                    Pacer(pacing),
+                    progress,
+                    resume=resume,
+                    outage_timeout_s=outage_timeout,
+                )
             )
         except KeyboardInterrupt:  # before the signal handlers are in place
             _fail("interrupted before anything was sent", EXIT_INTERRUPTED)
@@ -179,6 +207,9 @@ async def _send(
     frames: Iterator[pl.DataFrame],
     pacer: Pacer,
     progress: _ProgressBar,
+    *,
+    resume: bool,
+    outage_timeout_s: float,
 ) -> ReplayResult:
     from streams.replay.sender import Sender, prepare_topics
 
@@ -195,7 +226,15 @@ async def _send(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
     try:
-        return await Sender(settings, topics, pacer, progress.update).run(frames, stop)
+        sender = Sender(
+            settings,
+            topics,
+            pacer,
+            progress.update,
+            resume=resume,
+            outage_timeout_s=outage_timeout_s,
+        )
+        return await sender.run(frames, stop)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -277,6 +316,10 @@ def _summarise(settings: Settings, path: Path, result: ReplayResult, pacing: Pac
     ]
     if stats.first_ms is not None and stats.last_ms is not None:
         lines.append(f"event time {iso_ms(stats.first_ms)} .. {iso_ms(stats.last_ms)}")
+    if result.resumed:
+        lines.append(f"resumed: {result.skipped} events were in the topics already, not sent")
+    if result.outages:
+        lines.append(f"rode out {result.outages} Kafka outage(s), nothing written twice")
     if result.interrupted:
         last = result.last.describe() if result.last else "nothing"
         typer.echo(

@@ -33,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,19 +44,38 @@ import polars as pl
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import InvalidTimestampError, KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    InvalidTimestampError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 from aiokafka.partitioner import murmur2
 
 from streams.kafka import (
     SENT_AT_HEADER,
     BrokerUnavailableError,
+    bootstrap_failures,
+    broker_answers,
     client_options,
     ensure_topics,
     product_topics,
 )
 from streams.replay.events import REPORT, TRANSACTION, StreamStats, count
+from streams.replay.fence import ProduceFence, ProduceFencedError
 from streams.replay.pacing import Pacer
 from streams.replay.reader import iso_ms
+from streams.replay.resume import (
+    NOTHING,
+    REPLAY_SEQ_HEADER,
+    ResumeError,
+    Tail,
+    Target,
+    Written,
+    to_send,
+    written,
+)
+from streams.replay.tails import read_tails
 from streams.settings import Settings
 
 #: Most bytes in one record batch (the broker's message.max.bytes defaults to 1 MiB).
@@ -69,6 +90,16 @@ PACE_TICK_S: Final = 0.005
 MIN_KEEP_MS: Final = 24 * 3600 * 1000
 #: Memoised key hashes; beyond this many distinct keys the memo starts over.
 _MAX_MEMO_KEYS: Final = 1_000_000
+#: How long a replay waits for an unreachable broker by default (``--outage-timeout``).
+OUTAGE_TIMEOUT_S: Final = 600.0  # keep equal to the CLI default
+#: Longest wait for a dropped producer to fail what it holds.
+STOP_TIMEOUT_S: Final = 35.0
+#: The end of every failure message of a replay that handed events to Kafka.
+RESUME_HINT: Final = (
+    "run the same command with --resume to continue exactly after what the topics hold"
+)
+
+logger = logging.getLogger(__name__)
 
 
 class ReplayError(RuntimeError):
@@ -119,12 +150,18 @@ class ReplayResult:
         elapsed_s: Wall-clock seconds from the producer's start to the last acknowledgement.
         interrupted: Whether it stopped early on request (Ctrl-C); everything counted
             in ``stats`` was still delivered.
+        resumed: Whether it continued what the topics held (``--resume``).
+        skipped: Events not sent because their partition held them already.
+        outages: Broker outages ridden out.
     """
 
     stats: StreamStats = field(default_factory=StreamStats)
     last: SentEvent | None = None
     elapsed_s: float = 0.0
     interrupted: bool = False
+    resumed: bool = False
+    skipped: int = 0
+    outages: int = 0
 
 
 #: Called after every slice with the counts so far and the last event time.
@@ -239,6 +276,38 @@ async def prepare_topics(settings: Settings, oldest_ms: int) -> tuple[str, str]:
 class _OpenBatch:
     builder: Any  # aiokafka BatchBuilder (untyped)
     opened_s: float
+    first_seq: int
+
+
+class _OutageError(Exception):
+    """The broker stopped answering: the producer is fenced, the replay must recover."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether a failure means "broker unreachable" rather than "broker refused"."""
+    return isinstance(exc, ProduceFencedError | KafkaTimeoutError) or (
+        isinstance(exc, KafkaError) and exc.retriable
+    )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return (
+        f"{minutes} min {rest} s"
+        if minutes and rest
+        else f"{minutes} min"
+        if minutes
+        else f"{rest} s"
+    )
 
 
 class Sender:
@@ -249,6 +318,9 @@ class Sender:
         topics: The transactions and fraud-reports topic names.
         pacer: The schedule of this replay.
         on_progress: Called after each slice.
+        resume: Continue after what the topics hold (``--resume``): the frames are the
+            whole replay again, and the events each partition already holds are skipped.
+        outage_timeout_s: How long to wait for an unreachable broker before giving up.
     """
 
     def __init__(
@@ -257,27 +329,110 @@ class Sender:
         topics: tuple[str, str],
         pacer: Pacer,
         on_progress: ProgressCallback | None = None,
+        *,
+        resume: bool = False,
+        outage_timeout_s: float = OUTAGE_TIMEOUT_S,
     ) -> None:
         self._settings = settings
         self._topic_by_kind = {TRANSACTION: topics[0], REPORT: topics[1]}
         self._pacer = pacer
         self._on_progress = on_progress
+        self._resume = resume
+        self._outage_timeout_s = outage_timeout_s
         self._hashes = KeyHashes()
         self._open: dict[tuple[int, int], _OpenBatch] = {}
-        self._in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._in_flight: collections.deque[tuple[asyncio.Future[Any], int]] = collections.deque()
         self._producer: AIOKafkaProducer | None = None
+        self._fence: ProduceFence | None = None
+        self._partitions: dict[int, int] = {}
+        # Frames whose events may not all be acknowledged yet: (first index, frame).
+        self._retained: collections.deque[tuple[int, pl.DataFrame]] = collections.deque()
+        self._next_seq = 0  # index of the next event the source gives
+        self._fresh = 0  # events below this index were handed over (and counted) already
+        self._skips_counted = 0  # events below this index were counted as skipped already
+        self._held: Written = NOTHING  # what the partitions hold of this replay
+        self._at_start: dict[Target, Tail] = {}
 
     async def run(self, frames: Iterable[pl.DataFrame], stop: asyncio.Event) -> ReplayResult:
         """Send every frame's events, in order, at the pace; stop early when ``stop`` is set.
 
         Whatever was handed to the producer is delivered before this returns, also when
-        stopped.
+        stopped. A broker that stops answering is waited for (``outage_timeout_s``);
+        then every partition gets exactly the events it does not hold yet.
 
         Raises:
-            BrokerUnavailableError: No broker answers.
-            ReplayError: Kafka refused an event or stopped answering.
+            BrokerUnavailableError: No broker answers at the start.
+            ReplayError: Kafka refused an event, or stayed unreachable too long; the
+                message says how to resume.
             SourceFailedError: ``frames`` raised; what was sent before is delivered.
         """
+        result = ReplayResult()
+        started = time.monotonic()
+        source = self._numbered(iter(frames))
+        try:
+            await self._start_producer(first=True)
+            self._at_start = await read_tails(self._settings, self._topic_by_kind, self._partitions)
+            if self._resume:
+                self._held = written(self._at_start, topics=self._topic_by_kind)
+                result.resumed = True
+            start_held = self._held
+            backlog: list[tuple[int, pl.DataFrame]] = []
+            while True:
+                try:
+                    if await self._send_all(itertools.chain(backlog, source), result, stop):
+                        result.interrupted = True
+                        await self._submit_all()
+                        await self._settle()
+                    break
+                except _OutageError as outage:
+                    backlog = list(self._retained)
+                    self._retained.clear()
+                    await self._recover(outage.cause, result, start_held, stop)
+        except KafkaError as exc:
+            raise ReplayError(self._failure(exc, result)) from None
+        except ResumeError as exc:
+            raise ReplayError(str(exc)) from None
+        finally:
+            result.elapsed_s = time.monotonic() - started
+            await self._drop_producer()
+        return result
+
+    def _numbered(self, frames: Iterator[pl.DataFrame]) -> Iterator[tuple[int, pl.DataFrame]]:
+        for frame in frames:
+            base = self._next_seq
+            self._next_seq += frame.height
+            yield base, frame
+
+    async def _send_all(
+        self,
+        frames: Iterator[tuple[int, pl.DataFrame]],
+        result: ReplayResult,
+        stop: asyncio.Event,
+    ) -> bool:
+        """Send the frames and settle; return True if ``stop`` cut it short."""
+        while True:
+            try:
+                item = next(frames, None)
+            except Exception as exc:  # a bad row further on: deliver what went, then say
+                if isinstance(exc, _OutageError):
+                    raise
+                try:
+                    await self._submit_all()
+                    await self._settle()
+                except _OutageError as outage:
+                    raise ReplayError(self._failure(outage.cause, result)) from None
+                raise SourceFailedError(exc, result) from exc
+            if item is None:
+                break
+            base, frame = item
+            self._retained.append(item)
+            if await self._send_frame(base, frame, result, stop):
+                return True
+        await self._submit_all()
+        await self._settle()
+        return False
+
+    async def _start_producer(self, *, first: bool = False) -> None:
         producer = AIOKafkaProducer(
             enable_idempotence=True,
             max_batch_size=BATCH_BYTES,
@@ -285,63 +440,115 @@ class Sender:
             request_timeout_ms=30_000,
             **client_options(self._settings),
         )
+        fence = ProduceFence(producer)
         try:
             await producer.start()
-        except KafkaConnectionError as exc:
-            await producer.stop()
-            raise BrokerUnavailableError(
-                f"no Kafka broker answers at {self._settings.kafka_bootstrap_servers} ({exc})"
-            ) from None
-        self._producer = producer
-        result = ReplayResult()
-        started = time.monotonic()
-        try:
-            partitions = {
+            self._partitions = {
                 kind: len(await producer.partitions_for(topic))
                 for kind, topic in self._topic_by_kind.items()
             }
-            source = iter(frames)
-            while True:
-                try:
-                    frame = next(source, None)
-                except Exception as exc:  # a bad row further on: deliver what went, then say
-                    await self._submit_all()
-                    await self._settle()
-                    raise SourceFailedError(exc, result) from exc
-                if frame is None:
-                    break
-                if await self._send_frame(frame, partitions, result, stop):
-                    result.interrupted = True
-                    break
-            await self._submit_all()
-            await self._settle()
         except KafkaError as exc:
-            raise ReplayError(self._failure(exc, result)) from None
-        finally:
-            result.elapsed_s = time.monotonic() - started
-            self._producer = None
-            with contextlib.suppress(KafkaError):  # failing already: keep the first error
+            with contextlib.suppress(KafkaError):
                 await producer.stop()
-        return result
+            if first and isinstance(exc, KafkaConnectionError):
+                raise BrokerUnavailableError(
+                    f"no Kafka broker answers at {self._settings.kafka_bootstrap_servers} ({exc})"
+                ) from None
+            raise
+        self._producer, self._fence = producer, fence
+
+    async def _drop_producer(self) -> None:
+        """Stop the producer; a fenced one fails what it holds at once, sending nothing."""
+        producer, self._producer, self._fence = self._producer, None, None
+        self._open.clear()
+        for future, _ in self._in_flight:  # their failures are known: the outage
+            future.add_done_callback(_retrieve)
+        self._in_flight.clear()
+        if producer is not None:
+            with contextlib.suppress(KafkaError, TimeoutError):  # failing already
+                await asyncio.wait_for(producer.stop(), timeout=STOP_TIMEOUT_S)
+
+    async def _recover(
+        self, cause: BaseException, result: ReplayResult, start_held: Written, stop: asyncio.Event
+    ) -> None:
+        """Wait for the broker, then find what each partition holds; report the outage twice."""
+        await self._drop_producer()
+        since = time.monotonic()
+        deadline = since + self._outage_timeout_s
+        logger.warning(
+            "Kafka unavailable after %d events were handed over (%s): waiting up to %s "
+            "(--outage-timeout), then continuing after the last event each partition holds",
+            result.stats.events,
+            cause,
+            _duration(self._outage_timeout_s),
+        )
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop.is_set():
+                why = (
+                    "interrupted"
+                    if stop.is_set()
+                    else f"unreachable for {_duration(self._outage_timeout_s)}"
+                )
+                raise ReplayError(
+                    f"Kafka {why} after {result.stats.events} events were handed over "
+                    f"({cause}); {RESUME_HINT}"
+                )
+            with bootstrap_failures():  # its lines: one per probe, left out of the log
+                answers = await broker_answers(self._settings, timeout_s=min(5.0, remaining))
+            if answers:
+                try:
+                    await self._start_producer()
+                    tails = await read_tails(
+                        self._settings,
+                        self._topic_by_kind,
+                        self._partitions,
+                        timeout_s=min(30.0, remaining),
+                    )
+                    break
+                except KafkaError:
+                    await self._drop_producer()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(1.0, max(0.0, remaining)))
+        self._held = written(
+            tails, since=self._at_start, before=start_held, topics=self._topic_by_kind
+        )
+        result.outages += 1
+        logger.warning(
+            "Kafka answers again after %.0f s: continuing after the last event each "
+            "partition holds",
+            time.monotonic() - since,
+        )
 
     async def _send_frame(
-        self,
-        frame: pl.DataFrame,
-        partitions: dict[int, int],
-        result: ReplayResult,
-        stop: asyncio.Event,
+        self, base: int, frame: pl.DataFrame, result: ReplayResult, stop: asyncio.Event
     ) -> bool:
-        """Send one frame of events; return True if ``stop`` cut it short."""
-        times: list[int] = frame["time"].to_list()
+        """Send one frame of events (those not held yet); return True if ``stop`` cut it short."""
         kinds: list[int] = frame["kind"].to_list()
         keys: list[bytes] = frame["key"].to_list()
         values: list[bytes] = frame["value"].to_list()
         hashes = self._hashes(keys)
-        tx_partitions, report_partitions = partitions[TRANSACTION], partitions[REPORT]
+        tx_partitions, report_partitions = self._partitions[TRANSACTION], self._partitions[REPORT]
         targets = [
             (kind, h % (tx_partitions if kind == TRANSACTION else report_partitions))
             for kind, h in zip(kinds, hashes, strict=True)
         ]
+        seqs = list(range(base, base + frame.height))
+        keep = to_send(base, targets, values, self._held, self._topic_by_kind)
+        if keep is not None:
+            counted = max(self._fresh, self._skips_counted)
+            kept = set(keep)
+            result.skipped += sum(
+                1 for p in range(len(seqs)) if p not in kept and seqs[p] >= counted
+            )
+            self._skips_counted = max(self._skips_counted, base + frame.height)
+            frame = frame[keep]
+            kinds = [kinds[p] for p in keep]
+            keys = [keys[p] for p in keep]
+            values = [values[p] for p in keep]
+            targets = [targets[p] for p in keep]
+            seqs = [seqs[p] for p in keep]
+        times: list[int] = frame["time"].to_list()
         pacer, open_batches = self._pacer, self._open
         total, start = len(times), 0
         while start < total:
@@ -355,45 +562,43 @@ class Sender:
                 delay = max(PACE_TICK_S, pacer.wait(time.monotonic(), times[start], sent_before))
                 with contextlib.suppress(TimeoutError):  # woken early by ``stop`` only
                     await asyncio.wait_for(stop.wait(), timeout=delay)
+                self._check_delivered()
                 continue
             end = start + due
-            headers = [(SENT_AT_HEADER, str(time.time_ns() // 1_000_000).encode())]
+            sent_at = (SENT_AT_HEADER, str(time.time_ns() // 1_000_000).encode())
             for index in range(start, end):
                 target = targets[index]
+                record = {
+                    "timestamp": times[index],
+                    "key": keys[index],
+                    "value": values[index],
+                    "headers": [sent_at, (REPLAY_SEQ_HEADER, str(seqs[index]).encode())],
+                }
                 batch = open_batches.get(target)
                 if batch is None:
-                    batch = self._open_batch(target, now)
-                if (
-                    batch.builder.append(
-                        timestamp=times[index],
-                        key=keys[index],
-                        value=values[index],
-                        headers=headers,
-                    )
-                    is None
-                ):
+                    batch = self._open_batch(target, now, seqs[index])
+                if batch.builder.append(**record) is None:
                     await self._submit(target)
-                    batch = self._open_batch(target, now)
-                    batch.builder.append(
-                        timestamp=times[index],
-                        key=keys[index],
-                        value=values[index],
-                        headers=headers,
-                    )
-            count(frame.slice(start, due), result.stats)
+                    batch = self._open_batch(target, now, seqs[index])
+                    batch.builder.append(**record)
+            fresh = [p for p in range(start, end) if seqs[p] >= self._fresh]
+            if fresh:
+                count(frame[fresh] if len(fresh) < due else frame.slice(start, due), result.stats)
+                self._fresh = seqs[end - 1] + 1
             last = end - 1
             result.last = SentEvent(kinds[last], frame["tx_id"][last], times[last])
             start = end
             await self._submit_stale(now)
             self._check_delivered()
+            self._trim_retained()
             if self._on_progress is not None:
                 self._on_progress(result.stats, times[last])
             await asyncio.sleep(0)  # let the producer's sender task run
         return False
 
-    def _open_batch(self, target: tuple[int, int], now: float) -> _OpenBatch:
+    def _open_batch(self, target: tuple[int, int], now: float, first_seq: int) -> _OpenBatch:
         assert self._producer is not None
-        batch = _OpenBatch(self._producer.create_batch(), now)
+        batch = _OpenBatch(self._producer.create_batch(), now, first_seq)
         self._open[target] = batch
         return batch
 
@@ -403,10 +608,15 @@ class Sender:
         batch = self._open.pop(target)
         batch.builder.close()  # a closed batch is sent at once, without linger
         kind, partition = target
-        future = await self._producer.send_batch(
-            batch.builder, self._topic_by_kind[kind], partition=partition
-        )
-        self._in_flight.append(future)
+        try:
+            future = await self._producer.send_batch(
+                batch.builder, self._topic_by_kind[kind], partition=partition
+            )
+        except KafkaError as exc:
+            if _is_outage(exc):
+                raise _OutageError(exc) from exc
+            raise
+        self._in_flight.append((future, batch.first_seq))
 
     async def _submit_stale(self, now: float) -> None:
         for target in [t for t, b in self._open.items() if now - b.opened_s >= LINGER_S]:
@@ -417,23 +627,43 @@ class Sender:
             await self._submit(target)
 
     def _check_delivered(self) -> None:
-        """Forget delivered batches; raise the first delivery failure."""
+        """Forget delivered batches; raise the first failure (an outage, or a refusal)."""
         in_flight = self._in_flight
-        while in_flight and in_flight[0].done():
-            in_flight.popleft().result()
+        for future, _ in in_flight:
+            if future.done():
+                exc = future.exception()
+                if exc is not None:
+                    if _is_outage(exc):
+                        raise _OutageError(exc)
+                    raise exc
+        while in_flight and in_flight[0][0].done():
+            in_flight.popleft()
+        if self._fence is not None and self._fence.cause is not None:
+            raise _OutageError(self._fence.cause)
+
+    def _trim_retained(self) -> None:
+        """Forget frames whose events are all acknowledged."""
+        pending = [seq for future, seq in self._in_flight if not future.done()]
+        pending += [batch.first_seq for batch in self._open.values()]
+        low = min(pending, default=self._fresh)
+        retained = self._retained
+        while retained and retained[0][0] + retained[0][1].height <= low:
+            retained.popleft()
 
     async def _settle(self) -> None:
         """Wait until every batch handed to the producer is acknowledged."""
         while self._in_flight:
-            await self._in_flight.popleft()
+            await asyncio.wait([self._in_flight[0][0]])
+            self._check_delivered()
+        self._trim_retained()
 
-    def _failure(self, exc: KafkaError, result: ReplayResult) -> str:
-        where = f" after {result.stats.events} events"
+    def _failure(self, exc: BaseException, result: ReplayResult) -> str:
+        where = f" after {result.stats.events} events were handed over"
         if result.last is not None:
-            where += f" (the last handed over: {result.last.describe()})"
+            where += f" (the last: {result.last.describe()})"
         if isinstance(exc, InvalidTimestampError):
             return (
                 f"the broker refused the events' timestamps{where}: raise the topic's "
                 "message.timestamp.before.max.ms / after.max.ms"
             )
-        return f"Kafka failed{where}: {type(exc).__name__}: {exc}"
+        return f"Kafka failed{where}: {type(exc).__name__}: {exc}; {RESUME_HINT}"

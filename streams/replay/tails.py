@@ -1,0 +1,95 @@
+"""Reads the last record of every partition of the event topics (the Kafka edge of resume).
+
+One consumer without a group: for each partition its end offset and, when it is not
+empty, the record just before it. ``streams.replay.resume`` decides from these where the
+replay continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streams.kafka import client_options, header_items
+from streams.replay.resume import Tail, Target, read_mark
+from streams.settings import Settings
+
+
+async def read_tails(
+    settings: Settings,
+    topics: Mapping[int, str],
+    partitions: Mapping[int, int],
+    timeout_s: float = 30.0,
+) -> dict[Target, Tail]:
+    """The tail of every partition of the topics, by (kind, partition).
+
+    Args:
+        settings: Connection settings.
+        topics: Topic names by event kind.
+        partitions: Partition counts by event kind.
+        timeout_s: Give up after this long.
+
+    Raises:
+        KafkaError: The broker did not answer (``KafkaTimeoutError`` after ``timeout_s``).
+    """
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=int(timeout_s * 1000),
+        **client_options(settings),
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _tails(consumer, topics, partitions)
+    except TimeoutError:
+        raise KafkaError(f"could not read the ends of {', '.join(topics.values())}") from None
+    finally:
+        await consumer.stop()
+
+
+async def _tails(
+    consumer: AIOKafkaConsumer, topics: Mapping[int, str], partitions: Mapping[int, int]
+) -> dict[Target, Tail]:
+    kinds = {
+        TopicPartition(topic, partition): kind
+        for kind, topic in topics.items()
+        for partition in range(partitions[kind])
+    }
+    with _quiet_assignments():
+        consumer.assign(list(kinds))
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(list(kinds))
+    tails: dict[Target, Tail] = {}
+    wanted: set[TopicPartition] = set()
+    for tp, end in ends.items():
+        if end == 0:
+            tails[(kinds[tp], tp.partition)] = Tail(0)
+        else:
+            consumer.seek(tp, end - 1)
+            wanted.add(tp)
+    while wanted:
+        for tp, records in (await consumer.getmany(*wanted, timeout_ms=500)).items():
+            for record in records:
+                if record.offset == ends[tp] - 1:
+                    tails[(kinds[tp], tp.partition)] = Tail(
+                        ends[tp], read_mark(header_items(record.headers)), record.value
+                    )
+                    wanted.discard(tp)
+    return tails
+
+
+@contextlib.contextmanager
+def _quiet_assignments() -> Iterator[None]:
+    """Without aiokafka's INFO line per assignment (the replay's log shows outages only)."""
+    log = logging.getLogger("aiokafka.consumer.subscription_state")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
