@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, RequestTimedOutError
 from prometheus_client import Counter
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,30 @@ CONNECTION_ERROR_MESSAGES: Final[Mapping[str, frozenset[str]]] = {
 BOOTSTRAP_MESSAGES: Final = frozenset(
     {'Unable connect to "%s:%s": %s', 'Unable to request metadata from "%s:%s": %s'}
 )
+
+
+#: Errors that mean "could not reach the broker" (a broker's answer, such as
+#: NotLeaderForPartition while a topic is created, is not an outage).
+UNREACHABLE: Final = (
+    KafkaConnectionError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_unreachable(record: logging.LogRecord) -> bool:
+    """Whether a connection-error line's exception (or its cause) is a failure to reach.
+
+    A line without an exception argument ("Unable to update metadata from [1]") is one.
+    """
+    args = record.args if isinstance(record.args, tuple) else ()
+    errors = [arg for arg in args if isinstance(arg, BaseException)]
+    return not errors or any(
+        isinstance(error, UNREACHABLE) or isinstance(error.__cause__, UNREACHABLE)
+        for error in errors
+    )
 
 
 class OutageLog(logging.Filter):
@@ -118,6 +143,8 @@ class OutageLog(logging.Filter):
                     self._note_error()
             return True  # bootstrap_failures (or the log) decides
         if message not in CONNECTION_ERROR_MESSAGES.get(record.name, ()):
+            return True
+        if not is_unreachable(record):
             return True
         with self._lock:
             now = self._clock()

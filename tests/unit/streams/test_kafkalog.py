@@ -8,7 +8,7 @@ import logging
 
 import aiokafka
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, RequestTimedOutError
 from prometheus_client import CollectorRegistry, Counter
 
 import streams.kafka  # noqa: F401 - installs the filter, as every Kafka client's import does
@@ -83,7 +83,12 @@ def test_the_first_error_is_a_warning_the_rest_counted(
         clock.now += 0.01
         assert not outage.filter(_connect_error())
         assert not outage.filter(
-            _record("aiokafka.consumer.fetcher", "Failed fetch messages from %s: %s", 1, "x")
+            _record(
+                "aiokafka.consumer.fetcher",
+                "Failed fetch messages from %s: %s",
+                1,
+                RequestTimedOutError(),
+            )
         )
     assert counter._value.get() == 231
     assert outage.in_outage
@@ -150,3 +155,16 @@ def test_installed_at_import_on_each_logger_and_exported_by_workers() -> None:
         assert logging.getLogger(name).filters.count(OUTAGE_LOG) == 1
     body = PipelineMetrics().render()[0].decode()
     assert "\nfraudstream_kafka_connection_errors_total " in body
+
+
+def test_a_brokers_answer_is_not_an_outage(outage: OutageLog, counter: Counter) -> None:
+    line = _record(
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        1,
+        NotLeaderForPartitionError(),
+    )
+    assert outage.filter(line)
+    assert line.levelno == logging.ERROR
+    assert not outage.in_outage
+    assert counter._value.get() == 0
