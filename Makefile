@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck pytest infra-up infra-down infra-status clean
+.PHONY: install demo test lint typecheck pytest test-tools infra-up infra-down infra-status clean
 
 # The virtualenv is rebuilt only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -30,8 +30,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install infra-up
+pytest: install infra-up test-tools
 	$(BIN)/pytest
+
+# Clients that are not ours, for the tests that drive the worker as other producers do:
+# kcat (librdkafka). Installed with apt-get when missing and running as root.
+test-tools:
+	@command -v kcat >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && apt-get install -y -qq kcat >/dev/null); } \
+		|| { echo "kcat not found: apt-get install kcat" >&2; exit 1; }
 
 infra-up: install
 	$(BIN)/fraudstream infra up
