@@ -570,3 +570,39 @@ def test_amounts_of_ten_million_or_more_are_refused_as_absurd() -> None:
     assert isinstance(
         decode_transaction(changed(GOOD_TRANSACTION, amount="9999999.99")), Transaction
     )
+
+
+@given(
+    st.binary(max_size=200) | st.text(max_size=60).map(lambda t: t.encode("utf-8", "surrogatepass"))
+)
+def test_any_bytes_decode_to_an_event_or_a_problem_that_can_be_sent(raw: bytes) -> None:
+    for decode in (decode_transaction, decode_fraud_report):
+        result = decode(raw)
+        if isinstance(result, DecodeError):
+            for name, value in result.dlq_headers():
+                name.encode()
+                assert isinstance(value, bytes)
+
+
+@given(
+    st.dictionaries(
+        st.text(st.sampled_from(["a", "\ud800", "\udfff", "\u00e9", "\x00"]), max_size=8),
+        st.none() | st.integers() | st.text(max_size=8),
+    )
+)
+def test_any_object_with_any_field_names_decodes_or_is_refused_with_sendable_headers(
+    extra: dict[str, object],
+) -> None:
+    event = {
+        "tx_id": "t1",
+        "tx_time": 1_700_000_000_000,
+        "customer_id": "C1",
+        "terminal_id": "T1",
+        "amount": "1.00",
+        "currency": "EUR",
+        "schema_version": 1,
+        **extra,
+    }
+    result = decode_transaction(json.dumps(event).encode())
+    if isinstance(result, DecodeError):
+        assert all(isinstance(value, bytes) for _, value in result.dlq_headers())

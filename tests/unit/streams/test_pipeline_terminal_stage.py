@@ -8,6 +8,7 @@ scorer micro-batch and terminal partition, each row naming its source partition 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from typing import Any
 
 import faust
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pipeline_doubles import Event, Message, Recorder, TableDouble, as_events, counter, header_dict
 
 from features.online import EntityState, EntityWindows
@@ -550,3 +553,67 @@ async def test_a_report_on_its_terminals_wrong_partition_is_rerouted() -> None:
     assert moved.header("fraudstream-rerouted-from") == f"{REPORTS}/{PB}/51".encode()
     assert r.recorder.writes() == []
     assert counter(r.metrics, "fraudstream_records_rerouted_total", topic=REPORTS) == 1
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def report_values(draw: st.DrawFn) -> bytes | None:
+    kind = draw(st.sampled_from(["bytes", "json", "mutated", "valid"]))
+    if kind == "bytes":
+        return draw(st.none() | st.binary(max_size=48))
+    if kind == "json":
+        return json.dumps(draw(_JSON)).encode()
+    data = json.loads(
+        report(draw(st.sampled_from(["f1", "f2"])), draw(st.sampled_from([TA, TB])), T0)
+    )
+    if kind == "mutated":
+        data[draw(st.sampled_from([*data, "x\ud800"]))] = draw(_JSON | st.integers(0, 2**70))
+    return json.dumps(data).encode()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | st.sampled_from([TA, TB, "x"]).map(str.encode) | st.binary(max_size=4),
+            report_values(),
+            st.integers(0, PARTITIONS - 1),
+            st.lists(st.tuples(st.text(max_size=4), st.none() | st.binary(max_size=6)), max_size=2),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    st.lists(st.binary(max_size=40), max_size=3),
+)
+def test_any_reports_and_forwards_are_applied_rerouted_or_dead_lettered_never_raised(
+    reports: list[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes | None]]]],
+    forwards: list[bytes],
+) -> None:
+    r = checked_rig(T0 + 3 * DAY)
+    batch = Batch(REPORTS)
+    for key, value, partition, headers in reports:
+        event = batch.add(partition, key, value)
+        event.message.headers = headers  # type: ignore[assignment]
+    asyncio.run(r.stage.process_reports(as_events(batch.events)))
+    m = r.metrics
+    dead = sum(counter(m, "fraudstream_dlq_records_total", problem=p.value) for p in Problem)
+    applied = counter(m, "fraudstream_fraud_reports_total")
+    repeated = counter(m, "fraudstream_duplicates_skipped_total", source="fraud_reports")
+    rerouted = counter(m, "fraudstream_records_rerouted_total", topic=REPORTS)
+    assert dead + applied + repeated + rerouted == len(reports)
+
+    garbage = Batch(FORWARDS)
+    for i, value in enumerate(forwards):
+        garbage.add(i % PARTITIONS, None, value)
+    asyncio.run(r.stage.process_transactions(as_events(garbage.events)))
+    for sent in r.recorder.sends():
+        for name, _ in sent.headers or ():
+            name.encode()
