@@ -141,6 +141,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
         #: Table partitions whose writes Redis lost, until the rebalance that recovers them.
         self._lost: set[int] = set()
         self._rebalance_requested = False
+        #: Lost partitions claimed again, until they resume at Redis's offsets.
+        self._recovering: set[int] = set()
         #: Redis outages seen over: after each, every owned partition's count is checked.
         self._outages_seen = 0
         #: Source partitions this table refuses (Redis holds a refusal mark for them).
@@ -474,6 +476,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._sequences.update(
             (p, claim.sequence) for p, claim in zip(partitions, claims, strict=True)
         )
+        self._recovering = (self._lost | went) & owned
         self._lost.clear()
         self._rebalance_requested = False
         for partition in self.cache.partitions():
@@ -510,6 +513,18 @@ class RedisStore(base.SerializedStore[Any, Any]):
             for tp in sorted(refusal.release(self.app.consumer, cleared)):
                 logger.warning("table %s: %s[%d] no longer refused", self.table_name, *tp)
         self._refuse(refused)
+        if self._recovering:
+            logger.warning(
+                "table %s: partitions %s recovered: resuming at the offsets Redis holds %s",
+                self.table_name,
+                ",".join(str(p) for p in sorted(self._recovering)),
+                {
+                    f"{tp.topic}[{tp.partition}]": offset
+                    for tp, offset in sorted(resume.items())
+                    if tp.partition in self._recovering
+                },
+            )
+            self._recovering = set()
         self._resume = resume
         self._sources = set(resume)
         if resume:
