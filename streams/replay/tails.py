@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -46,7 +47,8 @@ async def read_tails(
     await consumer.start()
     try:
         async with asyncio.timeout(timeout_s):
-            return await _tails(consumer, topics, partitions)
+            with _quiet():
+                return await _tails(consumer, topics, partitions)
     except TimeoutError:
         raise KafkaError(f"could not read the ends of {', '.join(topics.values())}") from None
     finally:
@@ -61,8 +63,7 @@ async def _tails(
         for kind, topic in topics.items()
         for partition in range(partitions[kind])
     }
-    with _quiet_assignments():
-        consumer.assign(list(kinds))
+    consumer.assign(list(kinds))
     ends: dict[TopicPartition, int] = await consumer.end_offsets(list(kinds))
     tails: dict[Target, Tail] = {}
     wanted: set[TopicPartition] = set()
@@ -83,13 +84,23 @@ async def _tails(
     return tails
 
 
+#: The consumer's loggers, and the level that keeps them quiet while the tails are read:
+#: an INFO line per assignment, and an ERROR line per retry of an offset request that a
+#: partition just created (or a broker just restarted) answers with "not leader yet".
+_QUIET: Final = {
+    "aiokafka.consumer.subscription_state": logging.WARNING,
+    "aiokafka.consumer.fetcher": logging.CRITICAL,
+}
+
+
 @contextlib.contextmanager
-def _quiet_assignments() -> Iterator[None]:
-    """Without aiokafka's INFO line per assignment (the replay's log shows outages only)."""
-    log = logging.getLogger("aiokafka.consumer.subscription_state")
-    level = log.level
-    log.setLevel(logging.WARNING)
+def _quiet() -> Iterator[None]:
+    """Keep the tails' consumer out of the log: its retries are bounded by the timeout."""
+    levels = {name: logging.getLogger(name).level for name in _QUIET}
+    for name, level in _QUIET.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
