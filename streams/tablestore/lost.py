@@ -90,7 +90,7 @@ def plan_resume(
             plan.rebuild[tp] = 0
         else:
             plan.refused[tp] = (
-                f"Redis lost the state of {tp.topic}[{tp.partition}] and the log no longer "
-                f"holds all of its events (earliest offset {first}): not processed"
+                f"{tp.topic}[{tp.partition}] refused: Redis lost its state and the log no "
+                f"longer holds all of its events (earliest offset {first}); not processed"
             )
     return plan

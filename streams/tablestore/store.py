@@ -717,7 +717,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         consumer = self.app.consumer
         self._refused_here.update(refused)
         for tp in sorted(refusal.refuse(consumer, refused)):
-            logger.error("table %s: refusing %s", self.table_name, refused[tp])
+            logger.error("table %s: %s", self.table_name, refused[tp])
         if self.refusal_observer is not None:
             self.refusal_observer(len(refusal.refused(consumer)))
 

@@ -27,8 +27,17 @@ from pathlib import Path
 
 import pytest
 import redis
-from aiokafka import AIOKafkaProducer
-from test_store_recovery import Stream, Workers, spare_redis, wait_for_counts, wait_until_stopped
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.partitioner import DefaultPartitioner
+from test_store_recovery import (
+    Stream,
+    Workers,
+    counts_in_redis,
+    spare_redis,
+    wait_for_counts,
+    wait_until_stopped,
+)
 
 from streams.kafka import TopicSpec, client_options, ensure_topics
 from streams.localinfra import LocalRedis
@@ -51,6 +60,11 @@ def store(
     settings: Settings, redis_client: redis.Redis, make_store: Callable[..., RedisStore]
 ) -> RedisStore:
     return make_store(settings, TABLE, 3, settings.redis_url)
+
+
+def prefix_of(settings: Settings, partition: int) -> bytes:
+    """The counting app's table partition."""
+    return partition_prefix(settings.redis_key_prefix, settings.app_id, "totals", partition)
 
 
 def write(settings: Settings, expected: int, value: bytes = b"v") -> PartitionWrite:
@@ -293,3 +307,58 @@ def test_redis_restarted_empty_rebuilds_the_state_from_the_log(
         f"{stream.sent} events; recovered in {recovery_seconds(logs):.2f}s; "
         f"counted exactly {took:.1f}s after the stream ended"
     )
+
+
+async def delete_records_before(
+    settings: Settings, topic: str, partition: int, offset: int
+) -> None:
+    """What retention does: the partition's log no longer starts at offset 0."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(offset)})
+    finally:
+        await admin.close()
+
+
+def partition_of(key: str) -> int:
+    """The partition the producer's default partitioner sends ``key`` to."""
+    every = list(range(PARTITIONS))
+    return int(DefaultPartitioner()(key.encode(), every, every))
+
+
+@pytest.mark.slow
+def test_redis_restarted_empty_refuses_a_partition_whose_log_lost_events(
+    stream_settings: Settings, workers: Workers, spare_redis: LocalRedis
+) -> None:
+    stream = Stream(stream_settings)
+
+    async def wipe() -> None:
+        workers.start()
+        await stream.send_for(6)
+        await delete_records_before(stream_settings, stream.topic, 0, 50)
+        await asyncio.to_thread(sigkill, spare_redis)
+        shutil.rmtree(spare_redis.data_dir)
+        spare_redis.data_dir.mkdir()
+        spare_redis.start()
+        await stream.send_for(4)
+
+    asyncio.run(wipe())
+    client = redis.Redis(host="127.0.0.1", port=spare_redis.ports[0])
+    rebuilt = {k: v for k, v in stream.expected.items() if partition_of(k) != 0}
+    assert rebuilt
+    assert len(rebuilt) < len(stream.expected)
+    deadline = time.monotonic() + 60
+    try:
+        while (found := counts_in_redis(client, stream_settings)) != rebuilt:
+            assert time.monotonic() < deadline, f"{found} != {rebuilt}\n{workers.log_tail()}"
+            time.sleep(0.5)
+        marks = client.hgetall(offsets_key(prefix_of(stream_settings, 0)))
+    finally:
+        client.close()
+    refused = f"refused:tp:{stream.topic}:0".encode()
+    assert b"earliest offset 50" in marks[refused]
+    assert f"tp:{stream.topic}:0".encode() not in marks
+    logs = all_logs(workers)
+    assert logs.count(f"{stream.topic}[0] refused: Redis lost its state") == 1, logs
+    assert all(worker.poll() is None for worker in workers.running)
