@@ -244,15 +244,17 @@ def counted_once(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("count", [1, 2], ids=["one-worker", "two-workers"])
 def test_redis_losing_its_last_second_is_replayed_exactly(
-    stream_settings: Settings, workers: Workers, spare_redis: LocalRedis
+    stream_settings: Settings, workers: Workers, spare_redis: LocalRedis, count: int
 ) -> None:
     stream = Stream(stream_settings)
     cut: list[int] = []
 
     async def crash() -> None:
         sending = asyncio.create_task(stream.send_for(20))
-        workers.start()
+        for _ in range(count):  # two: each detects the loss of its own partitions
+            workers.start()
         with AofSizes(spare_redis.data_dir) as sizes:
             await asyncio.sleep(8)
             await send_once_keys(stream, 100, 0.8)  # all of them in the second lost
