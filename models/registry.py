@@ -23,9 +23,13 @@ Anything else in the file (a function, an unknown class) is refused rather than 
 The metadata itself is not signed: whoever can write the registry directory can replace
 a model and its hash together, so protect that directory as you would the workers' code.
 
-Promotion (`ModelRegistry.promote`) only records which version is current; a live worker
-asks `ModelRegistry.current` and loads it. The streaming issue turns the same `Promotion`
-record into an event on the model-control topic.
+The registry records promotions (``current.json``, ``promotions.jsonl``) but does not tell
+the workers: they follow the model-control topic. Promote through
+`streams.promotion.promote`, the one promotion path, which checks the version, publishes
+the event and then records that same event here (`ModelRegistry.record`), so the registry
+and the workers agree. `ModelRegistry.promote` is the registry half alone (offline use,
+tests); a worker falls back to the registry's history only when the topic's newest
+promotion does not load (`streams.modelfallback`).
 """
 
 from __future__ import annotations
@@ -196,7 +200,7 @@ class LoadedModel:
 class Promotion:
     """A promotion: which version became current, when, and what it replaced.
 
-    The payload of the future model-control event.
+    The payload of a model-control event, and a line of the registry's history.
 
     Attributes:
         version: The version now current.
@@ -323,7 +327,10 @@ class ModelRegistry:
         return metadata
 
     def promote(self, version: str, feature_names: Sequence[str] | None = None) -> Promotion:
-        """Make ``version`` the current one, after checking it would load.
+        """Make ``version`` the current one in the registry, after checking it would load.
+
+        The registry half of a promotion only: live workers are not told, and follow the
+        model-control topic. `streams.promotion.promote` is the promotion path.
 
         Args:
             version: The version to promote.
@@ -338,20 +345,47 @@ class ModelRegistry:
             FeatureMismatchError: The version would not load.
         """
         self.load(version, feature_names)
+        return self.record(self.next_promotion(version))
+
+    def next_promotion(self, version: str) -> Promotion:
+        """The promotion record that would make ``version`` current now (not written).
+
+        Raises:
+            RegistryError: ``current.json`` is unreadable.
+        """
         previous = self.current()
-        record = Promotion(
+        return Promotion(
             version=version,
             promoted_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             previous=previous.version if previous else None,
         )
+
+    def record(self, promotion: Promotion) -> Promotion:
+        """Write a promotion to ``current.json`` and append it to ``promotions.jsonl``.
+
+        Takes the record as it was published, so the registry holds the very event the
+        workers read (same time, same previous version). Checks nothing: the caller
+        has loaded the version.
+
+        Returns:
+            ``promotion``.
+
+        Raises:
+            RegistryError: The registry directory cannot be written.
+        """
+        line = promotion.to_json() + "\n"
         try:
-            _write_atomically(self.root / CURRENT_FILE, record.to_json() + "\n")
+            _write_atomically(self.root / CURRENT_FILE, line)
             with (self.root / HISTORY_FILE).open("a", encoding="utf-8") as history:
-                history.write(record.to_json() + "\n")
+                history.write(line)
         except OSError as exc:
             raise RegistryError(f"cannot write to the registry {self.root}: {exc}") from None
-        logger.info("promoted model version %s (previous: %s)", version, record.previous)
-        return record
+        logger.info(
+            "recorded the promotion of model version %s (previous: %s)",
+            promotion.version,
+            promotion.previous,
+        )
+        return promotion
 
     # --- reading --------------------------------------------------------------------
     def current(self) -> Promotion | None:

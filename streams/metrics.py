@@ -113,8 +113,12 @@ class PipelineMetrics:
             terminal state had moved more than its allowed lateness past the transaction,
             or it was written under a feature set that kept fewer columns (after an
             upgrade, until the terminal agent rewrites it).
-        model_swaps: Active model changes.
-        model_load_failures: Model artifacts that failed to load.
+        model_swaps: Replacements of an active model by another; the first model a
+            worker activates (at start or later) replaces none and is not counted.
+        model_load_failures: Model versions that failed to load or verify (each try).
+        model_fallback: 1 for the label ``refused_version`` while the worker scores with
+            an older version because the newest promotion does not load; no series
+            otherwise.
         batch_size: Transactions per micro-batch.
         event_to_alert_latency: Producer send time (Kafka header) to alert send, seconds.
         processing_latency: Per micro-batch, from taken off the stream to outputs sent.
@@ -201,10 +205,21 @@ class PipelineMetrics:
             registry=r,
         )
         self.model_swaps = Counter(
-            "fraudstream_model_swaps", "Changes of the active model.", registry=r
+            "fraudstream_model_swaps",
+            "Replacements of the active model by another (the first model loaded is not one).",
+            registry=r,
         )
         self.model_load_failures = Counter(
-            "fraudstream_model_load_failures", "Model artifacts that failed to load.", registry=r
+            "fraudstream_model_load_failures",
+            "Model versions that failed to load or verify.",
+            registry=r,
+        )
+        self.model_fallback = Gauge(
+            "fraudstream_model_fallback",
+            "1 while the newest promoted version (refused_version) does not load and an "
+            "older promoted version scores instead.",
+            ["refused_version"],
+            registry=r,
         )
 
         self.batch_size = Histogram(
@@ -322,6 +337,7 @@ class PipelineMetrics:
         # thread (web_in_thread) and agents may run in executors.
         self._lock = threading.Lock()
         self._model_version: str | None = None
+        self._refused_version: str | None = None
         self._scorer_ms: int | None = None
         self._terminal_ms: int | None = None
 
@@ -340,6 +356,21 @@ class PipelineMetrics:
             if old is not None and old != version:
                 self.model_info.remove(old)
             self._model_version = version
+
+    def set_model_fallback(self, refused_version: str | None) -> None:
+        """Make ``refused_version`` the only series of ``fraudstream_model_fallback``.
+
+        Args:
+            refused_version: The newest promoted version, which did not load while an
+                older one scores; None when the worker runs the newest promotion.
+        """
+        with self._lock:
+            old = self._refused_version
+            if refused_version is not None:
+                self.model_fallback.labels(refused_version=refused_version).set(1)
+            if old is not None and old != refused_version:
+                self.model_fallback.remove(old)
+            self._refused_version = refused_version
 
     def observe_event_times(
         self, *, scorer_ms: int | None = None, terminal_ms: int | None = None
@@ -443,7 +474,11 @@ def install_metrics_view(app: faust.App, metrics: PipelineMetrics, path: str = "
     app.page(path, name=f"fraudstream-metrics:{path}")(metrics_page)
 
 
-def install_health_views(app: faust.App, ready: Callable[[], str | None]) -> None:
+def install_health_views(
+    app: faust.App,
+    ready: Callable[[], str | None],
+    details: Callable[[], dict[str, Any]] | None = None,
+) -> None:
     """Serve ``GET /health`` (alive) and ``GET /ready`` (scoring) on the worker's web server.
 
     Orchestrators probe them: liveness restarts a worker whose event loop no longer
@@ -452,6 +487,8 @@ def install_health_views(app: faust.App, ready: Callable[[], str | None]) -> Non
     Args:
         app: The Faust app.
         ready: None when the worker is ready, else why not (one line, in the 503 body).
+        details: More fields for the ``/ready`` body, ready or not (a worker scoring
+            with a fallback model is ready, and says so there).
     """
 
     async def health_page(view: Any, request: Any) -> Any:
@@ -461,9 +498,10 @@ def install_health_views(app: faust.App, ready: Callable[[], str | None]) -> Non
     async def ready_page(view: Any, request: Any) -> Any:
         """200 when the worker can score, 503 with the reason otherwise."""
         reason = ready()
+        extra = details() if details is not None else {}
         if reason is None:
-            return view.json({"status": "ready"})
-        return view.json({"status": "not ready", "reason": reason}, status=503)
+            return view.json({"status": "ready", **extra})
+        return view.json({"status": "not ready", "reason": reason, **extra}, status=503)
 
     app.page("/health", name="fraudstream-health")(health_page)
     app.page("/ready", name="fraudstream-ready")(ready_page)

@@ -6,13 +6,16 @@ topic and swaps its model without a restart. The topic is a broadcast, not a wor
 each follower reads all of its partitions itself (``group_id=None`` and a manual
 ``assign``), so no worker can take an event away from another.
 
-A worker starts from the latest promotion on the topic (its last record), falling back to
-the registry's ``current.json`` only when the topic holds none, then follows the events
-after that position. Every event is loaded and verified by the registry (artifact sha256,
+A worker starts from the newest promotion on the topic, then the registry's
+(``current.json``, ``promotions.jsonl``); when that version does not load, it walks back
+that history to the newest version that does (`streams.modelfallback`), and reports the
+fallback until a promotion that loads arrives. It then follows the events after the
+topic's end. Every version is loaded and verified by the registry (artifact sha256,
 features against the running spec, trusted types) in a thread, since skops loading takes
 long enough to stall the event loop; only a model that passed is handed to ``activate``,
 on the event-loop thread, so the caller's swap falls between two micro-batches. A version
-that fails keeps the current model active: a bad promotion must not stop scoring.
+that fails keeps the current model active: a bad promotion must not stop scoring. Every
+failed load is reported to ``on_load_failure`` (the worker's load-failure counter).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from aiokafka.errors import KafkaError
 
 from models.registry import LoadedModel, ModelRegistry, Promotion, RegistryError
 from streams.kafka import BrokerUnavailableError, client_options
+from streams.modelfallback import Fallback, Refusal, start_candidates
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -108,6 +112,10 @@ class ModelFollower:
             other features is refused.
         activate: Called on the event-loop thread with each newly verified model; it
             should only swap a reference (it runs between the worker's batches).
+        on_load_failure: Called with the version and the reason each time a version
+            fails to load or activate (a metric).
+        on_fallback: Called with the new state each time it changes: a `Fallback` while
+            an older version scores because the newest promotion was refused, else None.
     """
 
     def __init__(
@@ -115,14 +123,20 @@ class ModelFollower:
         settings: Settings,
         feature_names: Sequence[str],
         activate: Callable[[LoadedModel], None],
+        *,
+        on_load_failure: Callable[[str, str], None] | None = None,
+        on_fallback: Callable[[Fallback | None], None] | None = None,
     ) -> None:
         self._settings = settings
         self._topic = settings.topic_names["model_control"]
         self._feature_names = tuple(feature_names)
         self._activate = activate
+        self._on_load_failure = on_load_failure
+        self._on_fallback = on_fallback
         self._registry = ModelRegistry(settings.model_registry_dir)
         self._positions: dict[TopicPartition, int] | None = None
         self._active: str | None = None
+        self._refused: Refusal | None = None
         self._failures = 0
 
     @property
@@ -135,12 +149,27 @@ class ModelFollower:
         """The version last handed to ``activate``; None before the first."""
         return self._active
 
-    async def load_initial(self) -> LoadedModel | None:
-        """Load and activate the latest promotion on the control topic.
+    @property
+    def refused(self) -> Refusal | None:
+        """The newest promotion, when this worker could not load it; else None."""
+        return self._refused
 
-        The last promotion record on the topic wins; when the topic holds none, the
-        registry's ``current.json`` (a promotion recorded with ``--no-publish``, or from
-        before model control existed). `follow` then starts after the records read here.
+    @property
+    def fallback(self) -> Fallback | None:
+        """Set while an older version scores because the newest promotion was refused."""
+        if self._refused is None or self._active is None:
+            return None
+        return Fallback(self._active, self._refused.version, self._refused.reason)
+
+    async def load_initial(self) -> LoadedModel | None:
+        """Load and activate the newest promoted version that loads.
+
+        The newest promotion on the topic comes first; the registry's ``current.json``
+        (a promotion recorded with ``--no-publish``, or from before model control
+        existed) counts when the topic holds none. When that version does not load,
+        the older promotions are tried, newest first (`start_candidates`), and the
+        worker reports the fallback (`fallback`) until a promotion that loads arrives.
+        `follow` then starts after the records read here.
 
         Returns:
             The activated model, or None when neither the topic nor the registry names
@@ -148,27 +177,57 @@ class ModelFollower:
 
         Raises:
             BrokerUnavailableError: No broker answers, or the topic does not exist.
-            RegistryError: The promoted version does not load; nothing is active, and
-                `follow` still picks up the next promotion.
+            RegistryError: No promoted version loads; nothing is active, and `follow`
+                still picks up the next promotion.
         """
-        latest = await self._read_latest()
-        source = f"the control topic {self._topic}"
-        if latest is None:
-            latest = self._registry.current()
-            source = str(self._registry.root / "current.json")
-        if latest is None:
+        topic = await self._read_history()
+        current, history = self._registry_promotions()
+        candidates = start_candidates(
+            topic,
+            current,
+            history,
+            topic_name=self._topic,
+            registry_name=str(self._registry.root),
+        )
+        if not candidates:
             logger.info("no model promoted yet (%s is empty, no current.json)", self._topic)
             return None
-        try:
-            model = await asyncio.to_thread(
-                self._registry.load, latest.version, self._feature_names
-            )
-        except RegistryError as exc:
-            self._failures += 1
-            logger.error("cannot load %s, promoted on %s: %s", latest.version, source, exc)
-            raise
-        self._swap(model)
-        return model
+        newest = candidates[0]
+        refusal: Refusal | None = None
+        for candidate in candidates:
+            try:
+                model = await asyncio.to_thread(
+                    self._registry.load, candidate.version, self._feature_names
+                )
+                self._swap(model)
+            except Exception as exc:  # a refused artifact, a bug or an OS failure alike
+                reason = _describe(exc)
+                self._failures += 1
+                self._load_failed(candidate.version, reason)
+                logger.error(
+                    "cannot load %s, promoted on %s: %s",
+                    candidate.version,
+                    candidate.source,
+                    reason,
+                )
+                refusal = refusal or Refusal(newest.version, reason)
+                continue
+            self._set_refused(refusal)
+            if candidate is not newest:
+                logger.error(
+                    "model %s, the newest promotion, does not load: scoring with %s, the "
+                    "newest earlier promotion that does (%s); promote a version that loads",
+                    newest.version,
+                    candidate.version,
+                    candidate.source,
+                )
+            return model
+        assert refusal is not None  # every candidate failed, the newest first
+        self._set_refused(refusal)
+        raise RegistryError(
+            f"none of the {len(candidates)} promoted versions loads; the newest, "
+            f"{newest.version}: {refusal.reason}"
+        )
 
     async def follow(self) -> None:
         """Apply every promotion published after `load_initial`'s position, until cancelled.
@@ -219,29 +278,38 @@ class ModelFollower:
             return
         if promotion.version == self._active:
             logger.info("model %s is already active; promotion ignored", promotion.version)
+            self._set_refused(None)  # promoted again (a rollback): no longer a fallback
             return
         try:
             model = await asyncio.to_thread(
                 self._registry.load, promotion.version, self._feature_names
             )
         except RegistryError as exc:
-            self._reject(promotion.version, str(exc))
+            self._refuse(promotion.version, str(exc))
             return
         except Exception as exc:  # a bug or an OS failure must not end the follower
-            self._reject(promotion.version, _describe(exc))
+            self._refuse(promotion.version, _describe(exc))
             return
         try:
             self._swap(model)
         except Exception as exc:  # the caller's swap failed: its old model is still in use
-            self._reject(
+            self._refuse(
                 promotion.version, f"activate() raised {type(exc).__name__}: {_describe(exc)}"
             )
+            return
+        self._set_refused(None)  # the newest promotion is the active model
 
     def _swap(self, model: LoadedModel) -> None:
         """Hand a verified model to the worker; it is active from now on."""
         self._activate(model)
         previous, self._active = self._active, model.metadata.version
         logger.info("model %s -> %s active", previous or "none", self._active)
+
+    def _refuse(self, version: str, reason: str) -> None:
+        """A promoted version did not load: count it, keep the model, report a fallback."""
+        self._load_failed(version, reason)
+        self._set_refused(Refusal(version, reason))
+        self._reject(version, reason)
 
     def _reject(self, what: str, reason: str) -> None:
         self._failures += 1
@@ -251,6 +319,35 @@ class ModelFollower:
             reason,
             self._active or "none",
         )
+
+    def _load_failed(self, version: str, reason: str) -> None:
+        if self._on_load_failure is not None:
+            self._on_load_failure(version, reason)
+
+    def _set_refused(self, refused: Refusal | None) -> None:
+        """Record the newest promotion's refusal (or its end); report a changed fallback."""
+        before = self.fallback
+        self._refused = refused
+        after = self.fallback
+        if after != before and self._on_fallback is not None:
+            self._on_fallback(after)
+
+    def _registry_promotions(self) -> tuple[Promotion | None, list[Promotion]]:
+        """The registry's ``current.json`` and history; nothing when they are unreadable.
+
+        An unreadable registry file must not keep a worker from the topic's promotions.
+        """
+        try:
+            current = self._registry.current()
+        except RegistryError as exc:
+            logger.warning("model control: ignoring the registry's current.json: %s", exc)
+            current = None
+        try:
+            history = self._registry.history()
+        except (RegistryError, OSError) as exc:
+            logger.warning("model control: ignoring the registry's promotions.jsonl: %s", exc)
+            history = []
+        return current, history
 
     async def _started_consumer(self) -> AIOKafkaConsumer:
         """A started consumer outside any group (every worker sees every event)."""
@@ -269,8 +366,8 @@ class ModelFollower:
             raise _unavailable(self._settings, exc) from None
         return consumer
 
-    async def _read_latest(self) -> Promotion | None:
-        """The newest promotion on the topic; records where `follow` starts."""
+    async def _read_history(self) -> list[Promotion]:
+        """Every promotion on the topic, oldest first; records where `follow` starts."""
         partition_ids = await _partitions(self._settings, self._topic)
         partitions = [TopicPartition(self._topic, p) for p in partition_ids]
         consumer = await self._started_consumer()
@@ -279,49 +376,41 @@ class ModelFollower:
                 consumer.assign(partitions)
                 beginnings = await consumer.beginning_offsets(partitions)
                 ends = await consumer.end_offsets(partitions)
-                found = [
-                    await _last_promotion(consumer, tp, beginnings[tp], ends[tp])
+                records = [
+                    record
                     for tp in partitions
                     if ends[tp] > beginnings[tp]
+                    for record in await _promotions(consumer, tp, beginnings[tp], ends[tp])
                 ]
         except (KafkaError, TimeoutError) as exc:
             raise _unavailable(self._settings, exc) from None
         finally:
             await consumer.stop()
         self._positions = dict(ends)
-        records = [r for r in found if r is not None]
-        if not records:
-            return None
-        newest = max(records, key=lambda r: (r.timestamp, r.partition, r.offset))
-        return _parse(newest.value)
+        return [_parse(record.value) for record in sorted(records, key=_time_order)]
 
 
-async def _last_promotion(
+async def _promotions(
     consumer: AIOKafkaConsumer, partition: TopicPartition, beginning: int, end: int
-) -> Any | None:
-    """The last record of a partition before ``end`` that parses as a promotion.
+) -> list[Any]:
+    """The records of a partition before ``end`` that parse as promotions, oldest first.
 
-    Reads the last record, and further back only if that one is not a promotion (or its
-    offset holds none: a transaction marker, a compacted record).
+    The whole partition is read: the topic is compacted to one record per key and holds
+    one record per promotion since the last compaction, so it stays small.
     """
-    window = 1
-    while True:
-        start = max(beginning, end - window)
-        consumer.seek(partition, start)
-        last = None
-        while await consumer.position(partition) < end:
-            batch = await consumer.getmany(partition, timeout_ms=500)
-            for record in batch.get(partition, []):
-                if record.offset < end and record.key == PROMOTION_KEY:
-                    try:
-                        _parse(record.value)
-                    except RegistryError as exc:
-                        logger.warning("model control: offset %d: %s", record.offset, exc)
-                        continue
-                    last = record
-        if last is not None or start == beginning:
-            return last
-        window *= 16
+    consumer.seek(partition, beginning)
+    found = []
+    while await consumer.position(partition) < end:
+        batch = await consumer.getmany(partition, timeout_ms=500)
+        for record in batch.get(partition, []):
+            if record.offset < end and record.key == PROMOTION_KEY:
+                try:
+                    _parse(record.value)
+                except RegistryError as exc:
+                    logger.warning("model control: offset %d: %s", record.offset, exc)
+                    continue
+                found.append(record)
+    return found
 
 
 async def _partitions(settings: Settings, topic: str) -> list[int]:
@@ -374,7 +463,12 @@ def _parse(value: bytes | None) -> Promotion:
 def _in_time_order(batch: dict[TopicPartition, list[Any]]) -> list[Any]:
     """The records of a fetch, oldest first across partitions."""
     records = [record for records in batch.values() for record in records]
-    return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))
+    return sorted(records, key=_time_order)
+
+
+def _time_order(record: Any) -> tuple[int, int, int]:
+    """Sort key of records across partitions: append time, then partition and offset."""
+    return (record.timestamp, record.partition, record.offset)
 
 
 def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:

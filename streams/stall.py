@@ -159,6 +159,17 @@ def check_interval(stall_after_s: float) -> float:
     return min(stall_after_s / 4, MAX_CHECK_INTERVAL_S)
 
 
+def source_partitions(app: Any) -> set[TP]:
+    """The partitions assigned to this worker of the topics its agents read.
+
+    Changelog topics and Faust's randomly assigned leader topic are left out: they
+    carry no events to process (the stall check and the lag metric share this choice).
+    """
+    consumer = app.consumer
+    skip = set(app.tables.changelog_topics) | set(getattr(consumer, "randomly_assigned_topics", ()))
+    return {tp for tp in consumer.assignment() if tp.topic not in skip}
+
+
 async def read_states(consumer: Any, partitions: set[TP]) -> dict[TP, PartitionState]:
     """The processed position and high watermark of ``partitions`` (see the module docstring).
 
@@ -236,7 +247,7 @@ async def watch_partitions(
 ) -> None:
     """Check the worker's source partitions forever (a Faust app task).
 
-    Changelog topics and Faust's randomly assigned leader topic are left out, and no
+    Only source partitions are checked (:func:`source_partitions`), and no
     check runs while a rebalance is under way (the clock of each partition keeps
     running: a rebalance that lasts past the stall time is reported after it).
     """
@@ -246,12 +257,8 @@ async def watch_partitions(
         await asyncio.sleep(interval)
         if app.rebalancing:
             continue
-        skip = set(app.tables.changelog_topics) | set(
-            getattr(consumer, "randomly_assigned_topics", ())
-        )
-        partitions = {tp for tp in consumer.assignment() if tp.topic not in skip}
         try:
-            states = await read_states(consumer, partitions)
+            states = await read_states(consumer, source_partitions(app))
         except Exception as exc:  # a broker outage: reported elsewhere, try again
             logger.warning("partition stall check skipped: %r", exc)
             continue

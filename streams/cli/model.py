@@ -5,16 +5,13 @@ The registry directory is the settings' ``model_registry_dir`` (``--registry`` o
 it (artifact sha256, trusted types, features against the running feature spec) and
 refuses it otherwise, with one line on stderr and exit status 1. A promotion that passes
 is published to the model-control topic, where every live worker picks it up
-(`streams.modelcontrol`), then recorded in the registry's ``current.json``;
-``--no-publish`` records it in the registry only, for use without a broker.
+(`streams.modelcontrol`), then recorded in the registry's ``current.json``
+(`streams.promotion`, the one promotion path); ``--no-publish`` records it in the
+registry only, for use without a broker.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Iterator
 from typing import Annotated, NoReturn
 
 import typer
@@ -88,45 +85,21 @@ def promote(
 ) -> None:
     """Make a version current: check it loads, tell the live workers, record it.
 
-    The event goes to the model-control topic first and current.json is written after,
-    so an unreachable broker leaves everything as it was.
+    The one promotion path (`streams.promotion.promote`, also behind ``train --promote``
+    and the training notebook): the event goes to the model-control topic first and
+    the registry records it after, so an unreachable broker leaves everything as it was.
     """
-    from datetime import UTC, datetime
-
-    from features.spec import DEFAULT_FEATURES
-    from models.registry import ModelRegistry, Promotion, RegistryError
+    from models.registry import RegistryError
     from streams.kafka import BrokerUnavailableError
-    from streams.modelcontrol import PublishUnconfirmedError, publish_promotion
+    from streams.modelcontrol import PublishUnconfirmedError
+    from streams.promotion import promote as run_promotion
 
     settings = _settings(ctx)
-    registry = ModelRegistry(settings.model_registry_dir)
-    names = DEFAULT_FEATURES.names
-    if no_publish:
-        try:
-            promotion = registry.promote(version, names)
-        except RegistryError as exc:
-            _fail("promote", str(exc))
-        typer.echo(
-            f"promoted {promotion.version} (previous: {promotion.previous or 'none'}) in the "
-            "registry only: live workers are not told; they load it at start only when the "
-            "control topic holds no promotion"
-        )
-        return
-
-    try:
-        registry.load(version, names)  # what every worker will do: refuse it here first
-        current = registry.current()
-    except RegistryError as exc:
-        _fail("promote", str(exc))
-    event = Promotion(
-        version=version,
-        promoted_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        previous=current.version if current else None,
-    )
     topic = settings.topic_names["model_control"]
     try:
-        with _quiet_kafka_logs(settings):
-            asyncio.run(publish_promotion(settings, event))
+        promotion = run_promotion(settings, version, publish=not no_publish)
+    except RegistryError as exc:  # refused (nothing changed), or PromotionNotRecordedError
+        _fail("promote", str(exc))
     except PublishUnconfirmedError as exc:
         _fail(
             "promote",
@@ -140,34 +113,17 @@ def promote(
             "only (workers then load it at start, and only when the control topic holds "
             "no promotion)",
         )
-    try:
-        promotion = registry.promote(version, names)
-    except RegistryError as exc:
-        _fail(
-            "promote",
-            f"published {version} to {topic} (live workers switch to it), but the registry "
-            f"did not record it: {exc}",
+    if no_publish:
+        typer.echo(
+            f"promoted {promotion.version} (previous: {promotion.previous or 'none'}) in the "
+            "registry only: live workers are not told; they load it at start only when the "
+            "control topic holds no promotion"
         )
+        return
     typer.echo(
         f"promoted {promotion.version} (previous: {promotion.previous or 'none'}); "
         f"published to {topic}: live workers switch to it without a restart"
     )
-
-
-@contextlib.contextmanager
-def _quiet_kafka_logs(settings: Settings) -> Iterator[None]:
-    """Silence aiokafka's own connection errors: the one-line failure message says it all.
-
-    Kept at debug level, where every detail is wanted.
-    """
-    kafka_logger = logging.getLogger("aiokafka")
-    level = kafka_logger.level
-    if settings.log_level != "debug":
-        kafka_logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        kafka_logger.setLevel(level)
 
 
 def _settings(ctx: typer.Context) -> Settings:

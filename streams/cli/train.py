@@ -72,7 +72,12 @@ def train(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the estimators.")] = 0,
     promote: Annotated[
-        bool, typer.Option("--promote", help="Promote the new version to current.")
+        bool,
+        typer.Option(
+            "--promote",
+            help="Promote the new version as `fraudstream model promote` does: check it, "
+            "publish it to the live workers, record it in the registry.",
+        ),
     ] = False,
 ) -> None:
     """Train a model on a dataset's offline features, assess it, register a version."""
@@ -166,13 +171,46 @@ def train(
             training=training_info,
             feature_baseline=result.feature_baseline,
         )
-        typer.echo(f"registered {metadata.version} in {registry.root}")
-        if promote:
-            promotion = registry.promote(metadata.version, DEFAULT_FEATURES.names)
-            typer.echo(f"promoted {promotion.version} (previous: {promotion.previous or 'none'})")
     except RegistryError as exc:
         typer.echo(f"fraudstream train: {exc}", err=True)
         raise typer.Exit(1) from None
+    typer.echo(f"registered {metadata.version} in {registry.root}")
+    if promote:
+        _promote(settings, metadata.version)
+
+
+def _promote(settings: Settings, version: str) -> None:
+    """Promote a newly registered version through the one promotion path.
+
+    On failure the version stays registered: one line says why and how to promote it
+    later, and the exit status is 1.
+    """
+    from models.registry import RegistryError
+    from streams.kafka import BrokerUnavailableError
+    from streams.modelcontrol import PublishUnconfirmedError
+    from streams.promotion import promote as run_promotion
+
+    try:
+        promotion = run_promotion(settings, version)
+    except PublishUnconfirmedError as exc:
+        typer.echo(
+            f"fraudstream train: registered {version}; {exc}: the event may have reached "
+            f"the workers; run `fraudstream model promote {version}`",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    except (RegistryError, BrokerUnavailableError) as exc:
+        typer.echo(
+            f"fraudstream train: registered {version} but did not promote it: {exc}; "
+            f"promote it with `fraudstream model promote {version}`",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    topic = settings.topic_names["model_control"]
+    typer.echo(
+        f"promoted {promotion.version} (previous: {promotion.previous or 'none'}); "
+        f"published to {topic}: live workers switch to it without a restart"
+    )
 
 
 def _threshold_request(

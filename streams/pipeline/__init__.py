@@ -10,6 +10,8 @@
 - a task following the model-control topic (``streams.modelcontrol``) that swaps the
   active model between micro-batches;
 - a task reporting partitions that stall with a backlog (``streams.stall``);
+- tasks exporting consumer lag (``streams.lag``) and rebalances (``streams.rebalance``),
+  and the tables' in-memory entries and Redis availability (``streams.tablestats``);
 - Prometheus metrics at ``/metrics`` on the worker's web port (``streams.metrics``).
 
 Every topic is read and written as raw bytes: the agents decode with the validating
@@ -30,6 +32,7 @@ from faust.types import EventT, StreamT
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
+from streams.lag import LagReporter, watch_lag
 from streams.metrics import (
     GcPauseObserver,
     PipelineMetrics,
@@ -45,8 +48,10 @@ from streams.pipeline.outputs import Headers
 from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import KeyPartitioner, TerminalLookup
+from streams.rebalance import RebalanceReporter, RebalanceTracker, watch_rebalances
 from streams.settings import Settings
 from streams.stall import StallDetector, StallReporter, watch_partitions
+from streams.tablestats import observe_tables
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +144,10 @@ def build_pipeline(
             settings.table_store,
         )
 
-    def on_swap(version: str) -> None:
+    def on_swap(version: str, previous: str | None) -> None:
         metrics.set_model_version(version)
-        metrics.model_swaps.inc()
+        if previous is not None:  # the first model a worker activates replaces none
+            metrics.model_swaps.inc()
         heap.settle(f"model {version} active", collect=False)
 
     slot = ModelSlot(features.names, reasons=settings.alert_reasons, on_swap=on_swap)
@@ -209,7 +215,13 @@ def build_pipeline(
         async for events in batches(stream):
             await guarded.run(terminal_stage.process_reports, events)
 
-    follower = ModelFollower(settings, features.names, slot.activate)
+    follower = ModelFollower(
+        settings,
+        features.names,
+        slot.activate,
+        on_load_failure=lambda version, reason: metrics.model_load_failures.inc(),
+        on_fallback=lambda f: metrics.set_model_fallback(f.refused_version if f else None),
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def follow_models() -> None:
@@ -232,18 +244,43 @@ def build_pipeline(
     async def watch_stalls() -> None:
         await watch_partitions(app, stalls, stall_reporter)
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_consumer_lag() -> None:
+        await watch_lag(app, LagReporter(metrics.consumer_lag))
+
+    rebalances = RebalanceReporter(
+        metrics.rebalances, metrics.rebalance_duration, metrics.assigned_partitions
+    )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_rebalancing() -> None:
+        await watch_rebalances(app, RebalanceTracker(app.rebalancing_count), rebalances)
+
     install_metrics_view(app, metrics)
 
     def readiness() -> str | None:
         if slot.active is None:
+            refused = follower.refused
+            if refused is not None:
+                return f"no promoted model loads; the newest, {refused.version}: {refused.reason}"
             return "no model promoted yet"
         if app.rebalancing:
             return "partitions are being rebalanced"
         return None
 
-    install_health_views(app, readiness)
+    def model_details() -> dict[str, Any]:
+        # Ready on a fallback model, but not silently: the body names both versions.
+        fallback = follower.fallback
+        active = slot.active
+        details: dict[str, Any] = {"model_version": active.version if active else None}
+        if fallback is not None:
+            details["model_fallback"] = fallback.as_dict()
+        return details
+
+    install_health_views(app, readiness, model_details)
     for table in (customers, terminals):
         _observe_flushes(table, metrics)
+    observe_tables((customers, terminals), metrics.table_entries, metrics.redis_available)
     return Pipeline(app, metrics, slot, score_stage, terminal_stage, follower)
 
 

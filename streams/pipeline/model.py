@@ -43,7 +43,8 @@ class ModelSlot:
     Args:
         feature_names: The running feature spec, which every model must match.
         reasons: Reasons per alert (0: none, and no explainer is built).
-        on_swap: Called with the new version after each activation (metrics).
+        on_swap: Called after each activation with the new version and the one it
+            replaced (None for the slot's first model): metrics count swaps only.
     """
 
     def __init__(
@@ -51,7 +52,7 @@ class ModelSlot:
         feature_names: Sequence[str],
         *,
         reasons: int = 3,
-        on_swap: Callable[[str], None] | None = None,
+        on_swap: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.feature_names = tuple(feature_names)
         self.reasons = reasons
@@ -83,7 +84,7 @@ class ModelSlot:
             f", replacing {previous.version}" if previous else "",
         )
         if self._on_swap is not None:
-            self._on_swap(scorer.version)
+            self._on_swap(scorer.version, previous.version if previous else None)
 
     async def wait(self) -> ActiveModel:
         """The active model, waiting for the first activation if there is none yet."""

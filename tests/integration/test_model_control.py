@@ -1,4 +1,8 @@
-"""Model control against the real broker: publish promotions, followers swap models live."""
+"""Model control against the real broker: publish promotions, followers swap models live.
+
+A follower starting after a promotion that does not load falls back to the newest
+promoted version that does (the topic's promotions, then the registry's history).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from models.registry import LoadedModel, ModelRegistry, Promotion, RegistryError
 from streams.cli import cli
 from streams.kafka import BrokerUnavailableError, client_options, ensure_topics, product_topics
 from streams.modelcontrol import PROMOTION_KEY, ModelFollower, publish_promotion
+from streams.modelfallback import Fallback
 from streams.settings import Settings
 
 NAMES = DEFAULT_FEATURES.names
@@ -49,6 +54,12 @@ def register(registry: ModelRegistry, day: int, names: tuple[str, ...] = NAMES) 
         training={},
         created_at=datetime(2024, 5, day, tzinfo=UTC),
     ).version
+
+
+def corrupt(registry: ModelRegistry, version: str) -> None:
+    """Change a registered artifact: its sha256 no longer matches the metadata's."""
+    artifact = registry.root / "versions" / version / "model.skops"
+    artifact.write_bytes(artifact.read_bytes()[:-16])
 
 
 def promotion(version: str) -> Promotion:
@@ -148,22 +159,86 @@ async def test_a_follower_starts_from_the_latest_promotion_and_swaps_on_new_ones
     assert activations.versions == [v1, v2, v1]
 
 
-async def test_a_promoted_version_that_does_not_load_at_start_is_raised(
+async def test_a_worker_starting_after_a_bad_promotion_falls_back_to_the_last_good_one(
+    control: Settings,
+) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1, v2 = register(registry, 1), register(registry, 2)
+    await publish_promotion(control, promotion(v1))
+    await publish_promotion(control, promotion(v2))
+    await publish_promotion(control, promotion(UNKNOWN))
+    corrupt(registry, v2)
+    activations = Activations()
+    failed: list[str] = []
+    states: list[Fallback | None] = []
+    follower = ModelFollower(
+        control,
+        NAMES,
+        activations,
+        on_load_failure=lambda version, reason: failed.append(version),
+        on_fallback=states.append,
+    )
+    model = await follower.load_initial()
+    assert model is not None
+    assert model.metadata.version == v1  # the newest promotion that loads
+    assert failed == [UNKNOWN, v2]  # each failed load counted
+    assert follower.failures == 2
+    assert follower.fallback == Fallback(
+        v1, UNKNOWN, f"no model version '{UNKNOWN}' in {registry.root}"
+    )
+    assert states == [follower.fallback]
+
+    async with following(follower):
+        await publish_promotion(control, promotion(v2))  # still corrupt: v1 stays
+        await wait_until(lambda: len(failed) == 3)
+        fallback = follower.fallback
+        assert fallback is not None
+        assert fallback.refused_version == v2
+        assert "modified after registration" in fallback.reason
+        await publish_promotion(control, promotion(v1))  # a rollback to the active one
+        await wait_until(lambda: follower.fallback is None)
+    assert activations.versions == [v1]
+    assert states[-1] is None
+
+
+async def test_the_registry_history_reaches_behind_a_compacted_topic(control: Settings) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1, v2 = register(registry, 1), register(registry, 2)
+    registry.promote(v1, NAMES)
+    registry.promote(v2, NAMES)
+    # The topic kept only the newest promotion, which no longer loads.
+    await publish_promotion(control, promotion(UNKNOWN))
+    corrupt(registry, v2)
+    activations = Activations()
+    follower = ModelFollower(control, NAMES, activations)
+    model = await follower.load_initial()
+    assert model is not None
+    assert model.metadata.version == v1
+    fallback = follower.fallback
+    assert fallback is not None
+    assert fallback.refused_version == UNKNOWN
+
+
+async def test_when_no_promoted_version_loads_the_worker_waits_for_the_next(
     control: Settings,
 ) -> None:
     registry = ModelRegistry(control.model_registry_dir)
     v1 = register(registry, 1)
-    await publish_promotion(control, promotion(v1))
     await publish_promotion(control, promotion(UNKNOWN))
     activations = Activations()
     follower = ModelFollower(control, NAMES, activations)
-    with pytest.raises(RegistryError, match=f"no model version '{UNKNOWN}'"):
+    with pytest.raises(RegistryError, match=f"none of the 1 promoted versions loads.*{UNKNOWN}"):
         await follower.load_initial()
     assert follower.failures == 1
     assert follower.active_version is None
+    assert follower.fallback is None  # nothing scores: not a fallback, not ready
+    refused = follower.refused
+    assert refused is not None
+    assert refused.version == UNKNOWN
     async with following(follower):  # the next promotion still reaches the worker
         await publish_promotion(control, promotion(v1))
         await activations.wait_for(v1)
+    assert follower.refused is None
 
 
 async def test_bad_promotions_are_counted_logged_once_and_leave_the_model_active(

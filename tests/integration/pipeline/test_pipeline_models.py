@@ -134,7 +134,7 @@ def test_a_promotion_swaps_the_model_of_a_running_worker(
         promotion = ModelRegistry(registry_dir).promote(second)
         asyncio.run(publish_promotion(settings, promotion))
         deadline = time.monotonic() + 30
-        while workers.metric(port, "fraudstream_model_swaps_total") < 2:
+        while workers.metric(port, "fraudstream_model_swaps_total") < 1:  # the first is no swap
             assert time.monotonic() < deadline, workers.log()
             time.sleep(0.2)
         produce(settings, transactions("b", 10))
