@@ -158,17 +158,21 @@ class OnlineWindow:
     """One window of one entity's online state, as the online engine hands it over.
 
     The engine keeps one instance per entity kind and overwrites its fields for each
-    window of each transaction in turn: no allocation per event on the hot path. Times are
-    offsets in milliseconds from the state's base. Aggregations only read it.
+    window of each transaction in turn: no allocation per event on the hot path. Transaction
+    times and window bounds are offsets in milliseconds from the state's base; fraud and
+    report times are epoch milliseconds. Aggregations only read it.
 
     Attributes:
         times: Transaction times of the entity, ascending.
         amounts: Their amounts (empty unless an aggregation requires AMOUNT).
         peers: Their peer fingerprints (empty unless PEER is required).
-        fraud_times: Transaction times of reported frauds, ascending (FRAUD).
+        fraud_times: Transaction times of reported frauds, ascending (FRAUD), epoch
+            milliseconds (not offsets: a report may arrive far ahead of the entity's
+            transactions).
         fraud_reported: When each of those frauds was reported, epoch milliseconds,
             aligned with ``fraud_times`` (empty unless REPORTED is required).
         base_ms: Epoch milliseconds the offsets count from.
+        read_ms: The time of the read (the transaction's), epoch milliseconds.
         lo: First index in the window.
         hi: One past the last index in the window.
         start: Exclusive old end of the window, as an offset.
@@ -191,6 +195,7 @@ class OnlineWindow:
         "length_ms",
         "lo",
         "peers",
+        "read_ms",
         "start",
         "times",
     )
@@ -199,9 +204,10 @@ class OnlineWindow:
         self.times: array[int] = array("I")
         self.amounts: array[float] = array("d")
         self.peers: array[int] = array("I")
-        self.fraud_times: array[int] = array("I")
+        self.fraud_times: array[int] = array("q")
         self.fraud_reported: array[int] = array("q")
         self.base_ms = 0
+        self.read_ms = 0
         self.lo = 0
         self.hi = 0
         self.start = 0
@@ -420,22 +426,31 @@ class FraudRisk(WindowAggregation):
     """Frauds / transactions in the window (0 when there are none), the handbook's risk.
 
     A fraud counts by its transaction's time: it is in the window when its transaction
-    time is in ``(start, end]``, and it counts for a read at time t when its report was
-    processed before that read (offline: ``reported_at <= t``; a report and a transaction
-    with the same timestamp are processed report first). With the handbook's 7-day delay
-    and reports at most 7 days after the transaction, every fraud in the window is
-    already reported, so this equals the handbook's risk from labels. A report later than
-    the delay counts from its arrival on, in both engines alike.
+    time is in ``(start, end]``, and it counts for a read at time t when it was reported
+    at or before t (``reported_at <= t``, in both engines). Online the report times are
+    kept with the frauds, so a report that reaches the state before its time (a backlog
+    consumed faster than the transactions) does not count early: the value depends on
+    event times only, not on the order in which reports and transactions arrive. With
+    the handbook's 7-day delay and reports at most 7 days after the transaction, every
+    fraud in the window is already reported, so this equals the handbook's risk from
+    labels. A report later than the delay counts from its time on.
     """
 
-    requires: ClassVar = frozenset({StateColumn.FRAUD})
+    requires: ClassVar = frozenset({StateColumn.FRAUD, StateColumn.REPORTED})
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         count = w.hi - w.lo
         frauds = w.fraud_times
         if not count or not frauds:
             return 0.0
-        return (bisect_right(frauds, w.end) - bisect_right(frauds, w.start)) / count
+        base = w.base_ms
+        lo = bisect_right(frauds, w.start + base)
+        hi = bisect_right(frauds, w.end + base)
+        reported = w.fraud_reported
+        if len(reported) != len(frauds):  # a state from before report times were kept
+            return (hi - lo) / count
+        read = w.read_ms
+        return sum(1 for i in range(lo, hi) if reported[i] <= read) / count
 
     def offline(self, w: OfflineWindow) -> Floats:
         """Add each fraud to the rows that see it, as intervals of a difference array.
@@ -479,9 +494,10 @@ class KnownFrauds(WindowAggregation):
             return 0.0
         if not frauds:
             return 0.0
-        lo = bisect_right(frauds, w.start)
-        hi = bisect_right(frauds, w.end)
-        known_by = w.end + w.base_ms
+        base = w.base_ms
+        lo = bisect_right(frauds, w.start + base)
+        hi = bisect_right(frauds, w.end + base)
+        known_by = w.end + base
         return float(sum(1 for i in range(lo, hi) if reported[i] <= known_by))
 
     def offline(self, w: OfflineWindow) -> Floats:

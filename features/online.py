@@ -40,19 +40,20 @@ report's event time for its terminal is its transaction's time):
   `EventTooOldError`, no state changed (its windows would reach history already dropped:
   any number computed would disagree with the offline engine). The agent sends it to the
   dead-letter topic with the reason.
-- Fraud report: stored by its transaction's time; counts for every read whose window holds
-  that time and that happens after the report. Reports arrive at most 7 days after the
-  transaction in the handbook's setting, so for the 7-day-delay terminal windows every
-  report is in before any read needs it. A later report still counts, from its arrival
-  on (the offline engine does the same using ``reported_at``). A duplicate report (same
-  transaction time and id) is ignored. A report older than the retention is dropped and
+- Fraud report: stored by its transaction's time, with when it was reported; counts for
+  every read at a time t whose window holds that time and with ``reported_at <= t`` (the
+  offline engine's rule). A report never moves the entity's clock (the watermark is the
+  newest *transaction*): reports consumed ahead of the transactions, as in a backlog,
+  change no window and refuse no transaction, and the order in which reports and
+  transactions arrive changes no state. A duplicate report (same transaction time and
+  id) keeps the earliest report time. A report older than the retention is dropped and
   `EntityWindows.record_fraud` says so: no read that is not itself refused can need it.
 - A report and a transaction with the same timestamp: the parity contract processes the
   report first (`stream_events`); the offline engine counts a fraud when
   ``reported_at <= t``.
-- Report times: a state whose features need them (`features.aggregations.KnownFrauds`)
-  also keeps when each fraud was reported, absolute epoch milliseconds; a duplicate
-  report keeps the first time.
+- Report times: a state whose features need them (`features.aggregations.KnownFrauds`,
+  `features.aggregations.FraudRisk`) also keeps when each fraud was reported, absolute
+  epoch milliseconds.
 - Expiry: an entity whose watermark is at least its retention behind the stream's event
   time (`EntityWindows.is_expired`) has nothing left in any window; deleting its state is
   unobservable to any later event not itself older than that time by the allowed lateness.
@@ -102,6 +103,9 @@ KEEPS_REPORT_TIMES: Final = 32
 #: state written before it was kept lacks only the ids of its past transactions, so its
 #: history stays (a retry of those is not recognised, nothing else changes).
 KEEPS_TX_IDS: Final = 64
+#: Fraud times are written as epoch milliseconds (8 bytes), not as offsets from the base
+#: (4 bytes, states written before reports stopped moving the clock). Always set on write.
+ABSOLUTE_FRAUD_TIMES: Final = 128
 _COLUMNS: Final = KEEPS_AMOUNTS | KEEPS_PEERS | KEEPS_FRAUDS | KEEPS_REPORT_TIMES
 _LAYOUT: Final = _COLUMNS | LAYOUT_SET | KEEPS_TX_IDS
 #: Count of `EntityState.tx_ids`, after the other columns when the state keeps them.
@@ -114,7 +118,9 @@ _FINGERPRINT_MEMO: Final = 65_536
 TIME_BYTES: Final = 4
 AMOUNT_BYTES: Final = 8
 PEER_BYTES: Final = 4
-FRAUD_BYTES: Final = 4 + 8
+FRAUD_BYTES: Final = 8 + 8
+#: The same, in states written with fraud times as 4-byte offsets.
+OFFSET_FRAUD_BYTES: Final = 4 + 8
 REPORT_TIME_BYTES: Final = 8
 TX_ID_BYTES: Final = 8
 
@@ -178,7 +184,7 @@ class EntityState:
         times: Transaction times as offsets from ``base_ms``, ascending.
         amounts: Their amounts, when the entity's features need them (else empty).
         peers: Their peer fingerprints, when needed (else empty).
-        fraud_times: Transaction times of reported frauds, offsets, ascending.
+        fraud_times: Transaction times of reported frauds, epoch milliseconds, ascending.
         fraud_ids: Fingerprints of those transactions' ids, aligned with ``fraud_times``.
         fraud_reported: When each fraud was reported (epoch milliseconds, aligned with
             ``fraud_times``), when the entity's features need it (else empty). Absolute,
@@ -213,7 +219,7 @@ class EntityState:
         self.times: array[int] = array("I")
         self.amounts: array[float] = array("d")
         self.peers: array[int] = array("I")
-        self.fraud_times: array[int] = array("I")
+        self.fraud_times: array[int] = array("q")
         self.fraud_ids: array[int] = array("Q")
         self.fraud_reported: array[int] = array("q")
         self.tx_ids: array[int] = array("Q")
@@ -248,7 +254,7 @@ class EntityState:
         """
         n = len(self.times)
         layout = self.layout & _LAYOUT
-        flags = layout | (0 if self.watermark_ms is None else _HAS_WATERMARK)
+        flags = layout | ABSOLUTE_FRAUD_TIMES | (0 if self.watermark_ms is None else _HAS_WATERMARK)
         if len(self.amounts) != (n if layout & KEEPS_AMOUNTS else 0) or len(self.peers) != (
             n if layout & KEEPS_PEERS else 0
         ):
@@ -296,12 +302,13 @@ class EntityState:
         version, flags, n, m, overflow, base_ms, watermark_ms = _HEADER.unpack_from(data)
         if version != _FORMAT_VERSION:
             raise ValueError(f"unknown state format version {version}")
+        absolute = flags & ABSOLUTE_FRAUD_TIMES
         expected = (
             _HEADER.size
             + n * TIME_BYTES
             + (n * AMOUNT_BYTES if flags & KEEPS_AMOUNTS else 0)
             + (n * PEER_BYTES if flags & KEEPS_PEERS else 0)
-            + m * FRAUD_BYTES
+            + m * (FRAUD_BYTES if absolute else OFFSET_FRAUD_BYTES)
             + (m * REPORT_TIME_BYTES if flags & KEEPS_REPORT_TIMES else 0)
         )
         ids = 0
@@ -326,7 +333,12 @@ class EntityState:
             at = _load(state.amounts, view, at, n)
         if flags & KEEPS_PEERS:
             at = _load(state.peers, view, at, n)
-        at = _load(state.fraud_times, view, at, m)
+        if absolute:
+            at = _load(state.fraud_times, view, at, m)
+        else:
+            offsets: array[int] = array("I")
+            at = _load(offsets, view, at, m)
+            state.fraud_times = array("q", [base_ms + offset for offset in offsets])
         at = _load(state.fraud_ids, view, at, m)
         if flags & KEEPS_REPORT_TIMES:
             at = _load(state.fraud_reported, view, at, m)
@@ -600,33 +612,35 @@ class EntityWindows:
             tx_time_ms: The reported transaction's time.
             tx_id: The reported transaction's id (to ignore duplicates).
             reported_at_ms: When it was reported (kept when a feature needs it). A
-                duplicate keeps the first report's time.
+                duplicate keeps the earliest report time, whatever the arrival order.
 
         Returns:
-            Whether the report was stored: False when the entity keeps no frauds, for a
-            duplicate, and for a transaction older than the retention (no exact read can
-            need it any more).
+            Whether the state changed: False when the entity keeps no frauds, for a
+            duplicate that reports nothing earlier, and for a transaction older than the
+            retention (no exact read can need it any more). The entity's clock (its
+            newest transaction) never moves.
         """
         if not self.keeps_frauds:
             return False
         if state.layout != self.layout:
             self._conform(state)
         watermark = state.watermark_ms
-        if watermark is None:
-            self._start(state, tx_time_ms)
-        elif tx_time_ms <= watermark - self.retention_ms:
+        if watermark is not None and tx_time_ms <= watermark - self.retention_ms:
             return False
-        elif tx_time_ms > watermark:
-            self._advance(state, tx_time_ms)
-        offset = tx_time_ms - state.base_ms
         fingerprint = report_fingerprint(tx_id)
         times, ids = state.fraud_times, state.fraud_ids
-        at = bisect_left(times, offset)
-        while at < len(times) and times[at] == offset:
+        # Equal times are kept in fingerprint order, so the arrival order of reports
+        # leaves no trace in the state.
+        at = bisect_left(times, tx_time_ms)
+        while at < len(times) and times[at] == tx_time_ms and ids[at] <= fingerprint:
             if ids[at] == fingerprint:
+                reported = state.fraud_reported
+                if self.keeps_report_times and reported_at_ms < reported[at]:
+                    reported[at] = reported_at_ms
+                    return True
                 return False
             at += 1
-        times.insert(at, offset)
+        times.insert(at, tx_time_ms)
         ids.insert(at, fingerprint)
         if self.keeps_report_times:
             state.fraud_reported.insert(at, reported_at_ms)
@@ -642,11 +656,15 @@ class EntityWindows:
     def is_expired(self, state: EntityState, now_ms: int) -> bool:
         """Whether the state can be deleted at stream event time ``now_ms``.
 
-        True when the entity's newest event is at least the retention old: nothing of it
-        is in any window of a transaction at ``now_ms`` minus the allowed lateness or later.
+        True when the entity's newest event (transaction or reported fraud) is at least
+        the retention old: nothing of it is in any window of a transaction at ``now_ms``
+        minus the allowed lateness or later.
         """
-        watermark = state.watermark_ms
-        return watermark is None or watermark <= now_ms - self.retention_ms
+        newest = state.watermark_ms
+        frauds = state.fraud_times
+        if frauds and (newest is None or frauds[-1] > newest):
+            newest = frauds[-1]
+        return newest is None or newest <= now_ms - self.retention_ms
 
     # --- internals: the hot path -------------------------------------------------------
 
@@ -681,9 +699,16 @@ class EntityWindows:
         state.layout = self.layout
 
     def _start(self, state: EntityState, time_ms: int) -> None:
-        """First event of a state: the base leaves room for any event that can follow."""
+        """First transaction of a state: the base leaves room for any that can follow.
+
+        Reports recorded before it that are already out of its retention are dropped, as
+        they would have been had they arrived after it.
+        """
         state.base_ms = time_ms - self.retention_ms
         state.watermark_ms = time_ms
+        frauds = state.fraud_times
+        if frauds and frauds[0] <= state.base_ms:
+            self._drop_through(state, 0)
 
     def _advance(self, state: EntityState, time_ms: int) -> None:
         """Move the watermark forward, drop what fell out of retention, keep offsets small."""
@@ -692,7 +717,6 @@ class EntityWindows:
             self._drop_through(state, threshold - state.base_ms)
             shift = threshold - state.base_ms
             state.times = array("I", [t - shift for t in state.times])
-            state.fraud_times = array("I", [t - shift for t in state.fraud_times])
             state.base_ms = threshold
         else:
             self._drop_through(state, threshold - state.base_ms)
@@ -710,8 +734,9 @@ class EntityWindows:
                 del state.peers[:k]
             _align_ids(state)
         frauds = state.fraud_times
-        if frauds and frauds[0] <= offset:
-            k = bisect_right(frauds, offset)
+        through = state.base_ms + offset
+        if frauds and frauds[0] <= through:
+            k = bisect_right(frauds, through)
             del frauds[:k]
             del state.fraud_ids[:k]
             if self.keeps_report_times:
@@ -729,7 +754,9 @@ class EntityWindows:
             else:  # _advance without the calls, on the hot path
                 threshold = time_ms - self.retention_ms - state.base_ms
                 times, frauds = state.times, state.fraud_times
-                if (times and times[0] <= threshold) or (frauds and frauds[0] <= threshold):
+                if (times and times[0] <= threshold) or (
+                    frauds and frauds[0] <= threshold + state.base_ms
+                ):
                     self._drop_through(state, threshold)
                 state.watermark_ms = time_ms
         offset = time_ms - state.base_ms
@@ -832,6 +859,7 @@ class EntityWindows:
         w.fraud_times = state.fraud_times
         w.fraud_reported = state.fraud_reported
         w.base_ms = base
+        w.read_ms = time_ms
         w.amount = amount
         amounts = state.amounts
         hi = 0

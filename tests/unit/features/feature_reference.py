@@ -62,7 +62,9 @@ def reference_features(
     out: dict[str, list[float]] = {}
     for event in events:
         if isinstance(event, Report):
-            reports.setdefault(event.tx_id, event)
+            known = reports.get(event.tx_id)
+            if known is None or event.reported_at_ms < known.reported_at_ms:
+                reports[event.tx_id] = event  # the earliest report of a fraud counts
             continue
         seen.append(event)
         out[event.tx_id] = [_value(f, event, seen, reports) for f in features]
@@ -116,7 +118,7 @@ def _value(feature: Feature, tx: Tx, seen: list[Tx], reports: dict[str, Report])
             if (feature.entity is Entity.TERMINAL)
             else [r for r in reports.values() if r.customer_id == key]
         )
-        frauds = sum(1 for r in mine if start < r.tx_time_ms <= end)
+        frauds = sum(1 for r in mine if start < r.tx_time_ms <= end and r.reported_at_ms <= t)
         return frauds / count
     if isinstance(agg, KnownFrauds):
         mine = [r for r in reports.values() if r.terminal_id == key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from array import array
 from datetime import timedelta
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 
 from features.aggregations import Count, DistinctPeers
 from features.online import (
+    ABSOLUTE_FRAUD_TIMES,
+    KEEPS_REPORT_TIMES,
     KEEPS_TX_IDS,
     DuplicateTransactionError,
     EntityState,
@@ -66,9 +69,9 @@ def test_state_bytes_are_header_plus_fixed_bytes_per_event() -> None:
     terminal = engine.states[Entity.TERMINAL]["T1"]
     # customer: time 4 + amount 8 + terminal fingerprint 4, and the ids of the
     # transactions within the day of allowed lateness (8 each, after a 4-byte count);
-    # terminal: time 4, report 12 (transaction time and id) + 8 (when it was reported).
+    # terminal: time 4, report 16 (transaction time and id) + 8 (when it was reported).
     assert len(customer.to_bytes()) == 30 + 10 * 16 + 4 + 10 * 8
-    assert len(terminal.to_bytes()) == 30 + 3 * 4 + 1 * (12 + 8)
+    assert len(terminal.to_bytes()) == 30 + 3 * 4 + 1 * (16 + 8)
     for state in (customer, terminal):
         copy = EntityState.from_bytes(state.to_bytes())
         assert copy == state
@@ -155,7 +158,7 @@ def test_an_inconsistent_state_is_not_written() -> None:
 def test_the_default_bounds_in_bytes() -> None:
     windows = OnlineFeatures().entities
     assert windows[Entity.CUSTOMER].max_state_bytes == 30 + 4096 * (16 + 8) + 4
-    assert windows[Entity.TERMINAL].max_state_bytes == 30 + 65_536 * 4 + 4096 * (12 + 8)
+    assert windows[Entity.TERMINAL].max_state_bytes == 30 + 65_536 * 4 + 4096 * (16 + 8)
 
 
 # --- duplicates ---------------------------------------------------------------------------
@@ -438,13 +441,14 @@ def test_known_frauds_count_reports_at_least_an_hour_old_by_hand() -> None:
     assert known(engine.transaction(T0 + 5 * HOUR, "C5", "T2", 1.0), 28) == 0
 
 
-def test_a_duplicate_report_keeps_the_first_report_time() -> None:
+def test_a_duplicate_report_keeps_the_earliest_report_time_in_any_order() -> None:
     engine = OnlineEngine()
     engine.transaction(T0, "C1", "T1", 10.0)
     assert engine.fraud_report("a", T0, "C1", "T1", T0 + 5 * HOUR)
-    assert not engine.fraud_report("a", T0, "C1", "T1", T0 + HOUR)  # sent again, other time
-    assert known(engine.transaction(T0 + 3 * HOUR, "C2", "T1", 1.0), 1) == 0
-    assert known(engine.transaction(T0 + 6 * HOUR, "C2", "T1", 1.0), 1) == 1
+    assert engine.fraud_report("a", T0, "C1", "T1", T0 + HOUR)  # reported earlier too
+    assert not engine.fraud_report("a", T0, "C1", "T1", T0 + 2 * HOUR)  # nothing earlier
+    assert known(engine.transaction(T0 + HOUR + HOUR // 2, "C2", "T1", 1.0), 1) == 0
+    assert known(engine.transaction(T0 + 3 * HOUR, "C2", "T1", 1.0), 1) == 1
 
 
 def test_report_times_round_trip_and_stay_aligned_when_trimmed() -> None:
@@ -468,7 +472,10 @@ def test_a_state_written_without_report_times_restarts_its_history() -> None:
     old = OnlineEngine(HANDBOOK_FEATURES)
     old.transaction(T0, "C1", "T1", 10.0)
     assert old.fraud_report("a", T0, "C1", "T1", T0 + HOUR)
-    stored = EntityState.from_bytes(old.states[Entity.TERMINAL]["T1"].to_bytes())
+    written = old.states[Entity.TERMINAL]["T1"]
+    written.layout &= ~KEEPS_REPORT_TIMES  # as a worker wrote it before report times
+    del written.fraud_reported[:]
+    stored = EntityState.from_bytes(written.to_bytes())
     assert len(stored.fraud_reported) == 0
     windows = OnlineFeatures().entities[Entity.TERMINAL]
     with pytest.raises(StateLayoutError, match="another feature set"):
@@ -604,3 +611,81 @@ def test_terminal_records_accept_anything_inside_the_retention() -> None:
     out = online.new_vector()
     windows.read_into(state, T0 + 50 * DAY, 1.0, out)
     assert out[online.names.index("TERMINAL_ID_NB_TX_30DAY_WINDOW")] == 1
+
+
+# --- reports and transactions in any order ------------------------------------------------
+
+
+def test_a_report_far_ahead_of_the_terminals_transactions_moves_no_clock() -> None:
+    """A backlog's reports consumed before its transactions must not refuse them."""
+    windows = OnlineFeatures().entities[Entity.TERMINAL]
+    state = EntityState()
+    assert windows.record_fraud(state, T0 + 100 * DAY, "f", T0 + 101 * DAY)
+    assert state.watermark_ms is None
+    for k in range(3):
+        windows.record(state, T0 + k * DAY, 1.0, f"C{k}")  # not too late: nothing refused
+    assert state.watermark_ms == T0 + 2 * DAY
+    assert list(state.fraud_times) == [T0 + 100 * DAY]
+    copy = EntityState.from_bytes(state.to_bytes())
+    assert copy == state
+    assert list(copy.fraud_times) == [T0 + 100 * DAY]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 60 * 24), st.sampled_from([1.0, 2.0])), max_size=12),
+    st.lists(
+        st.tuples(st.integers(0, 60 * 24), st.integers(0, 10 * 24), st.sampled_from("abcd")),
+        max_size=6,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_reports_interleaved_anyhow_with_transactions_give_the_same_state_and_reads(
+    transactions: list[tuple[int, float]],
+    reports: list[tuple[int, int, str]],
+    rng: random.Random,
+) -> None:
+    """Reports first, last or anywhere: the terminal's state and its reads are the same."""
+    windows = OnlineFeatures().entities[Entity.TERMINAL]
+
+    def run(order: list[tuple[str, int]]) -> tuple[bytes, list[float]]:
+        state = EntityState()
+        for kind, i in order:
+            if kind == "tx":
+                hour, amount = transactions[i]
+                with contextlib.suppress(EventTooOldError):
+                    windows.record(state, T0 + hour * HOUR, amount, f"C{i}")
+            else:
+                hour, delay, tx_id = reports[i]
+                time = T0 + hour * HOUR
+                windows.record_fraud(state, time, tx_id + str(hour), time + delay * HOUR)
+            state = EntityState.from_bytes(state.to_bytes())
+        vector = OnlineFeatures().new_vector()
+        windows.read_into(state, T0 + 70 * DAY, 1.0, vector, refuse_late=False)
+        return state.to_bytes(), vector
+
+    txs = [("tx", i) for i in range(len(transactions))]
+    rps = [("report", i) for i in range(len(reports))]
+    first = run(rps + txs)
+    last = run(txs + rps)
+    mixed = list(txs)
+    for report in rps:
+        mixed.insert(rng.randint(0, len(mixed)), report)
+    assert run(mixed) == first == last
+
+
+def test_a_state_written_with_fraud_times_as_offsets_reads_the_same() -> None:
+    windows = OnlineFeatures().entities[Entity.TERMINAL]
+    state = EntityState()
+    windows.record(state, T0, 1.0, "C1")
+    windows.record_fraud(state, T0 - HOUR, "f", T0)
+    new = state.to_bytes()
+    # The same state as an older worker wrote it: fraud times as 4-byte offsets.
+    old = bytearray(new)
+    old[1] &= ~ABSOLUTE_FRAUD_TIMES
+    at = 30 + 4  # header, one transaction time
+    offset = (T0 - HOUR - state.base_ms).to_bytes(4, "little")
+    old[at : at + 8] = offset
+    old_state = EntityState.from_bytes(bytes(old))  # 4 bytes shorter
+    assert list(old_state.fraud_times) == [T0 - HOUR]
+    assert old_state.to_bytes() == new

@@ -36,6 +36,7 @@ from pipeline_doubles import (
 )
 
 from features.online import (
+    KEEPS_REPORT_TIMES,
     EntityState,
     EntityWindows,
     EventTooOldError,
@@ -745,6 +746,8 @@ async def test_a_terminal_state_from_an_older_feature_set_is_read_for_what_it_ho
     state = EntityState()
     old.record(state, T0 - 7 * DAY, 5.0, "P0")
     assert old.record_fraud(state, T0 - 7 * DAY, "f0", T0 - 6 * DAY)
+    state.layout &= ~KEEPS_REPORT_TIMES  # as written before report times were kept
+    del state.fraud_reported[:]
     r.peek.put(b"T1", state.to_bytes())
     batch = two_transactions(int(time.time() * 1000))
 
