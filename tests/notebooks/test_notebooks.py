@@ -7,6 +7,7 @@ through the FRAUDSTREAM_NB_* variables the notebooks' first cell reads.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,17 @@ def read(name: str) -> Any:
     return nbformat.read(NOTEBOOKS / name, as_version=4)  # type: ignore[no-untyped-call]
 
 
-def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for key, value in SMALL.items():
+def unreachable_broker() -> str:
+    """A local address no broker listens on: the notebook's promotion must not reach one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def execute(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None
+) -> Any:
+    for key, value in {**SMALL, **(env or {})}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FRAUDSTREAM_MODEL_REGISTRY_DIR", str(tmp_path / "registry"))
     notebook = read(name)
@@ -62,16 +72,30 @@ def test_exploration_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(images) >= 4  # daily volume, scenarios, amounts and delays, features
 
 
-def test_training_notebook_trains_registers_and_promotes(
+def test_training_notebook_trains_registers_and_says_it_could_not_promote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    execute("training.ipynb", tmp_path, monkeypatch)
+    # Without a broker the promotion changes nothing, and says so (promoting through the
+    # real broker: tests/integration/test_notebook_promotion.py).
+    notebook = execute(
+        "training.ipynb",
+        tmp_path,
+        monkeypatch,
+        {"FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS": unreachable_broker()},
+    )
     registry = ModelRegistry(tmp_path / "registry")
     (metadata,) = registry.versions()
-    current = registry.current()
-    assert current is not None
-    assert current.version == metadata.version
+    assert registry.current() is None  # not written behind the workers' back
     assert metadata.threshold["objective"] == "alert_budget"
+    errors = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("name") == "stderr"
+    )
+    assert "NOT PROMOTED: no Kafka broker answers at" in errors
+    assert f"fraudstream model promote {metadata.version}" in errors
 
 
 @pytest.mark.parametrize("name", ["exploration.ipynb", "training.ipynb"])

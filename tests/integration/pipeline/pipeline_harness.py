@@ -51,8 +51,11 @@ class Message:
     headers: tuple[tuple[str, bytes], ...]
 
 
-def register_model(registry_dir: Path, featurised: pl.DataFrame, *, alert_share: float) -> str:
-    """Fit a logistic regression on offline features; register and promote it.
+def register_model(
+    registry_dir: Path, featurised: pl.DataFrame, *, alert_share: float, promote: bool = True
+) -> str:
+    """Fit a logistic regression on offline features; register it, and promote it in the
+    registry unless ``promote`` is False (then promote it with `streams.promotion`).
 
     The threshold is the score quantile that alerts on ``alert_share`` of the rows, so
     tests see enough alerts whatever the dataset.
@@ -74,7 +77,8 @@ def register_model(registry_dir: Path, featurised: pl.DataFrame, *, alert_share:
         training={"rows": featurised.height},
         feature_baseline=feature_baseline(x),
     )
-    registry.promote(metadata.version, names)
+    if promote:
+        registry.promote(metadata.version, names)
     return metadata.version
 
 
