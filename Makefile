@@ -33,12 +33,19 @@ typecheck: install
 pytest: install infra-up test-tools
 	$(BIN)/pytest
 
-# Clients that are not ours, for the tests that drive the worker as other producers do:
-# kcat (librdkafka). Installed with apt-get when missing and running as root.
+# Tools that are not ours: kcat (librdkafka), for the tests that drive the worker as other
+# producers do; prometheus and promtool (Debian's prometheus package), for the tests of the
+# alert rules and of every dashboard query against a live worker. Installed with apt-get
+# when missing and running as root. The tests start their own Prometheus; where systemd
+# runs, the package also starts a system one on :9090 (`systemctl disable --now prometheus`).
 test-tools:
 	@command -v kcat >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update -qq && apt-get install -y -qq kcat >/dev/null); } \
 		|| { echo "kcat not found: apt-get install kcat" >&2; exit 1; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq \
+			&& apt-get install -y -qq --no-install-recommends prometheus >/dev/null); } \
+		|| { echo "promtool not found: apt-get install prometheus" >&2; exit 1; }
 
 infra-up: install
 	$(BIN)/fraudstream infra up

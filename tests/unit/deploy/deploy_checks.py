@@ -123,6 +123,10 @@ def served_paths(local_dir: Path) -> set[str]:
     return set(app.web.views)
 
 
+#: Series Prometheus makes itself for every target, which dashboards and rules may query.
+PROMETHEUS_SERIES = frozenset({"up"})
+
+
 @cache
 def exported_metrics() -> dict[str, frozenset[str]]:
     """Every sample name a worker's /metrics page can show, with its label names."""
@@ -133,6 +137,10 @@ def exported_metrics() -> dict[str, frozenset[str]]:
     metrics.set_model_version("v")
     metrics.redis_flush.labels(table="t").observe(0.001)
     metrics.duplicates_skipped.labels(source="s").inc()
+    metrics.consumer_lag.labels(topic="t", partition="0").set(0)
+    metrics.assigned_partitions.labels(topic="t").set(1)
+    metrics.table_entries.labels(table="t").set(0)
+    metrics.partition_stalled.labels(topic="t", partition="0").set(0)
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(metrics.render()[0].decode()):
         for sample in family.samples:

@@ -21,6 +21,7 @@ import yaml
 from deploy_checks import (
     DOCKER_DIR,
     DOCKERFILE,
+    PROMETHEUS_SERIES,
     REPO,
     SECRET_ENV_VARS,
     Image,
@@ -433,6 +434,17 @@ def test_compose_mounts_files_that_exist(stack: dict[str, Any]) -> None:
 # --- Prometheus and Grafana ----------------------------------------------------------------
 
 
+def test_prometheus_loads_the_rules_compose_mounts_next_to_its_config(
+    stack: dict[str, Any],
+) -> None:
+    mounted = volume_targets(stack["services"]["prometheus"])
+    config = yaml.safe_load((DOCKER_DIR / mounted["/etc/prometheus/prometheus.yml"]).read_text())
+    assert config["rule_files"] == ["rules.yml"]  # relative to the config file's directory
+    assert (DOCKER_DIR / mounted["/etc/prometheus/rules.yml"]).resolve() == (
+        DOCKER_DIR / "prometheus" / "rules.yml"
+    )
+
+
 def test_prometheus_scrapes_every_worker_metrics_page(
     stack: dict[str, Any], image: Image, paths: set[str]
 ) -> None:
@@ -514,9 +526,13 @@ def test_dashboard_queries_only_metrics_the_workers_export() -> None:
     labels = set().union(*exported.values()) | {"instance", "job", "le"}
     used: set[str] = set()
     for expr in expressions():
-        names = {n for n in _IDENTIFIER.findall(expr) if n.startswith(("fraudstream_", "process_"))}
+        names = {
+            n
+            for n in _IDENTIFIER.findall(expr)
+            if n.startswith(("fraudstream_", "process_")) or n in PROMETHEUS_SERIES
+        }
         assert names, f"no metric found in {expr}"
-        unknown = names - exported.keys()
+        unknown = names - exported.keys() - PROMETHEUS_SERIES
         assert not unknown, f"{expr}: the workers export no {sorted(unknown)}"
         used |= names
         for group in _GROUPING.findall(expr):
@@ -535,6 +551,14 @@ def test_dashboard_queries_only_metrics_the_workers_export() -> None:
         "fraudstream_terminal_aggregation_lag_seconds",
         "fraudstream_model_info",
         "fraudstream_redis_flush_seconds_bucket",
+        "fraudstream_consumer_lag_records",
+        "fraudstream_rebalances_total",
+        "fraudstream_rebalance_duration_seconds_bucket",
+        "fraudstream_assigned_partitions",
+        "fraudstream_table_entries",
+        "fraudstream_redis_available",
+        "fraudstream_build_info",
+        "up",
     } <= used
 
 
