@@ -89,6 +89,7 @@ def is_misconfigured(exc: BaseException) -> bool:
 # (field, value) pairs; then per entry key an op ('s' set, 'd' delete) and a value.
 # Returns the partition's new flush sequence. The sequence found may also be one more
 # than expected: this very flush ran already and its reply was lost (a retried round).
+# A writer that claimed the partition (it knows a sequence) restores a claim Redis lost.
 _FLUSH_SCRIPT = """
 local owner = redis.call('HGET', KEYS[1], 'owner_generation')
 if owner and owner ~= ARGV[1] then
@@ -103,7 +104,7 @@ if expected >= 0 then
   end
   next_seq = expected + 1
 end
-if not owner then
+if not owner and expected >= 0 then
   redis.call('HSET', KEYS[1], 'owner_generation', ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'flush_seq', next_seq)
