@@ -7,16 +7,19 @@
   needs the event's partition); writes record the event that was current.
 - `PeekStore`: the ``peek`` of a terminal table store, for `TerminalLookup`.
 - `Event` and `Message`: what ``stream.take_events`` yields, weak-referenceable.
+- `hostile_values`: a hypothesis strategy of message values a stage must survive.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from faust.streams import current_event
 from faust.types import EventT
+from hypothesis import strategies as st
 
 from features.online import EntityState
 from streams.metrics import PipelineMetrics
@@ -203,3 +206,29 @@ def header_dict(headers: Headers | None) -> dict[str, bytes]:
     out = dict(headers or ())
     assert len(out) == len(headers or ()), f"repeated header names: {headers}"
     return out
+
+
+#: Any JSON value, nested a little.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def hostile_values(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> bytes | None:
+    """Raw bytes, JSON of any shape, or a ``valid`` event with one field replaced or added
+    (a lone surrogate among the names)."""
+    kind = draw(st.sampled_from(["bytes", "json", "mutated", "valid"]))
+    if kind == "bytes":
+        return draw(st.none() | st.binary(max_size=64))
+    if kind == "json":
+        return json.dumps(draw(JSON_VALUES)).encode()
+    data = draw(valid)
+    if kind == "mutated":
+        field = draw(st.sampled_from([*data, "x\ud800", "extra"]))
+        data[field] = draw(JSON_VALUES | st.integers(0, 2**70))
+    return json.dumps(data).encode()

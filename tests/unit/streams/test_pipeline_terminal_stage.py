@@ -18,7 +18,16 @@ import faust
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pipeline_doubles import Event, Message, Recorder, TableDouble, as_events, counter, header_dict
+from pipeline_doubles import (
+    Event,
+    Message,
+    Recorder,
+    TableDouble,
+    as_events,
+    counter,
+    header_dict,
+    hostile_values,
+)
 
 from features.online import EntityState, EntityWindows
 from features.spec import DEFAULT_FEATURES, Entity
@@ -556,28 +565,11 @@ async def test_a_report_on_its_terminals_wrong_partition_is_rerouted() -> None:
     assert counter(r.metrics, "fraudstream_records_rerouted_total", topic=REPORTS) == 1
 
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=6,
+_REPORTS = st.builds(
+    lambda tx_id, terminal: json.loads(report(tx_id, terminal, T0)),
+    st.sampled_from(["f1", "f2"]),
+    st.sampled_from([TA, TB]),
 )
-
-
-@st.composite
-def report_values(draw: st.DrawFn) -> bytes | None:
-    kind = draw(st.sampled_from(["bytes", "json", "mutated", "valid"]))
-    if kind == "bytes":
-        return draw(st.none() | st.binary(max_size=48))
-    if kind == "json":
-        return json.dumps(draw(_JSON)).encode()
-    data = json.loads(
-        report(draw(st.sampled_from(["f1", "f2"])), draw(st.sampled_from([TA, TB])), T0)
-    )
-    if kind == "mutated":
-        data[draw(st.sampled_from([*data, "x\ud800"]))] = draw(_JSON | st.integers(0, 2**70))
-    return json.dumps(data).encode()
 
 
 @settings(max_examples=80, deadline=None)
@@ -585,7 +577,7 @@ def report_values(draw: st.DrawFn) -> bytes | None:
     st.lists(
         st.tuples(
             st.none() | st.sampled_from([TA, TB, "x"]).map(str.encode) | st.binary(max_size=4),
-            report_values(),
+            hostile_values(_REPORTS),
             st.integers(0, PARTITIONS - 1),
             st.lists(st.tuples(st.text(max_size=4), st.none() | st.binary(max_size=6)), max_size=2),
         ),
