@@ -324,8 +324,10 @@ class OutputPartitions:
 
 
 def _observe_flushes(table: Any, metrics: PipelineMetrics) -> None:
-    """Time the Redis flushes of a table (redis:// stores only)."""
+    """Time the Redis flushes of a table, and count its refused partitions (redis:// only)."""
     store = table.data
     if hasattr(store, "flush_observer"):
         histogram = metrics.redis_flush.labels(table=table.name)
         store.flush_observer = histogram.observe
+    if hasattr(store, "refusal_observer"):
+        store.refusal_observer = metrics.refused_partitions.labels(table=table.name).set

@@ -99,9 +99,6 @@ def _seeking_to_redis(
             await consumer.seek_wait(resumed)
             for tp, offset in resumed.items():
                 consumer._committed_offset[tp] = offset
-                # Again here: the fetch loop sets it for a message it abandoned when the
-                # flow stopped, possibly after the seek did.
-                consumer._read_offset[tp] = offset
         positions = dict(resumed)
         uncommitted = []
         # Changelog partitions and Faust's leader topic (randomly assigned) are never a
@@ -130,6 +127,10 @@ def _seeking_to_redis(
                 len(earliest),
             )
             positions.update(earliest)
+        # Last, after every seek: the fetch loop may have set a read offset for a message
+        # it abandoned when the flow stopped, after a seek did.
+        for tp, offset in resumed.items():
+            consumer._read_offset[tp] = offset
         for follower in followers:
             follower.note_start_positions(positions)
 
