@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import polars as pl
@@ -137,3 +138,26 @@ def test_csv_and_parquet_read_the_same_rows(transactions: pl.DataFrame, tmp_path
     from_parquet = read_dataset(tmp_path / "tx.parquet").transactions
     assert from_csv.schema == from_parquet.schema
     assert from_csv.equals(from_parquet)
+
+
+def test_train_promote_without_a_broker_registers_but_changes_no_promotion(
+    dataset_file: Path, tmp_path: Path
+) -> None:
+    # The one promotion path publishes before it records: no broker, no promotion at all,
+    # never a current.json the workers would not follow.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unreachable = f"127.0.0.1:{probe.getsockname()[1]}"
+    result = runner.invoke(
+        cli,
+        ["--registry", str(tmp_path), "train", "--data", str(dataset_file), "--model", "lr",
+         "--alert-budget", "5", "--promote"],
+        env={"FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS": unreachable, "FRAUDSTREAM_LOG_LEVEL": "warn"},
+    )  # fmt: skip
+    assert result.exit_code == 1, result.stdout + result.stderr
+    (version,) = [m.version for m in ModelRegistry(tmp_path).versions()]
+    assert f"registered {version}" in result.stdout
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"registered {version} but did not promote it: no Kafka broker answers" in result.stderr
+    assert f"fraudstream model promote {version}" in result.stderr
+    assert ModelRegistry(tmp_path).current() is None
