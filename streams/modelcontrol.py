@@ -1,10 +1,12 @@
 """Model control: promotions as events on a Kafka topic, followed by every live worker.
 
-``fraudstream model promote`` publishes a `Promotion` to the model-control topic
-(`publish_promotion`); each worker runs a `ModelFollower` that reads every event of that
-topic and swaps its model without a restart. The topic is a broadcast, not a work queue:
-each follower reads all of its partitions itself (``group_id=None`` and a manual
-``assign``), so no worker can take an event away from another.
+The one promotion path (`streams.promotion`, behind ``fraudstream model promote``,
+``train --promote`` and the training notebook) publishes a `Promotion` to the
+model-control topic (`publish_promotion`); each worker runs a `ModelFollower` that reads
+every event of that topic and swaps its model without a restart. The topic is a
+broadcast, not a work queue: each follower reads all of its partitions itself
+(``group_id=None`` and a manual ``assign``), so no worker can take an event away from
+another.
 
 A worker starts from the newest promotion on the topic, then the registry's
 (``current.json``, ``promotions.jsonl``); when that version does not load, it walks back
