@@ -18,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import platform
 import threading
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any, Final
 
 import faust
@@ -33,11 +36,16 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
 from streams.contracts import Problem
 from streams.kafkalog import CONNECTION_ERRORS
+
+# No `_created` series: one more series per counter and histogram (and per label set)
+# that no dashboard or rule reads. Process-wide, as prometheus-client's switch is.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Transactions per micro-batch: from single stragglers (idle stream) to catch-up batches.
 BATCH_SIZE_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -67,6 +75,13 @@ LATENCY_BUCKETS: Final = (
     10.0,
     30.0,
 )
+
+#: Rebalances: a fraction of a second (a worker joins an idle group) to minutes (a
+#: recovery); the 1-3 s a rebalance under load costs is read precisely.
+REBALANCE_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+#: The sources of ``fraudstream_duplicates_skipped``, started at zero like the DLQ problems.
+DUPLICATE_SOURCES: Final = ("transactions", "fraud_reports", "scorer")
 
 #: Redis pipeline flushes: sub-millisecond on a local server, seconds when it struggles.
 REDIS_FLUSH_BUCKETS: Final = (
@@ -143,6 +158,17 @@ class PipelineMetrics:
             progressed for the stall time, by ``topic`` and ``partition``
             (``streams.stall``); 0 once it moves again.
         partition_stalls: Stalls detected (``streams.stall``).
+        consumer_lag: Records past the processed position of each assigned source
+            partition, by ``topic`` and ``partition`` (``streams.lag``).
+        rebalances: Rebalances this worker took part in (``streams.rebalance``).
+        rebalance_duration: From a rebalance's start to the worker processing again.
+        assigned_partitions: Source partitions assigned to this worker, by ``topic``.
+        table_entries: Entries a table holds in this worker's memory, by ``table``
+            (``streams.tablestats``): the redis:// store's cache, a memory:// table's data.
+        redis_available: 0 while the tables' Redis is failing calls, else 1; NaN with
+            no Redis-backed table (``streams.tablestats``).
+        build_info: 1 for the versions this worker runs (fraudstream, Faust, aiokafka,
+            Python).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -182,6 +208,8 @@ class PipelineMetrics:
             ["source"],
             registry=r,
         )
+        for source in DUPLICATE_SOURCES:
+            self.duplicates_skipped.labels(source=source)
         self.rerouted = Counter(
             "fraudstream_records_rerouted",
             "Input records found on another partition than their key's, sent to the right "
@@ -327,6 +355,53 @@ class PipelineMetrics:
             registry=r,
         )
 
+        self.consumer_lag = Gauge(
+            "fraudstream_consumer_lag_records",
+            "Records of an assigned source partition past what this worker processed and "
+            "committed: high watermark minus position, sampled every few seconds.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "fraudstream_rebalances",
+            "Consumer-group rebalances this worker went through.",
+            registry=r,
+        )
+        self.rebalance_duration = Histogram(
+            "fraudstream_rebalance_duration_seconds",
+            "From a rebalance's start (partitions revoked) to its end (tables recovered, "
+            "streams resumed): time during which this worker processed nothing.",
+            buckets=REBALANCE_BUCKETS,
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "fraudstream_assigned_partitions",
+            "Source partitions assigned to this worker after the last rebalance, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.table_entries = Gauge(
+            "fraudstream_table_entries",
+            "Table entries held in this worker's memory (the redis:// write-back cache, "
+            "bounded by cache_entries; all entries of a memory:// table), by table.",
+            ["table"],
+            registry=r,
+        )
+        self.redis_available = Gauge(
+            "fraudstream_redis_available",
+            "0 while the tables' Redis fails calls (the worker waits for it), 1 otherwise; "
+            "NaN when no table is stored in Redis.",
+            registry=r,
+        )
+        self.redis_available.set(math.nan)
+        self.build_info = Gauge(
+            "fraudstream_build_info",
+            "1, labelled with the versions this worker runs.",
+            ["version", "faust", "aiokafka", "python"],
+            registry=r,
+        )
+        self.build_info.labels(**build_versions()).set(1)
+
         # Only read on a scrape, so free on the hot path.
         r.register(CONNECTION_ERRORS)  # process-wide: counted by streams.kafkalog's filter
         ProcessCollector(registry=r)
@@ -405,6 +480,27 @@ class PipelineMetrics:
             The body and its content type, ready for an HTTP response.
         """
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def build_versions() -> dict[str, str]:
+    """The versions of fraudstream, faust-streaming, aiokafka and Python running here.
+
+    What ``fraudstream_build_info`` carries, so a dashboard or an alert can tell which
+    workers run which build during a rolling upgrade.
+    """
+
+    def installed(distribution: str) -> str:
+        try:
+            return package_version(distribution)
+        except PackageNotFoundError:  # run from a source tree without installing
+            return "unknown"
+
+    return {
+        "version": installed("fraudstream"),
+        "faust": installed("faust-streaming"),
+        "aiokafka": installed("aiokafka"),
+        "python": platform.python_version(),
+    }
 
 
 async def watch_event_loop(histogram: Histogram, interval_s: float = 0.05) -> None:
