@@ -101,7 +101,7 @@ def main() -> None:
         a = clock()
         vector = online.new_vector()
         online.transaction_into(e.time_ms, e.amount, vector)
-        customer.update_into(c_state, e.time_ms, e.amount, e.terminal_id, vector)
+        customer.update_into(c_state, e.time_ms, e.amount, e.terminal_id, vector, e.tx_id)
         terminal.read_into(t_state, e.time_ms, e.amount, vector)
         b = clock()
         terminal.record(t_state, e.time_ms, e.amount, e.customer_id)
@@ -130,7 +130,7 @@ def main() -> None:
     started = time.perf_counter()
     for e in events:
         if e.is_transaction:
-            transaction(e.time_ms, e.customer_id, e.terminal_id, e.amount)
+            transaction(e.time_ms, e.customer_id, e.terminal_id, e.amount, e.tx_id)
         else:
             report(e.tx_id, e.tx_time_ms, e.customer_id, e.terminal_id, e.time_ms)
     elapsed = time.perf_counter() - started
