@@ -26,7 +26,9 @@ from streams.settings import Settings
 
 settings = Settings()
 OUTPUT_TOPIC = os.environ["BENCH_OUTPUT_TOPIC"]
-app = create_app(settings)
+# Faust's own web server serves /metrics here (the pipeline worker serves its pages from
+# threads, streams.webserver, and keeps Faust's off).
+app = create_app(settings, web_enabled=True)
 metrics = PipelineMetrics()
 source = app.topic(
     settings.topic_names["transactions"],

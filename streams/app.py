@@ -1,9 +1,9 @@
 """The Faust application, built from the settings.
 
 ``create_app`` is the only place a ``faust.App`` is configured, so workers, tests and
-benchmarks run the same app: broker and security options, the web server (bound to
-127.0.0.1 unless told otherwise), consumer-group timeouts, the default table store and
-the partition count of the topics Faust declares.
+benchmarks run the same app: broker and security options, Faust's web server off (the
+worker serves its pages itself: ``streams.webserver``), consumer-group timeouts, the
+default table store and the partition count of the topics Faust declares.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,
         "topic_allow_declare": True,
+        # Faust's aiohttp web server is off: it runs on the event loop, so it went silent
+        # for a whole Redis outage, and it served every table's raw entries
+        # (/table/<name>/<key>/). The worker's pages are served from threads instead
+        # (streams.webserver). web_host and web_port still name the worker (Faust's
+        # canonical URL); table views stay off for a caller that turns the server on.
+        "web_enabled": False,
+        "web_tables_enabled": False,
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
         "web_port": settings.web_port,

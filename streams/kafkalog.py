@@ -132,6 +132,11 @@ class OutageLog(logging.Filter):
         """Whether connection errors are being counted rather than logged."""
         return self._since is not None
 
+    @property
+    def down_since(self) -> float | None:
+        """When the current outage began (the clock's seconds), or None: a plain read."""
+        return self._since
+
     def filter(self, record: logging.LogRecord) -> bool:
         """Let the first error of an outage through as a WARNING; count and drop the rest."""
         message = record.msg

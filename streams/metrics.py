@@ -2,9 +2,9 @@
 
 Every worker owns one :class:`PipelineMetrics`, built on its own ``CollectorRegistry``
 rather than prometheus-client's global one: several apps in one process (tests,
-benchmarks) then never collide on metric names or share values. The worker's existing
-Faust web server serves the registry (:func:`install_metrics_view`), so a scrape needs no
-second port and no thread of its own.
+benchmarks) then never collide on metric names or share values. The worker serves the
+registry at ``/metrics`` from a thread of its web server (``streams.health``), so a
+scrape answers while the event loop waits on a dependency; the registry is thread-safe.
 
 Hot-path contract: the agents call these objects once per micro-batch (``inc(n)``,
 one ``observe``), not once per event; a prometheus-client observation takes a lock and
@@ -21,7 +21,6 @@ import math
 import platform
 import threading
 import time
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any, Final
@@ -41,7 +40,7 @@ from prometheus_client import (
 )
 
 from streams.contracts import Problem
-from streams.kafkalog import CONNECTION_ERRORS
+from streams.kafkalog import CONNECTION_ERRORS, OUTAGE_LOG
 
 # No `_created` series: one more series per counter and histogram (and per label set)
 # that no dashboard or rule reads. Process-wide, as prometheus-client's switch is.
@@ -167,6 +166,8 @@ class PipelineMetrics:
             (``streams.tablestats``): the redis:// store's cache, a memory:// table's data.
         redis_available: 0 while the tables' Redis is failing calls, else 1; NaN with
             no Redis-backed table (``streams.tablestats``).
+        kafka_available: 0 while this process's Kafka clients fail to reach a broker
+            (``streams.kafkalog``), else 1.
         build_info: 1 for the versions this worker runs (fraudstream, Faust, aiokafka,
             Python).
     """
@@ -394,6 +395,13 @@ class PipelineMetrics:
             registry=r,
         )
         self.redis_available.set(math.nan)
+        self.kafka_available = Gauge(
+            "fraudstream_kafka_available",
+            "0 while this process's Kafka clients fail to reach a broker (from the first "
+            "connection error until none came for a few seconds), 1 otherwise.",
+            registry=r,
+        )
+        self.kafka_available.set_function(lambda: 0.0 if OUTAGE_LOG.in_outage else 1.0)
         self.build_info = Gauge(
             "fraudstream_build_info",
             "1, labelled with the versions this worker runs.",
@@ -549,8 +557,10 @@ class GcPauseObserver:
 
 
 def install_metrics_view(app: faust.App, metrics: PipelineMetrics, path: str = "/metrics") -> None:
-    """Serve ``metrics.render()`` at ``GET path`` on the worker's Faust web server.
+    """Serve ``metrics.render()`` at ``GET path`` on a Faust app's own web server.
 
+    For apps that run Faust's web server (benchmarks); the worker serves its metrics
+    from its own threads instead (``streams.health``), and disables Faust's web server.
     Call it before the worker starts: aiohttp freezes its routes once the server runs.
     Installing twice on the same path raises, as aiohttp refuses a second GET route.
 
@@ -568,36 +578,3 @@ def install_metrics_view(app: faust.App, metrics: PipelineMetrics, path: str = "
         return view.bytes(body, headers={"Content-Type": content_type})
 
     app.page(path, name=f"fraudstream-metrics:{path}")(metrics_page)
-
-
-def install_health_views(
-    app: faust.App,
-    ready: Callable[[], str | None],
-    details: Callable[[], dict[str, Any]] | None = None,
-) -> None:
-    """Serve ``GET /health`` (alive) and ``GET /ready`` (scoring) on the worker's web server.
-
-    Orchestrators probe them: liveness restarts a worker whose event loop no longer
-    answers; readiness holds traffic and rolling updates until the worker can score.
-
-    Args:
-        app: The Faust app.
-        ready: None when the worker is ready, else why not (one line, in the 503 body).
-        details: More fields for the ``/ready`` body, ready or not (a worker scoring
-            with a fallback model is ready, and says so there).
-    """
-
-    async def health_page(view: Any, request: Any) -> Any:
-        """200 while the worker's event loop answers."""
-        return view.json({"status": "ok"})
-
-    async def ready_page(view: Any, request: Any) -> Any:
-        """200 when the worker can score, 503 with the reason otherwise."""
-        reason = ready()
-        extra = details() if details is not None else {}
-        if reason is None:
-            return view.json({"status": "ready", **extra})
-        return view.json({"status": "not ready", "reason": reason, **extra}, status=503)
-
-    app.page("/health", name="fraudstream-health")(health_page)
-    app.page("/ready", name="fraudstream-ready")(ready_page)

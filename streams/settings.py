@@ -184,6 +184,23 @@ class Settings(BaseSettings):
         "its card's and terminal's clocks ahead of every real one.",
     )
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one line per record for people; json: one JSON object per "
+        "line (exceptions inside it) for log collectors.",
+    )
+    progress_log_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="While a worker scores, one INFO line this often: transactions/s, "
+        "alerts, dead letters and consumer lag over the interval.",
+    )
+    loop_stuck_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="/health answers 503 once the worker's event loop has not turned for "
+        "this long and no Redis or Kafka outage explains it.",
+    )
 
     # --- local infrastructure (deploy/local) ----------------------------------------
     local_dir: Path = Field(

@@ -14,8 +14,10 @@ processes and acknowledges nothing meanwhile); 1 otherwise; NaN with no Redis-ba
 table. A worker with nothing to write makes no calls, so an outage shows from the next
 flush or read that needs Redis.
 
-Both are gauges whose value a function computes when ``/metrics`` is served (on the
-event loop, as the web server runs there): nothing is done between scrapes.
+Both are gauges whose value a function computes when ``/metrics`` is served, in a
+thread of the web server (``streams.webserver``), with plain attribute reads and
+``len()``: nothing is done between scrapes, and a scrape answers while the event loop
+waits on Redis.
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ def waiting_on_redis(store: Any) -> bool | None:
         return None
     backoff = getattr(backend, "_backoff", None)
     return bool(getattr(backoff, "in_outage", False))
+
+
+def redis_down_since(store: Any) -> float | None:
+    """When a redis:// store's current outage began (monotonic seconds), or None.
+
+    None for a store without Redis, or while its Redis answers. Reads the backend's
+    backoff state (``RedisBackend._backoff._down_since``) without changing it: a plain
+    attribute read, safe from the web server's threads.
+    """
+    backoff = getattr(getattr(store, "backend", None), "_backoff", None)
+    since = getattr(backoff, "_down_since", None)
+    return since if isinstance(since, float) else None
 
 
 def observe_tables(tables: Iterable[Any], entries: Gauge, redis_available: Gauge) -> None:

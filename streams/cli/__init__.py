@@ -6,7 +6,6 @@ receives the resulting frozen ``Settings`` through the Typer context.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from streams.cli import alerts, demo, generate, infra, replay, settings_cmd, worker
 from streams.cli import model as model_cmd
 from streams.cli import train as train_cmd
+from streams.logsetup import configure_logging
 from streams.settings import Settings
 
 cli = typer.Typer(
@@ -70,10 +70,7 @@ def configure(
         )
         typer.echo(f"fraudstream: invalid settings: {problems}", err=True)
         raise typer.Exit(2) from None
-    level = {"warn": "WARNING", "crit": "CRITICAL"}.get(
-        settings.log_level, settings.log_level.upper()
-    )
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     ctx.obj = settings
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import faust
 import typer
@@ -12,21 +13,40 @@ from streams.kafka import BrokerUnavailableError, ensure_topics, product_topics
 from streams.pipeline import build_pipeline
 from streams.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 
 def worker(ctx: typer.Context) -> None:
     """Declare the product topics, then score transactions until SIGTERM or Ctrl-C.
 
-    Start more workers with other --web-port values to share the partitions. Metrics
-    are served at http://<web host>:<web port>/metrics.
+    Start more workers with other --web-port values to share the partitions. Health,
+    readiness and metrics are served at http://<web host>:<web port>/health, /ready and
+    /metrics, from threads of their own: they answer while Redis or Kafka is down.
     """
     settings: Settings = ctx.obj
     try:
-        created = asyncio.run(ensure_topics(settings, product_topics(settings)))
+        # Logs the topics it creates.
+        asyncio.run(ensure_topics(settings, product_topics(settings)))
     except BrokerUnavailableError as exc:
         typer.echo(f"fraudstream worker: {exc}", err=True)
         raise typer.Exit(1) from None
-    if created:
-        typer.echo(f"created topics: {', '.join(sorted(created))}")
     app = create_app(settings)
-    build_pipeline(app, settings)
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    pipeline = build_pipeline(app, settings)
+    # Logging stays as the CLI configured it (one format, text or JSON): mode's worker
+    # would replace it with its own, and its banner is a dozen lines of box drawing.
+    runner = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
+    runner.spinner = None  # its terminal escapes would land in the log
+    pipeline.web.start()  # before Faust starts: probes answer during table recovery too
+    pipeline.heartbeat.start(runner.loop)
+    logger.info(
+        "worker %s starting: brokers %s, table store %s, web http://%s:%d",
+        settings.app_id,
+        settings.kafka_bootstrap_servers,
+        app.conf.store,
+        settings.web_host,
+        pipeline.web.port,
+    )
+    try:
+        runner.execute_from_commandline()
+    finally:
+        pipeline.web.stop()

@@ -12,7 +12,11 @@
 - a task reporting partitions that stall with a backlog (``streams.stall``);
 - tasks exporting consumer lag (``streams.lag``) and rebalances (``streams.rebalance``),
   and the tables' in-memory entries and Redis availability (``streams.tablestats``);
-- Prometheus metrics at ``/metrics`` on the worker's web port (``streams.metrics``).
+- a task logging one progress line a minute while the worker scores
+  (``streams.progress``);
+- the worker's web server (``streams.webserver``, not started here): ``/health``,
+  ``/ready`` and ``/metrics`` answered from threads, never waiting on the event loop
+  or a dependency (``streams.health``).
 
 Every topic is read and written as raw bytes: the agents decode with the validating
 contracts (``streams.contracts``) and encode with ``streams.pipeline.outputs``, never
@@ -32,14 +36,9 @@ from faust.types import EventT, StreamT
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
+from streams.health import LoopHeartbeat, Outages, WorkerHealth, install_pages
 from streams.lag import LagReporter, watch_lag
-from streams.metrics import (
-    GcPauseObserver,
-    PipelineMetrics,
-    install_health_views,
-    install_metrics_view,
-    watch_event_loop,
-)
+from streams.metrics import GcPauseObserver, PipelineMetrics, watch_event_loop
 from streams.modelcontrol import ModelFollower
 from streams.pipeline.guard import BatchGuard
 from streams.pipeline.intake import Intake
@@ -48,10 +47,12 @@ from streams.pipeline.outputs import Headers
 from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import KeyPartitioner, TerminalLookup
+from streams.progress import report_progress
 from streams.rebalance import RebalanceReporter, RebalanceTracker, watch_rebalances
 from streams.settings import Settings
 from streams.stall import StallDetector, StallReporter, watch_partitions
 from streams.tablestats import observe_tables
+from streams.webserver import WebServer
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class Pipeline:
         score: The score agent's stage.
         terminal: The terminal agents' stage.
         follower: The model-control follower.
+        web: The worker's web server (health, readiness, metrics); the caller starts it.
+        heartbeat: Marks the event loop's turns for liveness; the caller starts it on
+            the worker's loop.
     """
 
     app: faust.App
@@ -78,6 +82,8 @@ class Pipeline:
     score: ScoreStage
     terminal: TerminalStage
     follower: ModelFollower
+    web: WebServer
+    heartbeat: LoopHeartbeat
 
 
 class _LocalPeek:
@@ -256,8 +262,12 @@ def build_pipeline(
     async def watch_rebalancing() -> None:
         await watch_rebalances(app, RebalanceTracker(app.rebalancing_count), rebalances)
 
-    install_metrics_view(app, metrics)
+    @app.task  # type: ignore[untyped-decorator]
+    async def log_progress() -> None:
+        await report_progress(metrics, settings.progress_log_interval_s)
 
+    # Called in the web server's threads: plain reads of what the loop publishes (the
+    # active model, the follower's refusal, Faust's rebalancing flag).
     def readiness() -> str | None:
         if slot.active is None:
             refused = follower.refused
@@ -277,11 +287,20 @@ def build_pipeline(
             details["model_fallback"] = fallback.as_dict()
         return details
 
-    install_health_views(app, readiness, model_details)
     for table in (customers, terminals):
         _observe_flushes(table, metrics)
     observe_tables((customers, terminals), metrics.table_entries, metrics.redis_available)
-    return Pipeline(app, metrics, slot, score_stage, terminal_stage, follower)
+    heartbeat = LoopHeartbeat()
+    health = WorkerHealth(
+        heartbeat,
+        Outages([customers.data, terminals.data]),
+        readiness,
+        model_details,
+        stuck_after_s=settings.loop_stuck_after_s,
+    )
+    web = WebServer(settings.web_host, settings.web_port)
+    install_pages(web, health, metrics)
+    return Pipeline(app, metrics, slot, score_stage, terminal_stage, follower, web, heartbeat)
 
 
 class OutputPartitions:

@@ -119,8 +119,7 @@ def served_paths(local_dir: Path) -> set[str]:
 
     settings = Settings.model_validate({"local_dir": local_dir, "table_store": "memory://"})
     app = create_app(settings)
-    build_pipeline(app, settings)
-    return set(app.web.views)
+    return set(build_pipeline(app, settings).web.routes)
 
 
 #: Series Prometheus makes itself for every target, which dashboards and rules may query.
