@@ -68,6 +68,12 @@ class ResumeFollower(Protocol):
     def note_start_positions(self, positions: Mapping[TP, int]) -> None:
         """Where this worker starts reading each assigned partition."""
 
+    def unknown_partitions(self) -> set[int]:
+        """Owned partitions of which Redis held nothing when they were claimed."""
+
+    def refuse_sources(self, reasons: Mapping[TP, str]) -> None:
+        """Refuse source partitions whose state cannot be rebuilt from the log."""
+
 
 def install(consumer: Any, follower: ResumeFollower) -> None:
     """Have ``consumer`` seek to the followers' offsets after every ``perform_seek``."""
@@ -107,14 +113,22 @@ def _seeking_to_redis(
         not_sources = consumer.app.tables.changelog_topics | set(
             getattr(consumer, "randomly_assigned_topics", ())
         )
+        unknown: set[int] = set()
+        for follower in followers:
+            unknown |= follower.unknown_partitions()
+        forgotten = []
         for tp in assignment - set(resumed):
             if tp.topic in not_sources:
                 continue
             committed = consumer._committed_offset.get(tp)
             if committed is None:
                 uncommitted.append(tp)
+            elif committed > 0 and tp.partition in unknown:
+                forgotten.append(tp)
             else:
                 positions[tp] = committed
+        if forgotten:
+            uncommitted += await _forgotten_by_redis(consumer, forgotten, followers)
         if uncommitted:
             earliest = dict(await consumer.earliest_offsets(*uncommitted))
             # Seek there: nothing else sets their position (see the module docstring).
@@ -135,3 +149,34 @@ def _seeking_to_redis(
             follower.note_start_positions(positions)
 
     return perform_seek
+
+
+async def _forgotten_by_redis(
+    consumer: Any, forgotten: list[TP], followers: list[ResumeFollower]
+) -> list[TP]:
+    """Sources the group has read but Redis holds nothing of: Redis lost their state.
+
+    Such a source is read again from the start of the log when the log still holds its
+    first event (offset 0), so the state is rebuilt exactly; when retention deleted
+    events, it is refused (paused, marked in Redis, one ERROR line) rather than scored
+    with state missing. Returns the sources to read from the start.
+    """
+    earliest = dict(await consumer.earliest_offsets(*forgotten))
+    rebuild = [tp for tp in forgotten if earliest.get(tp) == 0]
+    refused = {
+        tp: f"{tp.topic}[{tp.partition}] refused: the consumer group has read it but Redis "
+        f"holds no state of it, and the log no longer starts at 0 (earliest offset "
+        f"{earliest.get(tp)}): not processed"
+        for tp in forgotten
+        if earliest.get(tp) != 0
+    }
+    if rebuild:
+        logger.error(
+            "Redis holds no state of %d partitions the consumer group has read (%s): it "
+            "lost it; rebuilding them from the start of the log",
+            len(rebuild),
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(rebuild)),
+        )
+    if refused and followers:
+        followers[0].refuse_sources(refused)
+    return rebuild

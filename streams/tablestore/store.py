@@ -149,6 +149,9 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._refused_here: set[TP] = set()
         #: Called with the number of source partitions refused (metrics).
         self.refusal_observer: Callable[[int], None] | None = None
+        #: Owned table partitions of which Redis held nothing at the last claim: new to
+        #: this Redis, or forgotten by it (``forgotten_sources``).
+        self._unknown: set[int] = set()
         if not self.config.changelog and getattr(table, "window", None) is not None:
             raise RedisStoreError(
                 f"table {self.table_name}: windowed tables need changelog=true on redis://"
@@ -476,6 +479,11 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._sequences.update(
             (p, claim.sequence) for p, claim in zip(partitions, claims, strict=True)
         )
+        self._unknown = {
+            p
+            for p, claim in zip(partitions, claims, strict=True)
+            if claim.previous_owner is None and not claim.sequence
+        }
         self._recovering = (self._lost | went) & owned
         self._lost.clear()
         self._rebalance_requested = False
@@ -541,6 +549,25 @@ class RedisStore(base.SerializedStore[Any, Any]):
     def resume_offsets(self) -> dict[TP, int]:
         """Source offsets to resume at, read from Redis at the last assignment."""
         return dict(self._resume)
+
+    def unknown_partitions(self) -> set[int]:
+        """Owned partitions of which Redis held nothing at all when this worker claimed them.
+
+        Every claim leaves the partition's owner in Redis, so a partition the consumer
+        group has committed offsets for was claimed before: if Redis holds nothing of it
+        now, Redis lost it (restarted empty while no worker ran, or was replaced), not
+        a new deployment. The seek wrapper (``resume``) asks, and treats such sources as
+        never read: from the start of the log, or refused when the log lost events.
+        """
+        return set(self._unknown)
+
+    def refuse_sources(self, reasons: Mapping[TP, str]) -> None:
+        """Refuse source partitions whose state cannot be rebuilt (marked in Redis)."""
+        for tp, reason in reasons.items():
+            self.backend.record_fields(
+                self.prefix(tp.partition), {refused_field(tp.topic, tp.partition): reason.encode()}
+            )
+        self._refuse(reasons)
 
     def note_start_positions(self, positions: Mapping[TP, int]) -> None:
         """Remember where this worker starts reading each assigned partition."""

@@ -364,3 +364,33 @@ def test_redis_restarted_empty_refuses_a_partition_whose_log_lost_events(
     logs = all_logs(workers)
     assert logs.count(f"{stream.topic}[0] refused: Redis lost its state") == 1, logs
     assert all(worker.poll() is None for worker in workers.running)
+
+
+@pytest.mark.slow
+def test_redis_emptied_while_no_worker_runs_is_rebuilt_from_the_log(
+    stream_settings: Settings, workers: Workers, spare_redis: LocalRedis
+) -> None:
+    """The group's committed offsets outlive Redis: a worker must not resume from them."""
+    stream = Stream(stream_settings)
+
+    async def before() -> None:
+        sending = asyncio.create_task(stream.send_for(4))
+        workers.start()
+        await sending
+
+    asyncio.run(before())
+    counted_once(spare_redis, stream_settings, stream, workers)
+    workers.stop_all()  # everything flushed and committed to the group: then Redis forgets
+    spare_redis.stop()
+    wait_until_stopped(spare_redis)
+    shutil.rmtree(spare_redis.data_dir)
+    spare_redis.data_dir.mkdir()
+    spare_redis.start()
+
+    async def after() -> None:
+        workers.start()
+        await stream.send_for(3)
+
+    asyncio.run(after())
+    counted_once(spare_redis, stream_settings, stream, workers)
+    assert "it lost it; rebuilding them from the start of the log" in all_logs(workers)

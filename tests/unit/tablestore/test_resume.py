@@ -32,6 +32,15 @@ class Follower:
     def note_start_positions(self, positions: Mapping[TP, int]) -> None:
         self.starts = dict(positions)
 
+    unknown: set[int] = set()  # noqa: RUF012 - a test double's default
+    refused: dict[TP, str] = {}  # noqa: RUF012
+
+    def unknown_partitions(self) -> set[int]:
+        return set(self.unknown)
+
+    def refuse_sources(self, reasons: Mapping[TP, str]) -> None:
+        self.refused = dict(reasons)
+
 
 class Consumer:
     """What the wrapper touches of Faust's consumer, and a log of what happened in order."""
@@ -100,3 +109,22 @@ async def test_installing_twice_wraps_once_and_tells_every_follower() -> None:
     await consumer.perform_seek()
     assert consumer.events.count("stop_flow") == 1
     assert first.starts == second.starts == {tp: 5}
+
+
+async def test_a_source_the_group_read_but_redis_forgot_is_read_again_or_refused() -> None:
+    """Redis emptied while no worker ran: the group's offsets must not be trusted."""
+    rebuilt, deleted, kept = TP(SOURCE, 1), TP(SOURCE, 2), TP(SOURCE, 3)
+    consumer = Consumer({rebuilt, deleted, kept}, committed={rebuilt: 500, deleted: 700, kept: 9})
+
+    async def earliest(*tps: TP) -> dict[TP, int]:
+        return {tp: 40 if tp == deleted else 0 for tp in tps}
+
+    consumer.earliest_offsets = earliest  # type: ignore[method-assign]
+    follower = Follower({})
+    follower.unknown = {1, 2}  # partition 3 is known to Redis: its commit stands
+    resume.install(consumer, follower)
+    await consumer.perform_seek()
+    assert follower.starts == {rebuilt: 0, kept: 9}
+    assert "seek_wait [0]" in consumer.events
+    assert list(follower.refused) == [deleted]
+    assert "log no longer starts at 0" in follower.refused[deleted]
