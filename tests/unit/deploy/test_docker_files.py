@@ -232,6 +232,8 @@ def test_healthcheck_asks_the_worker_health_page_on_its_port(image: Image, paths
     assert f"/{path}" == "/health"
     assert "/health" in paths
     assert f"'{image_settings(image).web_port}'" in argv[-1]  # the port's default
+    # The address the worker binds, not always 127.0.0.1 (compose binds its host name).
+    assert "os.environ.get('FRAUDSTREAM_WEB_HOST', '127.0.0.1')" in argv[-1]
 
 
 class _Page(http.server.BaseHTTPRequestHandler):
@@ -258,9 +260,11 @@ def page() -> Iterator[tuple[type[_Page], int]]:
         server.server_close()
 
 
-def run_healthcheck(image: Image, port: int) -> int:
+def run_healthcheck(image: Image, port: int, host: str | None = None) -> int:
     argv = healthcheck_argv(image)
     env = {"FRAUDSTREAM_WEB_PORT": str(port)}
+    if host is not None:
+        env["FRAUDSTREAM_WEB_HOST"] = host
     return subprocess.run(
         [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30, check=False
     ).returncode
@@ -271,6 +275,7 @@ def test_healthcheck_passes_on_200_and_fails_otherwise(
 ) -> None:
     handler, port = page
     assert run_healthcheck(image, port) == 0
+    assert run_healthcheck(image, port, host="127.0.0.1") == 0
     handler.status = 503
     assert run_healthcheck(image, port) != 0
 
@@ -297,6 +302,14 @@ def test_build_context_holds_what_the_image_copies_and_nothing_private() -> None
 
 
 # --- the compose stack ---------------------------------------------------------------------
+
+
+def test_compose_has_only_top_level_keys_every_compose_version_reads(
+    stack: dict[str, Any],
+) -> None:
+    # docker-compose v1 refuses a top-level `name` (and `version` is obsolete in v2).
+    keys = {k for k in stack if not k.startswith("x-")}
+    assert keys <= {"services", "volumes", "networks", "configs", "secrets"}, keys
 
 
 def test_compose_runs_the_whole_stack(stack: dict[str, Any]) -> None:
@@ -392,7 +405,10 @@ def test_compose_workers_serve_on_the_image_port(stack: dict[str, Any], image: I
     # Its own address, through its host name (never every interface).
     assert settings.web_host == worker["hostname"]
     assert "ports" not in worker, "replicas would clash on a host port"
-    assert "healthcheck" not in worker  # the image's /health check applies
+    # The image's /health check applies, and asks the address the worker binds.
+    assert "healthcheck" not in worker
+    assert settings.web_host != "127.0.0.1"
+    assert "FRAUDSTREAM_WEB_HOST" in healthcheck_argv(image)[-1]
     replicas = int(worker["deploy"]["replicas"])
     assert 1 <= replicas <= settings.topic_partitions, "extra workers would idle"
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from deploy_checks import (
     K8S_DIR,
+    REPO,
     SECRET_ENV_VARS,
     Image,
     compose,
@@ -159,6 +160,7 @@ def test_resources_are_the_ones_the_workers_need() -> None:
             "Deployment",
             "Service",
             "PodDisruptionBudget",
+            "NetworkPolicy",
         ]
     )
 
@@ -387,3 +389,110 @@ def test_train_and_promote_write_the_registry_the_workers_read(image: Image) -> 
         assert not entry["mount"].get("readOnly", False), name
     promote = parse_command(container(workload("jobs/promote.yaml"))["args"])
     assert promote["version"] == "REPLACE-WITH-VERSION"
+
+
+# --- the network policy ----------------------------------------------------------------------
+
+
+def test_network_policy_lets_only_prometheus_reach_the_worker_port(image: Image) -> None:
+    policy = one(resources(), "NetworkPolicy")["spec"]
+    assert selects_workers(policy["podSelector"]["matchLabels"])
+    assert policy["policyTypes"] == ["Ingress"]  # egress: the site's Kafka and Redis
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]  # one peer: a namespace AND a pod selector, both required
+    assert set(source) == {"namespaceSelector", "podSelector"}
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert "kubernetes.io/metadata.name" in source["namespaceSelector"]["matchLabels"]
+    (port,) = rule["ports"]
+    (named,) = container(deployment())["ports"]
+    assert port["port"] == named["name"]
+    assert named["containerPort"] == pod_settings(image, container(deployment())).web_port
+
+
+# --- the Kubernetes version ------------------------------------------------------------------
+
+#: The Kubernetes minor version (1.x) from which each API version, and each field these
+#: manifests use that is newer than the API version itself, works without a feature gate
+#: (GA, or beta and on by default). A field or API version not listed fails the test:
+#: add it with its version from the Kubernetes documentation.
+API_SINCE = {
+    "v1": 0,
+    "apps/v1": 9,
+    "batch/v1": 0,
+    "policy/v1": 21,
+    "networking.k8s.io/v1": 7,
+}
+FIELD_SINCE = {
+    "startupProbe": 18,
+    "topologySpreadConstraints": 19,
+    "seccompProfile": 19,
+    "ttlSecondsAfterFinished": 21,
+    "unhealthyPodEvictionPolicy": 27,
+    # Newer fields, absent today; listed so that adding one raises the minimum knowingly.
+    "endPort": 22,
+    "minDomains": 27,
+    "matchLabelKeys": 27,
+    "nodeAffinityPolicy": 26,
+    "podFailurePolicy": 26,
+    "backoffLimitPerIndex": 29,
+    "managedBy": 32,
+    "trafficDistribution": 31,
+}
+#: Fields as old as their API version: listed to tell them from unknown ones.
+OLD_FIELDS = {
+    "accessModes", "allowPrivilegeEscalation", "annotations", "args", "backoffLimit",
+    "capabilities", "claimName", "clusterIP", "containerPort", "containers", "cpu", "drop",
+    "emptyDir", "env", "envFrom", "failureThreshold", "fieldPath", "fieldRef", "fsGroup",
+    "generateName", "httpGet", "image", "ingress", "labelSelector", "labels", "limits",
+    "livenessProbe", "matchLabels", "maxSurge", "maxUnavailable", "memory", "metadata",
+    "mountPath", "name", "namespace", "path", "periodSeconds", "persistentVolumeClaim",
+    "podSelector", "policyTypes", "port", "ports", "protocol", "publishNotReadyAddresses",
+    "readOnly", "readOnlyRootFilesystem", "readinessProbe", "replicas", "requests",
+    "resources", "restartPolicy", "rollingUpdate", "runAsGroup", "runAsNonRoot", "runAsUser",
+    "securityContext", "selector", "sizeLimit", "spec", "storage", "strategy", "targetPort",
+    "template", "terminationGracePeriodSeconds", "timeoutSeconds", "topologyKey", "type",
+    "valueFrom", "volumeMounts", "volumes", "whenUnsatisfiable", "data", "stringData", "kind",
+    "apiVersion", "secretRef", "configMapRef", "from", "namespaceSelector", "maxSkew",
+}  # fmt: skip
+
+
+def field_names(node: Any) -> set[str]:
+    """Every mapping key of a manifest, except free-form keys (labels, selectors, data)."""
+    if isinstance(node, list):
+        return set().union(*(field_names(item) for item in node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    names: set[str] = set()
+    for key, value in node.items():
+        if "/" in key:  # a label key, as in a Service's selector
+            continue
+        names.add(key)
+        if key not in ("labels", "annotations", "matchLabels", "data", "stringData"):
+            names |= field_names(value)
+    return names
+
+
+def stated_minimum() -> int:
+    """The minimum Kubernetes minor version deploy/k8s/README.md states."""
+    found = re.findall(r"Kubernetes 1\.(\d+) or later", (K8S_DIR / "README.md").read_text())
+    assert found, "deploy/k8s/README.md states no minimum Kubernetes version"
+    assert len(set(found)) == 1, found
+    return int(found[0])
+
+
+def test_manifests_need_no_newer_kubernetes_than_the_documented_minimum() -> None:
+    jobs = [workload(name) for name in WORKLOAD_FILES if name.startswith("jobs/")]
+    documents = [*resources(), secret_template(), *jobs]
+    minimum = stated_minimum()
+    needed = {}
+    for document in documents:
+        assert document["apiVersion"] in API_SINCE, document["apiVersion"]
+        needed[document["apiVersion"]] = API_SINCE[document["apiVersion"]]
+        for name in field_names(document):
+            assert name in FIELD_SINCE or name in OLD_FIELDS, f"unknown field {name}: add it"
+            needed[name] = FIELD_SINCE.get(name, 0)
+    too_new = {name: f"1.{v}" for name, v in needed.items() if v > minimum}
+    assert too_new == {}, f"needs a newer Kubernetes than 1.{minimum}"
+    # The minimum is what the manifests need, not an arbitrary older or newer number.
+    assert max(needed.values()) == minimum
+    assert f"Kubernetes 1.{minimum} or later" in (REPO / "README.md").read_text()
