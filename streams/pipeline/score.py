@@ -17,7 +17,8 @@ Per micro-batch (``stream.take_events``), in this order:
    features (7-day delayed windows, maintained by the terminal agents).
 5. Score the batch with one ``predict_proba``; explain the alerted rows only.
 6. Send: alerts, forwards to the terminal agents (one message per terminal partition,
-   ``streams.pipeline.forwards``), score records, dead letters.
+   ``streams.pipeline.forwards``), score records, dead letters. Alerts and score records
+   carry the transaction's ``traceparent`` as a child (``streams.tracecontext``).
 7. Only then write the customers' states to the table.
 
 Why 6 before 7: the ``redis://`` store commits table state together with the source
@@ -60,6 +61,7 @@ from streams.pipeline.outputs import (
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import TerminalLookup
 from streams.records import Transaction
+from streams.tracecontext import TRACEPARENT, child_of, parent_of
 
 #: Decoded customer states kept between micro-batches (`DecodedStates`).
 CUSTOMER_STATES_KEPT = 20_000
@@ -310,7 +312,8 @@ class ScoreStage:
                 emitted_at=emitted_at,
                 latency_ms=latency_ms,
             )
-            await self.send(self.topics.alerts, item.event.key, value, None, None)
+            trace = child_of(parent_of(item.event.message.headers))
+            await self.send(self.topics.alerts, item.event.key, value, None, [(TRACEPARENT, trace)])
             latency.observe(latency_ms / 1000)
         self.metrics.alerts.inc(len(alerted))
 
@@ -356,7 +359,8 @@ class ScoreStage:
                 features=dict(zip(names, item.vector, strict=True)),
                 scored_at=scored_at,
             )
-            await send(self.topics.scores, item.event.key, value, None, None)
+            trace = child_of(parent_of(item.event.message.headers))
+            await send(self.topics.scores, item.event.key, value, None, [(TRACEPARENT, trace)])
 
     def _write_customers(
         self, states: dict[bytes, EntityState], last_write: dict[bytes, EventT[Any]]

@@ -456,7 +456,8 @@ async def test_a_mixed_batch_is_scored_dead_lettered_and_stored_in_order(
     for v in valid:
         sent, score = scores[v.tx_id]
         assert sent.key == v.customer.encode()
-        assert (sent.partition, sent.headers) == (None, None)
+        assert sent.partition is None
+        assert [name for name, _ in sent.headers or ()] == ["traceparent"]
         assert (score.customer_id, score.terminal_id, score.tx_time) == (
             v.customer,
             v.terminal,
@@ -1003,3 +1004,24 @@ def test_any_batch_is_scored_rerouted_skipped_or_dead_lettered_and_never_raises(
     for sent in r.recorder.sends():
         for name, _ in sent.headers or ():
             name.encode()  # every header name can be sent: strict UTF-8
+
+
+async def test_alerts_and_scores_carry_the_transactions_trace_as_a_child(slot: ModelSlot) -> None:
+    r = rig(slot)
+    batch = Batch(int(time.time() * 1000))
+    traced = batch.add("C1", encode(payload("a1", "C1", "T1", T0, "3000.00")))
+    parent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced.message.headers = [("traceparent", parent)]
+    batch.add("C6", encode(payload("a2", "C6", "T2", T0, "3000.00")))  # no trace: a new one
+    await r.stage.process(as_events(batch.events))
+
+    alerts = decoded_alerts(r.recorder)
+    scores = decoded_scores(r.recorder)
+    for sent in (alerts["a1"][0], scores["a1"][0]):
+        child = sent.header("traceparent")
+        assert child is not None
+        assert child[:36] == parent[:36]
+        assert child[36:52] != parent[36:52]
+    fresh = alerts["a2"][0].header("traceparent")
+    assert fresh is not None
+    assert fresh[3:35] != parent[3:35]

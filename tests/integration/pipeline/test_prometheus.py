@@ -28,7 +28,7 @@ from urllib.error import HTTPError, URLError
 import pytest
 import redis
 import yaml
-from pipeline.pipeline_harness import Workers, register_model, replay
+from pipeline_harness import Workers, register_model, replay
 
 from features.offline import compute_features
 from features.simulator import SimulationConfig, simulate, write_dataset
@@ -37,7 +37,7 @@ from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "deploy/docker/grafana/dashboards/fraudstream.json"
 RULES = REPO / "deploy/docker/prometheus/rules.yml"
 
