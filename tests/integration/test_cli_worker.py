@@ -51,8 +51,8 @@ def test_worker_serves_on_loopback_and_stops_on_sigterm(
             assert worker.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "worker web server never answered"
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    assert response.status == 200
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
                     break
             except (URLError, OSError):
                 time.sleep(0.3)
