@@ -129,13 +129,20 @@ class OutageLog(logging.Filter):
 
     @property
     def in_outage(self) -> bool:
-        """Whether connection errors are being counted rather than logged."""
-        return self._since is not None
+        """Whether Kafka is unreachable now: an error came within the last ``quiet_s``.
+
+        Read by clock, not by the end warning's timer: the loop that scheduled it may
+        have gone (a client's loop closed), leaving the warning for the next error.
+        """
+        return self.down_since is not None
 
     @property
     def down_since(self) -> float | None:
-        """When the current outage began (the clock's seconds), or None: a plain read."""
-        return self._since
+        """When the current outage began (the clock's seconds), or None: plain reads."""
+        since = self._since
+        if since is None or self._clock() - self._last >= self.quiet_s:
+            return None
+        return since
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Let the first error of an outage through as a WARNING; count and drop the rest."""

@@ -129,7 +129,11 @@ def test_without_a_loop_the_end_is_told_at_the_next_outage(
     outage.filter(_connect_error())
     clock.now += 1
     assert not outage.filter(_connect_error())
+    assert outage.in_outage
     clock.now += 60
+    # No timer said it ended, but a quiet minute is no outage to the gauge and /ready.
+    assert not outage.in_outage
+    assert outage.down_since is None
     with caplog.at_level(logging.WARNING, logger="streams.kafkalog"):
         again = _connect_error()
         assert outage.filter(again)  # a new outage: its first line shows
