@@ -189,6 +189,12 @@ class Settings(BaseSettings):
         description="text: one line per record for people; json: one JSON object per "
         "line (exceptions inside it) for log collectors.",
     )
+    otlp_endpoint: str = Field(
+        "",
+        description="OTLP/HTTP collector the worker exports its traces to (http://host:4318, "
+        "or the full .../v1/traces URL): one span per agent micro-batch, linked to the "
+        "traceparent of its inputs. Empty: tracing off, OpenTelemetry not even imported.",
+    )
     progress_log_interval_s: float = Field(
         60.0,
         gt=0,
@@ -248,6 +254,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "redis_url must not embed a password; set FRAUDSTREAM_REDIS_PASSWORD instead"
             )
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError(f"otlp_endpoint must be an http:// or https:// URL, got {value!r}")
         return value
 
     @model_validator(mode="after")

@@ -50,3 +50,5 @@ def worker(ctx: typer.Context) -> None:
         runner.execute_from_commandline()
     finally:
         pipeline.web.stop()
+        if pipeline.spans is not None:
+            pipeline.spans.close()  # export the spans still queued

@@ -14,6 +14,8 @@
   and the tables' in-memory entries and Redis availability (``streams.tablestats``);
 - a task logging one progress line a minute while the worker scores
   (``streams.progress``);
+- when ``otlp_endpoint`` is set, a span per agent micro-batch (``streams.tracing``);
+  otherwise the agents run their batches untouched;
 - the worker's web server (``streams.webserver``, not started here): ``/health``,
   ``/ready`` and ``/metrics`` answered from threads, never waiting on the event loop
   or a dependency (``streams.health``).
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.types import EventT, StreamT
@@ -52,7 +54,11 @@ from streams.rebalance import RebalanceReporter, RebalanceTracker, watch_rebalan
 from streams.settings import Settings
 from streams.stall import StallDetector, StallReporter, watch_partitions
 from streams.tablestats import observe_tables
+from streams.tracing import batch_spans
 from streams.webserver import WebServer
+
+if TYPE_CHECKING:
+    from streams.batchspans import BatchSpans, RunBatch
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,8 @@ class Pipeline:
         web: The worker's web server (health, readiness, metrics); the caller starts it.
         heartbeat: Marks the event loop's turns for liveness; the caller starts it on
             the worker's loop.
+        spans: The batch spans when tracing is on (the caller closes them on stop),
+            else None.
     """
 
     app: faust.App
@@ -84,6 +92,7 @@ class Pipeline:
     follower: ModelFollower
     web: WebServer
     heartbeat: LoopHeartbeat
+    spans: BatchSpans | None = None
 
 
 class _LocalPeek:
@@ -129,8 +138,9 @@ def build_pipeline(
     terminals = raw_table(TERMINAL_TABLE)
 
     partition_of = OutputPartitions(app)
+    spans = batch_spans(settings)
 
-    async def send(
+    async def produce(
         topic: str,
         key: bytes | None,
         value: bytes | None,
@@ -140,6 +150,9 @@ def build_pipeline(
         if partition is None and key is not None:
             partition = partition_of(topic, key)
         return await app.producer.send(topic, key, value, partition, None, headers)
+
+    # Traced batches count their own sends (dead letters, alerts) by topic.
+    send = produce if spans is None else spans.counting(produce)
 
     store = terminals.data
     peekable = store if hasattr(store, "peek") else _LocalPeek(terminals)
@@ -205,21 +218,50 @@ def build_pipeline(
         # Wait for a model before taking any event: an event taken is tracked by Faust
         # until acknowledged, and a worker stopped while holding one would wait forever.
         await slot.wait()
-        guarded = guard("score")
+        run: RunBatch = guard("score").run
+        if spans is not None:
+            run = spans.wrap(
+                "score",
+                run,
+                source=names["transactions"],
+                dlq=names["dlq"],
+                applied=metrics.transactions,
+                applied_as="scored",
+                alerts=names["alerts"],
+                model_version=lambda: None if slot.active is None else slot.active.version,
+            )
         async for events in batches(stream):
-            await guarded.run(score_stage.process, events)
+            await run(score_stage.process, events)
 
     @app.agent(raw_topic(names["transactions_by_terminal"]), name="terminal_activity")
     async def terminal_activity(stream: StreamT[Any]) -> None:
-        guarded = guard("terminal_activity")
+        run: RunBatch = guard("terminal_activity").run
+        if spans is not None:
+            run = spans.wrap(
+                "terminal_activity",
+                run,
+                source=names["transactions_by_terminal"],
+                dlq=names["dlq"],
+                applied=metrics.terminal_transactions,
+                applied_as="applied",
+            )
         async for events in batches(stream):
-            await guarded.run(terminal_stage.process_transactions, events)
+            await run(terminal_stage.process_transactions, events)
 
     @app.agent(raw_topic(names["fraud_reports"]), name="terminal_frauds")
     async def terminal_frauds(stream: StreamT[Any]) -> None:
-        guarded = guard("terminal_frauds")
+        run: RunBatch = guard("terminal_frauds").run
+        if spans is not None:
+            run = spans.wrap(
+                "terminal_frauds",
+                run,
+                source=names["fraud_reports"],
+                dlq=names["dlq"],
+                applied=metrics.fraud_reports,
+                applied_as="applied",
+            )
         async for events in batches(stream):
-            await guarded.run(terminal_stage.process_reports, events)
+            await run(terminal_stage.process_reports, events)
 
     follower = ModelFollower(
         settings,
@@ -300,7 +342,9 @@ def build_pipeline(
     )
     web = WebServer(settings.web_host, settings.web_port)
     install_pages(web, health, metrics)
-    return Pipeline(app, metrics, slot, score_stage, terminal_stage, follower, web, heartbeat)
+    return Pipeline(
+        app, metrics, slot, score_stage, terminal_stage, follower, web, heartbeat, spans
+    )
 
 
 class OutputPartitions:
