@@ -12,12 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 
 import numpy as np
 import polars as pl
@@ -356,3 +357,69 @@ def wait_until_applied(
     while terminal_mismatches(settings, client, transactions):
         assert time.monotonic() < deadline, "terminal states never caught up"
         time.sleep(1)
+
+
+#: The worker's pages the outage tests ask.
+PAGES = ("/health", "/ready", "/metrics")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One page's answer: when it was asked (monotonic), its status, time and body."""
+
+    at: float
+    path: str
+    status: int | None
+    seconds: float
+    body: str
+
+
+def ask(port: int, path: str) -> Answer:
+    """GET a worker's page; a failed connection is an answer with status None."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            status, body = response.status, response.read().decode()
+    except HTTPError as error:
+        status, body = error.code, error.read().decode()
+        error.close()
+    except (URLError, OSError) as error:
+        status, body = None, repr(error)
+    return Answer(started, path, status, time.monotonic() - started, body)
+
+
+class Poller:
+    """Asks every page every ``interval_s`` from a thread, keeping every answer."""
+
+    def __init__(self, port: int, interval_s: float = 0.5) -> None:
+        self.port = port
+        self.interval_s = interval_s
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.answers.extend(ask(self.port, path) for path in PAGES)
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def of(self, path: str, start: float = 0.0, end: float = float("inf")) -> list[Answer]:
+        """The answers of one page asked between ``start`` and ``end``."""
+        return [a for a in self.answers if a.path == path and start <= a.at <= end]
+
+
+def sample(answer: Answer, name: str) -> float | None:
+    """An unlabelled sample of a /metrics answer, or None."""
+    for line in answer.body.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None

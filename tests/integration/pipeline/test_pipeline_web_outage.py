@@ -14,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import HTTPError, URLError
 
 import pytest
 import redis
-from pipeline_harness import Workers, register_model, replay, wait_until_applied
+from pipeline_harness import (
+    Answer,
+    Poller,
+    Workers,
+    register_model,
+    replay,
+    sample,
+    wait_until_applied,
+)
 
 from features.offline import compute_features
 from features.simulator import SimulationConfig, simulate, write_dataset
@@ -44,66 +48,10 @@ DATA = SimulationConfig(
 )
 RATE = 250  # events per second: about 40 s of stream, the outage in its middle
 OUTAGE_S = 15.0
-PAGES = ("/health", "/ready", "/metrics")
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One page's answer: when it was asked (monotonic), its status, time and body."""
-
-    at: float
-    path: str
-    status: int | None
-    seconds: float
-    body: str
-
-
-def ask(port: int, path: str) -> Answer:
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            status, body = response.status, response.read().decode()
-    except HTTPError as error:
-        status, body = error.code, error.read().decode()
-        error.close()
-    except (URLError, OSError) as error:
-        status, body = None, repr(error)
-    return Answer(started, path, status, time.monotonic() - started, body)
-
-
-class Poller:
-    """Asks every page every ``interval_s`` from a thread, keeping every answer."""
-
-    def __init__(self, port: int, interval_s: float = 0.5) -> None:
-        self.port = port
-        self.interval_s = interval_s
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            self.answers.extend(ask(self.port, path) for path in PAGES)
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def of(self, path: str, start: float = 0.0, end: float = float("inf")) -> list[Answer]:
-        return [a for a in self.answers if a.path == path and start <= a.at <= end]
 
 
 def redis_available(answer: Answer) -> float | None:
-    for line in answer.body.splitlines():
-        if line.startswith("fraudstream_redis_available "):
-            return float(line.split()[1])
-    return None
+    return sample(answer, "fraudstream_redis_available")
 
 
 @pytest.fixture
