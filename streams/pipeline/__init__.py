@@ -202,8 +202,22 @@ def build_pipeline(
         intake=intake(),
     )
 
-    def guard(agent: str) -> BatchGuard:
-        return BatchGuard(agent, send, names["dlq"], metrics)
+    def batch_runner(
+        agent: str, source: str, applied: Any, applied_as: str = "applied", **span: Any
+    ) -> RunBatch:
+        """The agent's guarded batch run, with a span per batch when tracing is on."""
+        run: RunBatch = BatchGuard(agent, send, names["dlq"], metrics).run
+        if spans is None:
+            return run
+        return spans.wrap(
+            agent,
+            run,
+            source=source,
+            dlq=names["dlq"],
+            applied=applied,
+            applied_as=applied_as,
+            **span,
+        )
 
     batch_max = settings.batch_max
     within = settings.batch_within_ms / 1000
@@ -218,48 +232,28 @@ def build_pipeline(
         # Wait for a model before taking any event: an event taken is tracked by Faust
         # until acknowledged, and a worker stopped while holding one would wait forever.
         await slot.wait()
-        run: RunBatch = guard("score").run
-        if spans is not None:
-            run = spans.wrap(
-                "score",
-                run,
-                source=names["transactions"],
-                dlq=names["dlq"],
-                applied=metrics.transactions,
-                applied_as="scored",
-                alerts=names["alerts"],
-                model_version=lambda: None if slot.active is None else slot.active.version,
-            )
+        run = batch_runner(
+            "score",
+            names["transactions"],
+            metrics.transactions,
+            "scored",
+            alerts=names["alerts"],
+            model_version=lambda: None if slot.active is None else slot.active.version,
+        )
         async for events in batches(stream):
             await run(score_stage.process, events)
 
     @app.agent(raw_topic(names["transactions_by_terminal"]), name="terminal_activity")
     async def terminal_activity(stream: StreamT[Any]) -> None:
-        run: RunBatch = guard("terminal_activity").run
-        if spans is not None:
-            run = spans.wrap(
-                "terminal_activity",
-                run,
-                source=names["transactions_by_terminal"],
-                dlq=names["dlq"],
-                applied=metrics.terminal_transactions,
-                applied_as="applied",
-            )
+        run = batch_runner(
+            "terminal_activity", names["transactions_by_terminal"], metrics.terminal_transactions
+        )
         async for events in batches(stream):
             await run(terminal_stage.process_transactions, events)
 
     @app.agent(raw_topic(names["fraud_reports"]), name="terminal_frauds")
     async def terminal_frauds(stream: StreamT[Any]) -> None:
-        run: RunBatch = guard("terminal_frauds").run
-        if spans is not None:
-            run = spans.wrap(
-                "terminal_frauds",
-                run,
-                source=names["fraud_reports"],
-                dlq=names["dlq"],
-                applied=metrics.fraud_reports,
-                applied_as="applied",
-            )
+        run = batch_runner("terminal_frauds", names["fraud_reports"], metrics.fraud_reports)
         async for events in batches(stream):
             await run(terminal_stage.process_reports, events)
 

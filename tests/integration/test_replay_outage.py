@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import polars as pl
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from spare_kafka import kill_broker, spare_broker
 
 from features.simulator import SimulationConfig, simulate, write_dataset
 from streams.kafka import client_options, header_items
@@ -39,22 +39,9 @@ PARTITIONS = 3
 def broker(
     tmp_path_factory: pytest.TempPathFactory, base_settings: Settings, free_port: Callable[[], int]
 ) -> Iterator[LocalKafka]:
-    """A spare broker on free ports, sharing the local broker's jars."""
-    jars = LocalKafka(base_settings).lib_dir
-    if not (jars / ".complete").exists():
-        pytest.fail(f"no Kafka jars in {jars}: run `fraudstream infra up` before the tests")
-    spare = Settings(
-        local_dir=tmp_path_factory.mktemp("outage") / "local",
-        local_kafka_port=free_port(),
-        local_kafka_controller_port=free_port(),
-        local_kafka_heap="256m",
-    )
-    made = LocalKafka(spare)
-    made.lib_dir.parent.mkdir(parents=True)
-    made.lib_dir.symlink_to(jars, target_is_directory=True)
-    made.start()
-    yield made
-    made.stop()
+    directory = tmp_path_factory.mktemp("outage") / "local"
+    with spare_broker(base_settings, directory, free_port) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +143,7 @@ def test_a_broker_killed_for_a_minute_loses_and_doubles_nothing(
     replay = _replay(client, path, "--rate", "150", "--outage-timeout", "300")
     try:
         _wait_for_data(broker, client, at_least=20_000)
-        pid = broker.process.pid()
-        assert pid is not None
-        os.killpg(pid, signal.SIGKILL)
+        kill_broker(broker)
         killed = time.monotonic()
         time.sleep(DOWN_S)
         assert replay.poll() is None, "the replay gave up during the outage"

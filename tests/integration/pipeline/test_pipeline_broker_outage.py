@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,6 +31,7 @@ from pipeline_harness import (
     sample,
     wait_until_applied,
 )
+from spare_kafka import kill_broker, spare_broker
 
 from features import dataset
 from features.offline import compute_features
@@ -63,42 +62,18 @@ def kafka_available(answer: Answer) -> float | None:
 
 
 @pytest.fixture
-def spare_broker(
+def broker(
     tmp_path: Path, base_settings: Settings, free_port: Callable[[], int]
 ) -> Iterator[LocalKafka]:
-    """A one-node broker on free ports, sharing the local broker's jars."""
-    jars = LocalKafka(base_settings).lib_dir
-    if not (jars / ".complete").exists():
-        pytest.fail(f"no Kafka jars in {jars}: run `fraudstream infra up` before the tests")
-    made = LocalKafka(
-        Settings(
-            local_dir=tmp_path / "kafka-local",
-            local_kafka_port=free_port(),
-            local_kafka_controller_port=free_port(),
-            local_kafka_heap="256m",
-        )
-    )
-    made.lib_dir.parent.mkdir(parents=True)
-    made.lib_dir.symlink_to(jars, target_is_directory=True)
-    made.start()
-    yield made
-    made.stop()
-
-
-def kill_broker(broker: LocalKafka) -> None:
-    """SIGKILL the broker's process group: no controlled shutdown, as a crashed host."""
-    pid = broker.process.pid()
-    assert pid is not None
-    os.killpg(pid, signal.SIGKILL)
-    while broker.process.pid() is not None:
-        time.sleep(0.05)
+    with spare_broker(base_settings, tmp_path / "kafka-local", free_port) as made:
+        yield made
 
 
 def test_pages_answer_through_a_broker_outage_and_every_event_scores_once(
     settings: Settings,
     tmp_path: Path,
     free_port: Callable[[], int],
-    spare_broker: LocalKafka,
+    broker: LocalKafka,
 ) -> None:
     transactions = simulate(DATA)
     path = tmp_path / "transactions.parquet"
@@ -107,7 +82,7 @@ def test_pages_answer_through_a_broker_outage_and_every_event_scores_once(
     settings = settings.model_copy(
         update={
             "model_registry_dir": tmp_path / "registry",
-            "kafka_bootstrap_servers": spare_broker.address,
+            "kafka_bootstrap_servers": broker.address,
         }
     )
     asyncio.run(ensure_topics(settings, product_topics(settings)))
@@ -123,10 +98,10 @@ def test_pages_answer_through_a_broker_outage_and_every_event_scores_once(
             time.sleep(1)
             assert sender.poll() is None, "the replay ended before the outage: slow it down"
             down_at = time.monotonic()
-            kill_broker(spare_broker)
+            kill_broker(broker)
             time.sleep(OUTAGE_S)
             up_at = time.monotonic()
-            spare_broker.start()
+            broker.start()
             answers_at = time.monotonic()
             deadline = answers_at + 60
             while not any(a.status == 200 for a in poller.of("/ready", start=up_at)):
