@@ -230,7 +230,15 @@ class PipelineMetrics:
         self.inexact_terminal_reads = Counter(
             "fraudstream_terminal_reads_inexact",
             "Terminal feature reads that could not be exact: the terminal state had moved "
-            "past the transaction's allowed lateness, or lacks a column these features need.",
+            "past the transaction's allowed lateness, lacks a column these features need, "
+            "or the scorer stopped waiting for the terminal watermarks.",
+            registry=r,
+        )
+        self.watermark_wait = Histogram(
+            "fraudstream_terminal_watermark_wait_seconds",
+            "Per wait of the scorer for terminal watermarks (terminal agents behind in event "
+            "time, as on a backlog): how long its transactions were held back.",
+            buckets=REBALANCE_BUCKETS,
             registry=r,
         )
         self.model_swaps = Counter(

@@ -195,6 +195,13 @@ class Settings(BaseSettings):
         "or the full .../v1/traces URL): one span per agent micro-batch, linked to the "
         "traceparent of its inputs. Empty: tracing off, OpenTelemetry not even imported.",
     )
+    watermark_wait_max_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest the scorer holds a batch's transactions back until the terminal "
+        "agents have applied what their terminal features read; then they are scored with "
+        "what is there and counted in fraudstream_terminal_reads_inexact_total.",
+    )
     progress_log_interval_s: float = Field(
         60.0,
         gt=0,

@@ -12,6 +12,9 @@
 - a task reporting partitions that stall with a backlog (``streams.stall``);
 - tasks exporting consumer lag (``streams.lag``) and rebalances (``streams.rebalance``),
   and the tables' in-memory entries and Redis availability (``streams.tablestats``);
+- a task declaring this worker's source watermarks to every terminal partition each
+  second (``streams.watermarktick``), which lets the scorer wait until the terminal
+  features it reads are final (``streams.pipeline.watermarks``);
 - a task logging one progress line a minute while the worker scores
   (``streams.progress``);
 - when ``otlp_endpoint`` is set, a span per agent micro-batch (``streams.tracing``);
@@ -48,13 +51,20 @@ from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import Headers
 from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
-from streams.pipeline.terminals import KeyPartitioner, TerminalLookup
+from streams.pipeline.terminals import KeyPartitioner, TerminalLookup, mark_key
+from streams.pipeline.watermarks import (
+    SourceClock,
+    TerminalNeeds,
+    TerminalWatermarks,
+    WatermarkGate,
+)
 from streams.progress import report_progress
 from streams.rebalance import RebalanceReporter, RebalanceTracker, watch_rebalances
 from streams.settings import Settings
 from streams.stall import StallDetector, StallReporter, watch_partitions
 from streams.tablestats import observe_tables
 from streams.tracing import batch_spans
+from streams.watermarktick import tick_watermarks
 from streams.webserver import WebServer
 
 if TYPE_CHECKING:
@@ -175,6 +185,15 @@ def build_pipeline(
     def intake() -> Intake:
         return Intake(partitions=partitions, max_ahead_ms=max_ahead_ms, send=send, metrics=metrics)
 
+    # Event-time watermarks: the scorer reads terminal features only once final.
+    clock = SourceClock(features.policies[Entity.CUSTOMER].allowed_lateness_ms)
+    needs = TerminalNeeds.of(features)
+    gate = WatermarkGate(
+        TerminalWatermarks(peekable, partitions, mark_key),
+        needs,
+        max_wait_s=settings.watermark_wait_max_s,
+        observe_wait=metrics.watermark_wait.observe,
+    )
     score_stage = ScoreStage(
         online=online,
         customers=customers,
@@ -191,6 +210,8 @@ def build_pipeline(
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
         intake=intake(),
+        gate=gate if gate.active else None,
+        clock=clock,
     )
     terminal_stage = TerminalStage(
         windows=online.entities[Entity.TERMINAL],
@@ -297,6 +318,19 @@ def build_pipeline(
     @app.task  # type: ignore[untyped-decorator]
     async def watch_rebalancing() -> None:
         await watch_rebalances(app, RebalanceTracker(app.rebalancing_count), rebalances)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def declare_watermarks() -> None:
+        await tick_watermarks(
+            app,
+            clock=clock,
+            terminal=terminal_stage,
+            send=send,
+            transactions=names["transactions"],
+            fraud_reports=names["fraud_reports"],
+            forwards=names["transactions_by_terminal"],
+            partitions=partitions,
+        )
 
     @app.task  # type: ignore[untyped-decorator]
     async def log_progress() -> None:

@@ -8,8 +8,11 @@ whole budget of a pass-through agent). So the scorer sends one message per micro
 and terminal partition, holding every transaction of the batch bound for that partition,
 with only what the terminal windows need.
 
-Format (internal; orjson): ``{"v": 1, "rows": [row, ...]}``, each row a list
-``[source_partition, source_offset, tx_id, customer_id, terminal_id, tx_time, amount]``.
+Format (internal; orjson): ``{"v": 1, "rows": [row, ...], "wm": {"<source>": ms}}``, each
+row a list ``[source_partition, source_offset, tx_id, customer_id, terminal_id, tx_time,
+amount]``; ``wm`` (optional) declares source partitions' event-time watermarks, -1 for a
+source read to its end (``streams.pipeline.watermarks``). A message may hold no rows: a
+scorer's watermark tick.
 Rows are in source-offset order within each source partition, which replay marks rely
 on (``streams.pipeline.terminals``): after a scorer's crash a replayed batch may be cut
 differently, so a message can hold rows already applied and rows not; the source offset
@@ -19,7 +22,7 @@ transaction's decimal amount; orjson writes the shortest repr, which reads back 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final, NamedTuple
 
 import orjson
@@ -57,13 +60,34 @@ class ForwardRow(NamedTuple):
     amount: float
 
 
-def encode_forwards(rows: Sequence[Row]) -> bytes:
-    """One forward message holding ``rows`` (in source-offset order per source partition)."""
-    return orjson.dumps({"v": FORWARD_VERSION, "rows": rows})
+class ForwardMessage(NamedTuple):
+    """A decoded forward message: its rows and the source watermarks it declares."""
+
+    rows: list[ForwardRow]
+    watermarks: dict[int, int]
+
+
+def encode_forwards(rows: Sequence[Row], watermarks: Mapping[int, int] | None = None) -> bytes:
+    """One forward message holding ``rows`` (in source-offset order per source partition).
+
+    Args:
+        rows: The transactions bound for one terminal partition.
+        watermarks: Source partition -> declared watermark (`IDLE` -1), if any.
+    """
+    if not watermarks:
+        return orjson.dumps({"v": FORWARD_VERSION, "rows": rows})
+    declared = {str(source): value for source, value in watermarks.items()}
+    return orjson.dumps({"v": FORWARD_VERSION, "rows": rows, "wm": declared})
 
 
 def decode_forwards(raw: bytes | None) -> list[ForwardRow] | DecodeError:
-    """The rows of a forward message, or why it is not one (it goes to the DLQ whole).
+    """The rows of a forward message, or why it is not one (`decode_forward_message`)."""
+    message = decode_forward_message(raw)
+    return message if isinstance(message, DecodeError) else message.rows
+
+
+def decode_forward_message(raw: bytes | None) -> ForwardMessage | DecodeError:
+    """A forward message's rows and watermarks, or why it is not one (it goes to the DLQ whole).
 
     The topic is internal, so a bad message means a bug or a stranger writing to it:
     the whole message is refused rather than guessing which rows are good.
@@ -108,6 +132,28 @@ def decode_forwards(raw: bytes | None) -> list[ForwardRow] | DecodeError:
                 return problem
             row[6] = float(row[6])  # an int amount: orjson reads 12.0 as a float, 12 not
         out.append(ForwardRow(*row))
+    declared = message.get("wm")
+    if declared is None:
+        return ForwardMessage(out, {})
+    watermarks = _watermarks(declared)
+    if isinstance(watermarks, DecodeError):
+        return watermarks
+    return ForwardMessage(out, watermarks)
+
+
+def _watermarks(declared: object) -> dict[int, int] | DecodeError:
+    """The ``wm`` object: decimal source partitions to watermarks (ms, or -1: idle)."""
+    if not isinstance(declared, dict):
+        return DecodeError(Problem.WRONG_TYPE, "wm must be an object", "wm")
+    out: dict[int, int] = {}
+    for source, value in declared.items():
+        if not (source.isascii() and source.isdigit() and len(source) <= 9):
+            return DecodeError(Problem.BAD_VALUE, f"wm key {source!r:.40} is not a partition", "wm")
+        if type(value) is not int or value < -1:
+            return DecodeError(
+                Problem.WRONG_TYPE, f"wm of partition {source} must be an int >= -1", "wm"
+            )
+        out[int(source)] = value
     return out
 
 

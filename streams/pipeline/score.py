@@ -5,6 +5,10 @@ Per micro-batch (``stream.take_events``), in this order:
 1. Decode and validate every message; bad ones (and ones over the size limit, or timed
    in the future) are set aside for the dead-letter topic with the reason; one on another
    partition than its key's is re-routed there (``streams.pipeline.intake``).
+   Transactions whose terminal features are not final yet wait, per source partition
+   in order, until the terminal agents' watermarks say they are
+   (``streams.pipeline.watermarks``); steps 2-7 run for those that can go now, then
+   for the rest as they can.
 2. Load the customers' window states: one round trip for the batch (``prefetch``).
 3. Apply each transaction to its customer's state (in memory; a customer appearing twice
    sees its first transaction) and compute the transaction and customer features. A
@@ -60,6 +64,7 @@ from streams.pipeline.outputs import (
 )
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import TerminalLookup
+from streams.pipeline.watermarks import Pending, SourceClock, WatermarkGate
 from streams.records import Transaction
 from streams.tracecontext import TRACEPARENT, child_of, parent_of
 
@@ -114,6 +119,10 @@ class ScoreStage:
         max_event_bytes: Larger messages are dead-lettered unread.
         intake: The partition and time checks (default: no partition check, events up
             to five minutes ahead of the clock).
+        gate: Holds back transactions whose terminal reads are not final yet
+            (`streams.pipeline.watermarks`); None reads terminal state as it is.
+        clock: Declares this scorer's source watermarks on its forwards; None sends
+            forwards without them.
     """
 
     def __init__(
@@ -128,6 +137,8 @@ class ScoreStage:
         metrics: PipelineMetrics,
         max_event_bytes: int,
         intake: Intake | None = None,
+        gate: WatermarkGate | None = None,
+        clock: SourceClock | None = None,
     ) -> None:
         self.online = online
         self.customer_windows = online.entities[Entity.CUSTOMER]
@@ -143,6 +154,8 @@ class ScoreStage:
         self.intake = intake or Intake(
             partitions=None, max_ahead_ms=300_000, send=send, metrics=metrics
         )
+        self.gate = gate
+        self.clock = clock
         self._access = TableAccess(customers)
         # Few customers transact twice within minutes: a small cache of decoded states
         # serves replays and bursts without many objects for the collector to walk.
@@ -154,6 +167,55 @@ class ScoreStage:
         if events:
             self._observe_delays(events[0].message)
         model = await self.slot.wait()
+        valid, rejected = await self._intake(events)
+        gate = self.gate
+        if gate is None or not valid:
+            await self._score(valid, rejected, model)
+        else:
+            try:
+                await self._score_when_final(gate, valid, rejected, model)
+            finally:
+                if self.clock is not None:
+                    self.clock.release()
+
+        self.metrics.batch_size.observe(len(events))
+        self.metrics.processing_latency.observe(time.perf_counter() - started)
+
+    async def _score_when_final(
+        self,
+        gate: WatermarkGate,
+        valid: list[tuple[EventT[Any], Transaction]],
+        rejected: list[tuple[EventT[Any], DecodeError]],
+        model: Any,
+    ) -> None:
+        """Score what reads final terminal state now, wait for the rest, and so on."""
+        pending = [
+            Pending(e.message.partition, tx.tx_time, self._terminal_partition(tx))
+            for e, tx in valid
+        ]
+        ready: list[bool] | None = gate.split(pending)
+        while True:
+            if ready is None:  # the wait gave up: score the rest as is, and say so
+                await self._score(valid, rejected, model, final=False)
+                return
+            now = [v for v, go in zip(valid, ready, strict=True) if go]
+            later = [i for i, go in enumerate(ready) if not go]
+            if now or rejected:
+                await self._score(now, rejected, model)
+                rejected = []
+            if not later:
+                return
+            valid = [valid[i] for i in later]
+            pending = [pending[i] for i in later]
+            await self._declare_held(pending)
+            ready = await gate.wait(pending)
+            # The rest waits for a model only if one was swapped in meanwhile.
+            model = await self.slot.wait()
+
+    async def _intake(
+        self, events: Sequence[EventT[Any]]
+    ) -> tuple[list[tuple[EventT[Any], Transaction]], list[tuple[EventT[Any], DecodeError]]]:
+        """Decode and check every message: valid transactions, and the rest with why."""
         rejected: list[tuple[EventT[Any], DecodeError]] = []
         valid: list[tuple[EventT[Any], Transaction]] = []
         intake = self.intake
@@ -176,22 +238,51 @@ class ScoreStage:
                 rejected.append((event, future_event(decoded.tx_time, horizon, "tx_time")))
             else:
                 valid.append((event, decoded))
+        return valid, rejected
 
+    async def _score(
+        self,
+        valid: list[tuple[EventT[Any], Transaction]],
+        rejected: list[tuple[EventT[Any], DecodeError]],
+        model: Any,
+        *,
+        final: bool = True,
+    ) -> None:
+        """Steps 2-7; ``final`` False counts every terminal read as inexact (a wait gave up)."""
         scored, states, last_write = self._customer_features(valid, rejected)
         if scored:
-            self._terminal_features(scored)
+            self._terminal_features(scored, final)
             matrix = np.array([s.vector for s in scored], dtype=np.float64)
             scores = model.scorer.score_batch(matrix)
             await self._send_alerts(scored, matrix, scores, model)
             await self._send_forwards_and_scores(scored, scores, model)
         await send_dead_letters(self.send, self.topics.dlq, rejected, self.metrics)
         self._write_customers(states, last_write)
-
-        self.metrics.batch_size.observe(len(events))
         self.metrics.transactions.inc(len(scored))
         if scored:
             self.metrics.observe_event_times(scorer_ms=max(s.transaction.tx_time for s in scored))
-        self.metrics.processing_latency.observe(time.perf_counter() - started)
+
+    async def _declare_held(self, pending: Sequence[Pending]) -> None:
+        """Tell every terminal partition how far the waiting transactions' sources are.
+
+        Without it a source that has sent nothing yet (every source, when workers start
+        on a backlog) would hold every reader back, itself included.
+        """
+        clock = self.clock
+        if clock is None:
+            return
+        held: dict[int, list[int]] = {}
+        for p in pending:
+            held.setdefault(p.source, []).append(p.time_ms)
+        for source, times in held.items():
+            clock.hold(source, times)
+        declared = clock.declarations(held)
+        value = encode_forwards([], declared)
+        for partition in range(self.terminals.partition_of.partitions):
+            await self.send(self.topics.forwards, None, value, partition, None)
+
+    def _terminal_partition(self, tx: Transaction) -> int:
+        return self.terminals.partition_of(tx.terminal_id.encode())
 
     def _observe_delays(self, oldest: Any) -> None:
         """Where the batch's oldest transaction waited: in Kafka and the fetcher, or here.
@@ -261,7 +352,7 @@ class ScoreStage:
         raw = self._access.get(event, key)
         return self._decoded.take(event.message.partition, key, raw)
 
-    def _terminal_features(self, scored: list[_Scored]) -> None:
+    def _terminal_features(self, scored: list[_Scored], final: bool = True) -> None:
         terminal_ids = [s.transaction.terminal_id.encode() for s in scored]
         states = self.terminals.states(terminal_ids)
         windows = self.terminal_windows
@@ -276,6 +367,8 @@ class ScoreStage:
                 windows.read_into(
                     state, tx.tx_time, float(tx.amount), item.vector, refuse_late=False
                 )
+        if not final:
+            inexact = len(scored)
         if inexact:
             self.metrics.inexact_terminal_reads.inc(inexact)
 
@@ -344,8 +437,27 @@ class ScoreStage:
                 by_partition[partition] = [row]
             else:
                 rows.append(row)
-        for partition, rows in by_partition.items():
-            await send(self.topics.forwards, None, encode_forwards(rows), partition, None)
+        clock = self.clock
+        if clock is None:
+            for partition, rows in by_partition.items():
+                await send(self.topics.forwards, None, encode_forwards(rows), partition, None)
+        else:
+            # Each message declares its sources' watermarks with the rows they cover, so a
+            # terminal partition applies both in one write; the clock moves only after
+            # every row is queued, so a tick (`streams.pipeline.watermarks`) sent meanwhile
+            # never declares a watermark ahead of rows not yet sent.
+            newest: dict[int, int] = {}
+            for item in scored:
+                source = item.event.message.partition
+                tx_time = item.transaction.tx_time
+                if tx_time > newest.get(source, -1):
+                    newest[source] = tx_time
+            declared = clock.declarations_after(newest)
+            for partition, rows in by_partition.items():
+                value = encode_forwards(rows, declared)
+                await send(self.topics.forwards, None, value, partition, None)
+            for source, tx_time in newest.items():
+                clock.saw(source, tx_time)
         if self.topics.scores is None:
             return
         scored_at = int(time.time() * 1000)

@@ -36,11 +36,12 @@ from faust.types import EventT
 from features.online import EntityState, EntityWindows, EventTooOldError
 from streams.contracts import DecodeError, Problem, decode_fraud_report
 from streams.metrics import PipelineMetrics
-from streams.pipeline.forwards import ForwardRow, decode_forwards, row_value
+from streams.pipeline.forwards import ForwardRow, decode_forward_message, row_value
 from streams.pipeline.intake import Intake, future_event, too_large
 from streams.pipeline.outputs import Send, send_dead_letter, send_dead_letters
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import mark_key
+from streams.pipeline.watermarks import ReportMark, SourceMark, report_key
 
 
 class TerminalStage:
@@ -79,36 +80,42 @@ class TerminalStage:
         )
         self.access = TableAccess(table)
         self.decoded = DecodedStates("terminal")
+        #: Per terminal partition, whether its reports partition is read to its end, as
+        #: this worker's watermark tick last saw it (`streams.pipeline.watermarks`).
+        self.reports_read_to_end: dict[int, bool] = {}
 
     async def process_transactions(self, events: Sequence[EventT[Any]]) -> None:
         """Record a micro-batch of forward messages; skip rows already applied."""
         batch = _Batch(self)
         rejected: list[tuple[EventT[Any], DecodeError]] = []
-        decoded: list[tuple[EventT[Any], list[ForwardRow]]] = []
+        decoded: list[tuple[EventT[Any], list[ForwardRow], dict[int, int]]] = []
         for event in events:
-            rows = decode_forwards(event.value)
-            if isinstance(rows, DecodeError):
-                rejected.append((event, rows))
+            message = decode_forward_message(event.value)
+            if isinstance(message, DecodeError):
+                rejected.append((event, message))
                 continue
-            decoded.append((event, rows))
+            rows, declared = message
+            decoded.append((event, rows, declared))
             partition = event.message.partition
-            sources = set()
+            sources = set(declared)
             for row in rows:
                 batch.want(event, row.terminal_id.encode())
                 sources.add(row.source_partition)
             for source in sources:
                 batch.want(event, mark_key(partition, source))
+            if partition in self.reports_read_to_end:
+                batch.want(event, report_key(partition))
         batch.load()
         late: list[tuple[EventT[Any], DecodeError, bytes]] = []
         skipped = applied = 0
         newest = 0
         record = self.windows.record
-        for event, rows in decoded:
+        for event, rows, declared in decoded:
             for row in rows:
-                if row.source_offset <= batch.mark(event, row.source_partition):
+                if row.source_offset <= batch.mark(event, row.source_partition).offset:
                     skipped += 1
                     continue
-                batch.set_mark(event, row.source_partition, row.source_offset)
+                batch.set_offset(event, row.source_partition, row.source_offset)
                 key = row.terminal_id.encode()
                 state = batch.state(event, key)
                 try:
@@ -121,9 +128,16 @@ class TerminalStage:
                 applied += 1
                 if row.tx_time > newest:
                     newest = row.tx_time
+            # After the rows: a message's declaration covers the rows it holds.
+            for source, watermark in declared.items():
+                batch.declare(event, source, watermark)
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
         for event, problem, value in late:
             await send_dead_letter(self.send, self.dlq, event, problem, self.metrics, value=value)
+        # No await from here to the write: the report entry is read, changed and written
+        # in one step, so the reports agent's own changes to it are not lost.
+        for event, _, _ in decoded:
+            batch.note_reports_read(event, self.reports_read_to_end.get(event.message.partition))
         batch.write()
         self.metrics.terminal_transactions.inc(applied)
         if skipped:
@@ -166,6 +180,7 @@ class TerminalStage:
             else:
                 decoded.append((event, report))
                 batch.want(event, report.terminal_id.encode())
+                batch.want(event, report_key(event.message.partition))
         batch.load()
         stored = duplicates = 0
         for event, report in decoded:
@@ -177,6 +192,9 @@ class TerminalStage:
             else:
                 duplicates += 1
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
+        # No await from here to the write (see process_transactions).
+        for event, report in decoded:
+            batch.note_report(event, report.reported_at)
         batch.write()
         self.metrics.fraud_reports.inc(stored)
         if duplicates:
@@ -187,7 +205,8 @@ class _Batch:
     """The table entries one micro-batch touches: loaded once, written once each.
 
     Entries are addressed by (partition, key): the same terminal key can only occur in
-    one partition, but marks (`mark_key`) exist in every partition.
+    one partition, but marks (`mark_key`) and report entries (`report_key`) exist in
+    every partition.
     """
 
     def __init__(self, stage: TerminalStage) -> None:
@@ -195,7 +214,8 @@ class _Batch:
         self.decoded = stage.decoded
         self.wanted: dict[int, list[bytes]] = {}
         self.states: dict[tuple[int, bytes], EntityState] = {}
-        self.marks: dict[tuple[int, bytes], int] = {}
+        self.marks: dict[tuple[int, bytes], SourceMark] = {}
+        self.reports: dict[tuple[int, bytes], ReportMark] = {}
         self.last: dict[tuple[int, bytes], EventT[Any]] = {}
 
     def want(self, event: EventT[Any], key: bytes) -> None:
@@ -213,19 +233,49 @@ class _Batch:
             state = self.states[slot] = self.decoded.take(partition, key, raw)
         return state
 
-    def mark(self, event: EventT[Any], source_partition: int) -> int:
-        key = mark_key(event.message.partition, source_partition)
-        slot = (event.message.partition, key)
+    def mark(self, event: EventT[Any], source_partition: int) -> SourceMark:
+        slot = (event.message.partition, mark_key(event.message.partition, source_partition))
         mark = self.marks.get(slot)
         if mark is None:
-            raw = self.access.get(event, key)
-            mark = self.marks[slot] = -1 if raw is None else int(raw)
+            mark = self.marks[slot] = SourceMark.from_bytes(self.access.get(event, slot[1]))
         return mark
 
-    def set_mark(self, event: EventT[Any], source_partition: int, offset: int) -> None:
-        key = mark_key(event.message.partition, source_partition)
-        self.marks[(event.message.partition, key)] = offset
-        self.last[(event.message.partition, key)] = event
+    def set_offset(self, event: EventT[Any], source_partition: int, offset: int) -> None:
+        mark = self.mark(event, source_partition)
+        slot = (event.message.partition, mark_key(event.message.partition, source_partition))
+        self.marks[slot] = SourceMark(offset, mark.watermark)
+        self.last[slot] = event
+
+    def declare(self, event: EventT[Any], source_partition: int, watermark: int) -> None:
+        mark = self.mark(event, source_partition)
+        changed = mark.declared(watermark)
+        if changed is not mark:
+            slot = (event.message.partition, mark_key(event.message.partition, source_partition))
+            self.marks[slot] = changed
+            self.last[slot] = event
+
+    def _report(self, event: EventT[Any]) -> tuple[tuple[int, bytes], ReportMark]:
+        slot = (event.message.partition, report_key(event.message.partition))
+        mark = self.reports.get(slot)
+        if mark is None:
+            mark = self.reports[slot] = ReportMark.from_bytes(self.access.get(event, slot[1]))
+        return slot, mark
+
+    def note_report(self, event: EventT[Any], reported_at: int) -> None:
+        """A report of ``event``'s partition was applied."""
+        slot, mark = self._report(event)
+        if reported_at > mark.reported_at:
+            self.reports[slot] = ReportMark(reported_at, mark.read_to_end)
+            self.last[slot] = event
+
+    def note_reports_read(self, event: EventT[Any], read_to_end: bool | None) -> None:
+        """Whether the reports partition of ``event``'s partition is read to its end now."""
+        if read_to_end is None:
+            return
+        slot, mark = self._report(event)
+        if mark.read_to_end != read_to_end:
+            self.reports[slot] = ReportMark(mark.reported_at, read_to_end)
+            self.last[slot] = event
 
     def changed(self, event: EventT[Any], key: bytes) -> None:
         self.last[(event.message.partition, key)] = event
@@ -235,8 +285,13 @@ class _Batch:
         put = self.access.put
         for slot, event in self.last.items():
             partition, key = slot
-            if slot in self.marks:
-                put(event, key, str(self.marks[slot]).encode())
+            mark = self.marks.get(slot)
+            if mark is not None:
+                put(event, key, mark.to_bytes())
+                continue
+            report = self.reports.get(slot)
+            if report is not None:
+                put(event, key, report.to_bytes())
                 continue
             state = self.states[slot]
             raw = state.to_bytes()

@@ -48,15 +48,24 @@ from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES, Entity
 from models.estimators import BASELINE_PARAMS, ModelKind, fit
 from models.registry import LoadedModel, ModelRegistry
 from models.training import feature_baseline
-from streams.contracts import Problem, decode_alert, decode_score
+from streams.contracts import DecodeError, Problem, decode_alert, decode_score
 from streams.kafka import SENT_AT_HEADER
 from streams.metrics import PipelineMetrics
-from streams.pipeline.forwards import ForwardRow, decode_forwards
+from streams.pipeline.forwards import ForwardRow, decode_forward_message, decode_forwards
 from streams.pipeline.intake import Intake
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
-from streams.pipeline.terminals import TerminalLookup, terminal_partition
+from streams.pipeline.terminals import TerminalLookup, mark_key, terminal_partition
+from streams.pipeline.watermarks import (
+    ReportMark,
+    SourceClock,
+    SourceMark,
+    TerminalNeeds,
+    TerminalWatermarks,
+    WatermarkGate,
+    report_key,
+)
 from streams.records import Alert, Score, alert_id
 
 NAMES = DEFAULT_FEATURES.names
@@ -1025,3 +1034,108 @@ async def test_alerts_and_scores_carry_the_transactions_trace_as_a_child(slot: M
     fresh = alerts["a2"][0].header("traceparent")
     assert fresh is not None
     assert fresh[3:35] != parent[3:35]
+
+
+# --- terminal watermarks ----------------------------------------------------------------------
+
+
+def watermarked_rig(slot: ModelSlot, max_wait_s: float = 5.0) -> Rig:
+    """A rig whose scorer waits for terminal watermarks and declares its own."""
+    r = rig(slot)
+    r.stage.gate = WatermarkGate(
+        TerminalWatermarks(r.peek, PARTITIONS, mark_key),
+        TerminalNeeds.of(DEFAULT_FEATURES),
+        max_wait_s=max_wait_s,
+        observe_wait=r.metrics.watermark_wait.observe,
+    )
+    r.stage.clock = SourceClock(DAY)
+    return r
+
+
+def terminals_applied(peek: PeekStore, forwards_ms: int, reports_ms: int) -> None:
+    """Every terminal partition: sources declared at ``forwards_ms``, reports to ``reports_ms``."""
+    for p in range(PARTITIONS):
+        entries = peek.entries.setdefault(p, {})
+        for source in range(PARTITIONS):
+            entries[mark_key(p, source)] = SourceMark(0, forwards_ms).to_bytes()
+        entries[report_key(p)] = ReportMark(reports_ms).to_bytes()
+
+
+def declared(recorder: Recorder) -> list[tuple[int, int, dict[int, int]]]:
+    """(partition, rows, declarations) of each forward message sent."""
+    out = []
+    for sent in recorder.sends(TOPICS.forwards):
+        message = decode_forward_message(sent.value)
+        assert not isinstance(message, DecodeError)
+        assert sent.partition is not None
+        out.append((sent.partition, len(message.rows), message.watermarks))
+    return out
+
+
+async def test_transactions_wait_per_source_partition_until_their_terminal_reads_are_final(
+    slot: ModelSlot,
+) -> None:
+    r = watermarked_rig(slot)
+    terminals_applied(r.peek, T0 - 7 * DAY, T0)  # final for reads up to T0
+    batch = Batch(T0)
+    batch.add("C1", encode(payload("a1", "C1", "T1", T0 - SECOND)))
+    batch.add("C2", encode(payload("b1", "C2", "T2", T0 + 2 * HOUR)))
+    batch.add("C1", encode(payload("a2", "C1", "T3", T0)))
+    batch.add("C2", encode(payload("b2", "C2", "T4", T0 - HOUR)))  # behind b1 in its partition
+
+    task = asyncio.create_task(r.stage.process(as_events(batch.events)))
+    await asyncio.sleep(0.1)
+
+    assert not task.done()
+    assert [w.key for w in r.recorder.writes()] == [b"C1"]  # partition 0 went ahead
+    c1, c2 = CUSTOMER_PARTITIONS["C1"], CUSTOMER_PARTITIONS["C2"]
+    forwards = declared(r.recorder)
+    rows = [f for f in forwards if f[1]]
+    assert sum(n for _, n, _ in rows) == 2
+    assert all(wm == {c1: T0 - DAY} for _, _, wm in rows)
+    # Then every terminal partition hears how far partition 1 is: its newest waiting
+    # transaction less the lateness (below b2, the earliest waiting one).
+    ticks = forwards[len(rows) :]
+    assert sorted(p for p, _, _ in ticks) == list(range(PARTITIONS))
+    assert all(n == 0 and wm == {c2: T0 + 2 * HOUR - DAY} for _, n, wm in ticks)
+
+    terminals_applied(r.peek, T0 + 2 * HOUR - 7 * DAY, T0 + HOUR)
+    await asyncio.wait_for(task, 2)
+
+    assert [w.key for w in r.recorder.writes()] == [b"C1", b"C2"]
+    assert set(decoded_scores(r.recorder)) == {"a1", "a2", "b1", "b2"}
+    scored = [json.loads(s.value or b"")["tx_id"] for s in r.recorder.sends(TOPICS.scores)]
+    assert scored == ["a1", "a2", "b1", "b2"]
+    last = [f for f in declared(r.recorder)[len(forwards) :] if f[1]]
+    assert all(wm == {c2: T0 + 2 * HOUR - DAY} for _, _, wm in last)
+    assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 1
+    assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 0
+    assert r.stage.clock is not None
+    assert r.stage.clock.watermark(c2) == T0 + 2 * HOUR - DAY
+
+
+async def test_a_wait_that_gives_up_scores_the_rest_and_counts_it_inexact(slot: ModelSlot) -> None:
+    r = watermarked_rig(slot, max_wait_s=0.05)
+    terminals_applied(r.peek, T0 - 7 * DAY, T0)
+    batch = Batch(T0)
+    batch.add("C1", encode(payload("a1", "C1", "T1", T0)))
+    batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
+
+    await r.stage.process(as_events(batch.events))
+
+    assert set(decoded_scores(r.recorder)) == {"a1", "b1"}
+    assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 1
+
+
+async def test_reports_read_to_the_end_hold_nothing_back(slot: ModelSlot) -> None:
+    r = watermarked_rig(slot)
+    terminals_applied(r.peek, T0 - 7 * DAY, T0 - 30 * DAY)
+    for p in range(PARTITIONS):
+        r.peek.entries[p][report_key(p)] = ReportMark(T0 - 30 * DAY, read_to_end=True).to_bytes()
+    batch = Batch(T0)
+    batch.add("C1", encode(payload("a1", "C1", "T1", T0)))
+
+    await asyncio.wait_for(r.stage.process(as_events(batch.events)), 1)
+
+    assert set(decoded_scores(r.recorder)) == {"a1"}
+    assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 0

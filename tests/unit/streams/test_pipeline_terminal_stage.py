@@ -37,6 +37,7 @@ from streams.pipeline.forwards import Row, encode_forwards
 from streams.pipeline.intake import Intake
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import mark_key, terminal_partition
+from streams.pipeline.watermarks import IDLE, ReportMark, SourceMark, report_key
 
 PARTITIONS = 6
 FORWARDS = "transactions-by-terminal"
@@ -393,7 +394,7 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
     r.table.values[(PA, TA.encode())] = stored_a.to_bytes()
     r.table.values[(PB, TB.encode())] = stored_b.to_bytes()
     batch = Batch(REPORTS)
-    batch.fraud_report(TA, report("f1", TA, T0 - 2 * DAY))
+    first = batch.fraud_report(TA, report("f1", TA, T0 - 2 * DAY))
     second = batch.fraud_report(
         TA, report("f2", TA, T0 - 2 * DAY)
     )  # same time, another transaction
@@ -413,6 +414,10 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
     assert written(r.recorder) == {
         (PA, TA.encode()): (expected_a.to_bytes(), second),
         (PB, TB.encode()): (expected_b.to_bytes(), later),
+        # Each partition's report watermark: its newest reported_at applied, duplicates
+        # included (they were read), written under the report that moved it.
+        (PA, report_key(PA)): (ReportMark(T0 - DAY).to_bytes(), first),
+        (PB, report_key(PB)): (ReportMark(T0 + 2 * DAY).to_bytes(), later),
     }
     assert len(EntityState.from_bytes(r.table.values[(PA, TA.encode())]).fraud_times) == 2
     dlq = r.recorder.sends(DLQ)
@@ -435,6 +440,7 @@ async def test_reports_that_change_nothing_write_nothing() -> None:
     stored = state_of((T0, 20.0, "C9"))
     assert windows().record_fraud(stored, T0, "f0", T0 + DAY)
     r.table.values[(PA, TA.encode())] = stored.to_bytes()
+    r.table.values[(PA, report_key(PA))] = ReportMark(T0 + DAY).to_bytes()
     batch = Batch(REPORTS)
     batch.fraud_report(TA, report("f0", TA, T0))
     batch.fraud_report(TA, report("f0", TA, T0))
@@ -544,7 +550,8 @@ async def test_a_report_from_the_future_or_too_large_changes_nothing() -> None:
     dlq = r.recorder.sends(DLQ)
     assert [s.value for s in dlq] == [too_large.value, future.value]
     assert [s.header("fraudstream-problem") for s in dlq] == [b"too_large", b"future_event"]
-    assert [w.event for w in r.recorder.writes()] == [fine]
+    assert [w.event for w in r.recorder.writes()] == [fine, fine]  # the state, the watermark
+    assert r.table.values[(PA, report_key(PA))] == ReportMark(T0 + DAY).to_bytes()
     state = EntityState.from_bytes(r.table.values[(PA, TA.encode())])
     assert len(state.fraud_times) == 1
     assert list(state.fraud_times) == [T0]  # reports move no clock: watermark_ms stays None
@@ -610,3 +617,62 @@ def test_any_reports_and_forwards_are_applied_rerouted_or_dead_lettered_never_ra
     for sent in r.recorder.sends():
         for name, _ in sent.headers or ():
             name.encode()
+
+
+# --- watermarks ------------------------------------------------------------------------------
+
+
+async def test_declared_source_watermarks_are_written_with_the_rows_they_cover() -> None:
+    r = rig()
+    r.table.values[(PA, mark_key(PA, 1))] = SourceMark(40, T0 - DAY).to_bytes()
+    batch = Batch(FORWARDS)
+    first = batch.add(
+        PA, None, encode_forwards([row((0, 7), "t1", "C1", TA, T0, 1.0)], {0: T0 - DAY, 1: 5})
+    )
+    tick = batch.add(PA, None, encode_forwards([], {2: IDLE}))
+    behind = batch.add(PB, None, encode_forwards([], {0: T0 - 2 * DAY}))
+
+    await r.stage.process_transactions(as_events(batch.events))
+
+    marks = {k: v for k, v in written(r.recorder).items() if k[1].startswith(b"#")}
+    assert marks == {
+        (PA, mark_key(PA, 0)): (SourceMark(7, T0 - DAY).to_bytes(), first),
+        # source 1 declared less than the mark holds: unchanged, not written
+        (PA, mark_key(PA, 2)): (SourceMark(-1, IDLE).to_bytes(), tick),
+        (PB, mark_key(PB, 0)): (SourceMark(-1, T0 - 2 * DAY).to_bytes(), behind),
+    }
+    assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 1
+
+
+async def test_a_forward_writes_whether_its_partitions_reports_are_read_to_the_end() -> None:
+    r = rig()
+    r.table.values[(PA, report_key(PA))] = ReportMark(T0).to_bytes()
+    r.stage.reports_read_to_end = {PA: True, PB: False}
+    batch = Batch(FORWARDS)
+    tick = batch.add(PA, None, encode_forwards([], {0: T0}))
+    batch.add(PB, None, encode_forwards([], {0: T0}))  # PB: not read to its end, as stored
+
+    await r.stage.process_transactions(as_events(batch.events))
+
+    reports = {k: v for k, v in written(r.recorder).items() if k[1].startswith(b"#reports")}
+    assert reports == {(PA, report_key(PA)): (ReportMark(T0, True).to_bytes(), tick)}
+
+
+@given(st.lists(st.one_of(st.just(IDLE), st.integers(0, 10**6)), min_size=1, max_size=8))
+@settings(max_examples=50, deadline=None)
+def test_a_source_watermark_only_goes_forward_while_the_source_is_active(
+    declarations: list[int],
+) -> None:
+    r = rig()
+    batch = Batch(FORWARDS)
+    for watermark in declarations:
+        batch.add(PA, None, encode_forwards([], {0: watermark}))
+
+    asyncio.run(r.stage.process_transactions(as_events(batch.events)))
+
+    expected = SourceMark(-1)
+    for watermark in declarations:
+        expected = expected.declared(watermark)
+    assert SourceMark.from_bytes(r.table.values.get((PA, mark_key(PA, 0)))) == expected
+    if IDLE not in declarations:
+        assert expected.watermark == max(declarations)

@@ -1,0 +1,471 @@
+"""Event-time watermarks of the terminal table, and the scorer's wait on them.
+
+The scorer reads terminal state that other agents write, often on other workers: on a
+backlog it runs far ahead of them in event time, and a read of a terminal feature that
+is not final yet gives a number the offline engine would not (the issue behind "exact
+at any pace"). Watermarks, as Flink and Kafka Streams have them, make the reads exact:
+
+**What a terminal partition publishes.** With its states, in the same batch write (the
+store flushes a partition's entries in one atomic script), terminal partition p keeps
+
+- per source (transaction) partition s, in the replay-mark entry that already holds the
+  highest source offset applied (`streams.pipeline.terminals.mark_key`): the source's
+  watermark W(s) as the scorer of s last declared it, or *idle*;
+- a report entry (`report_key`): the newest ``reported_at`` applied (reports are
+  applied in their partition's order; the product's producers send them in report-time
+  order), and whether the reports partition was read to its end when last looked at.
+
+**Where source watermarks come from.** The scorer of source partition s declares, on
+every forward message and on a tick every `TICK_S` to every terminal partition
+(`SourceClock`), W(s) = the newest transaction time it has scored on s minus the
+customer's allowed lateness: a transaction of s older than that would be refused as too
+late for its customer, so every forward of s at or before W(s) has been sent. A source
+whose partition is read to its end declares itself idle: it holds nothing back.
+
+**What the scorer needs.** A transaction at t reads, on its terminal's partition p,
+transactions up to ``t - forwards_lag`` (the 7-day delay of the terminal windows) and
+reports up to ``t - reports_lag`` (the hour after which the known-fraud counts and the
+risk count a report). They are final when every non-idle source's W(s) on p is at least
+``t - forwards_lag`` and the report entry's time is at least ``t - reports_lag``, or the
+reports partition is read to its end (live, reports an hour old are applied long ago).
+
+**Waiting** (`WatermarkGate`): the scorer scores, per source partition, the prefix of the
+batch's transactions whose reads are final; the rest wait, re-reading the watermarks
+with a growing pause (the agent awaits, so the event loop runs on and the stream's
+buffer, once full, pauses the fetch), and are scored as soon as they are final. The
+scorer's own forwards are sent before it waits, so a batch that holds both a partition
+behind and one ahead lets the one behind move the watermark. A wait that lasts
+``max_wait_s`` (a partition of the scorer's own worker more than a week of event time
+behind another, or a terminal partition nobody applies) ends: the rest is scored with
+what is there, each such read counted in ``fraudstream_terminal_reads_inexact_total``
+and the wait logged.
+
+Idle handling is what keeps this from deadlocking: a source with nothing to score, or a
+reports partition read to its end, holds no reader back. A source that receives events
+again declares its watermark on its next forward; until those are applied, reads that
+needed them may be inexact (as in Flink, idleness is declared, not proven).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final, Protocol
+
+from features.aggregations import FraudRisk, KnownFrauds
+from features.spec import Entity, FeatureSet
+
+logger = logging.getLogger(__name__)
+
+#: A source watermark declaring the source idle (in forward messages and mark entries).
+IDLE: Final = -1
+#: Seconds between two watermark ticks of a scorer to every terminal partition.
+TICK_S: Final = 1.0
+#: Prefix of the report-watermark key of a terminal partition (``#`` is not in any id).
+_REPORT_PREFIX: Final = b"#reports:"
+#: First and longest pause between two readings of the watermarks while waiting.
+FIRST_PAUSE_S: Final = 0.01
+LONGEST_PAUSE_S: Final = 0.2
+
+
+def report_key(partition: int) -> bytes:
+    """The terminal-table key of a terminal partition's report watermark."""
+    return _REPORT_PREFIX + str(partition).encode()
+
+
+# --- entry values ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceMark:
+    """A terminal partition's record of one source partition.
+
+    Attributes:
+        offset: Highest source offset applied (-1: none yet).
+        watermark: The source's declared watermark, `IDLE`, or None (never declared:
+            a mark written before watermarks existed).
+    """
+
+    offset: int
+    watermark: int | None = None
+
+    def to_bytes(self) -> bytes:
+        """``b"offset"`` or ``b"offset watermark"`` (the first is the older format)."""
+        if self.watermark is None:
+            return str(self.offset).encode()
+        return f"{self.offset} {self.watermark}".encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> SourceMark:
+        """Read a mark entry (absent: nothing applied, nothing declared)."""
+        if raw is None:
+            return cls(-1)
+        offset, _, watermark = raw.partition(b" ")
+        return cls(int(offset), int(watermark) if watermark else None)
+
+    def declared(self, watermark: int) -> SourceMark:
+        """The mark after the source declares ``watermark`` (or `IDLE`).
+
+        Declarations only move forward, except that an idle source that becomes
+        active again declares where it is now.
+        """
+        old = self.watermark
+        if watermark == IDLE or old is None or old == IDLE or watermark > old:
+            return SourceMark(self.offset, watermark)
+        return self
+
+
+@dataclass(frozen=True)
+class ReportMark:
+    """A terminal partition's progress in its fraud reports.
+
+    Attributes:
+        reported_at: The newest ``reported_at`` applied (-1: none).
+        read_to_end: Whether the reports partition was read to its end when the entry
+            was last written.
+    """
+
+    reported_at: int = -1
+    read_to_end: bool = False
+
+    def to_bytes(self) -> bytes:
+        """``b"<reported_at> <0|1>"``."""
+        return f"{self.reported_at} {int(self.read_to_end)}".encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> ReportMark:
+        """Read a report entry (absent: nothing applied, not known to be read to the end)."""
+        if raw is None:
+            return cls()
+        reported_at, _, end = raw.partition(b" ")
+        return cls(int(reported_at), end == b"1")
+
+
+# --- what reads need ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TerminalNeeds:
+    """How far behind a read at t its terminal's inputs must be applied.
+
+    Attributes:
+        forwards_lag_ms: Transactions up to ``t - forwards_lag_ms`` (None: no terminal
+            feature reads transactions).
+        reports_lag_ms: Reports up to ``t - reports_lag_ms`` (None: none reads reports).
+    """
+
+    forwards_lag_ms: int | None
+    reports_lag_ms: int | None
+
+    @classmethod
+    def of(cls, features: FeatureSet) -> TerminalNeeds:
+        """The needs of a feature set's terminal features (see the module docstring).
+
+        A window with delay d over transactions needs them up to t - d; a known-fraud
+        count with delay d needs reports up to t - d; the risk needs both, reports up
+        to t minus its known delay.
+        """
+        forwards: list[int] = []
+        reports: list[int] = []
+        for feature in features:
+            if feature.entity is not Entity.TERMINAL:
+                continue
+            aggregation = feature.aggregation
+            if isinstance(aggregation, KnownFrauds):
+                reports.append(feature.delay_ms)
+                continue
+            forwards.append(feature.delay_ms)
+            if isinstance(aggregation, FraudRisk):
+                known: timedelta = getattr(aggregation, "known_delay", timedelta(0))
+                reports.append(int(known.total_seconds() * 1000))
+        return cls(min(forwards, default=None), min(reports, default=None))
+
+
+@dataclass(frozen=True)
+class PartitionWatermarks:
+    """What one terminal partition has applied, as read by a scorer.
+
+    Attributes:
+        forwards: The lowest watermark of its non-idle sources (None: a source has
+            declared nothing yet); every source idle reads as no bound at all.
+        reports: The report entry.
+    """
+
+    forwards: int | None
+    reports: ReportMark
+
+    def covers(self, time_ms: int, needs: TerminalNeeds) -> bool:
+        """Whether a read at ``time_ms`` of this partition's terminals is final."""
+        lag = needs.forwards_lag_ms
+        if lag is not None and (self.forwards is None or self.forwards < time_ms - lag):
+            return False
+        if needs.reports_lag_ms is not None and not self.reports.read_to_end:
+            return self.reports.reported_at >= time_ms - needs.reports_lag_ms
+        return True
+
+
+#: Watermark of a partition whose every source is idle.
+_UNBOUNDED: Final = 2**62
+
+
+def partition_watermarks(
+    marks: Sequence[bytes | None], report: bytes | None
+) -> PartitionWatermarks:
+    """Combine a terminal partition's mark entries (one per source) and report entry."""
+    lowest: int | None = _UNBOUNDED
+    for raw in marks:
+        watermark = SourceMark.from_bytes(raw).watermark
+        if watermark is None:
+            lowest = None
+            break
+        if watermark != IDLE and watermark < lowest:  # type: ignore[operator]
+            lowest = watermark
+    return PartitionWatermarks(lowest, ReportMark.from_bytes(report))
+
+
+class PeekableStore(Protocol):
+    """What watermark reads need of the terminal table's store."""
+
+    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
+        """Entries of any partitions, in the order asked."""
+        ...
+
+
+class TerminalWatermarks:
+    """Reads terminal partitions' watermarks, one round trip for many partitions.
+
+    Args:
+        store: The terminal table's store.
+        sources: Partition count of the transactions topic (one mark per source).
+        mark_key: The mark key of (terminal partition, source partition).
+    """
+
+    def __init__(
+        self, store: PeekableStore, sources: int, mark_key: Callable[[int, int], bytes]
+    ) -> None:
+        self._store = store
+        self._keys = {
+            p: [*(mark_key(p, s) for s in range(sources)), report_key(p)] for p in range(sources)
+        }
+        self.known: dict[int, PartitionWatermarks] = {}
+
+    def read(self, partitions: Iterable[int]) -> None:
+        """Read the watermarks of ``partitions`` into `known`."""
+        wanted = {p: self._keys[p] for p in partitions if p in self._keys}
+        if not wanted:
+            return
+        found = self._store.peek(wanted)
+        for partition, values in found.items():
+            self.known[partition] = partition_watermarks(values[:-1], values[-1])
+
+    def covers(self, partition: int, time_ms: int, needs: TerminalNeeds) -> bool:
+        """Whether the last reading of ``partition`` makes a read at ``time_ms`` final."""
+        known = self.known.get(partition)
+        return known is not None and known.covers(time_ms, needs)
+
+
+# --- the scorer's side -------------------------------------------------------------------
+
+
+class SourceClock:
+    """The watermarks a scorer declares for its source partitions.
+
+    W(s) is the newest transaction time sent on s minus the customer's allowed
+    lateness; while a batch's transactions of s wait (`hold`), no later than just
+    before the earliest of them, since their forwards are not sent yet.
+
+    Args:
+        lateness_ms: The customer's allowed lateness: how far behind its newest the
+            scorer of a partition still accepts a transaction.
+    """
+
+    def __init__(self, lateness_ms: int) -> None:
+        self.lateness_ms = lateness_ms
+        self._newest: dict[int, int] = {}
+        self._held: dict[int, tuple[int, int]] = {}
+        self._idle: set[int] = set()
+        self._generation = 0
+        self._sent_at: dict[int, int] = {}
+
+    @property
+    def generation(self) -> int:
+        """A count of `saw` calls: `set_idle` ignores readings older than the last one."""
+        return self._generation
+
+    def saw(self, source: int, time_ms: int) -> None:
+        """The forwards of a transaction of ``source`` at ``time_ms`` are queued."""
+        self._generation += 1
+        self._sent_at[source] = self._generation
+        self._idle.discard(source)
+        if time_ms > self._newest.get(source, -1):
+            self._newest[source] = time_ms
+
+    def hold(self, source: int, times: Iterable[int]) -> None:
+        """Transactions of ``source`` at ``times`` wait, unsent: declare below them."""
+        listed = list(times)
+        self._held[source] = (min(listed), max(listed))
+        self._idle.discard(source)
+
+    def release(self) -> None:
+        """No transaction waits any more (the batch is done)."""
+        self._held.clear()
+
+    def set_idle(self, source: int, idle: bool, generation: int | None = None) -> None:
+        """Declare ``source`` read to its end (or not any more).
+
+        Args:
+            source: The source partition.
+            idle: Whether its processed position was at its high watermark.
+            generation: `generation` when that reading started: a source that has sent
+                forwards since is not declared idle on it.
+        """
+        sent_since = generation is not None and self._sent_at.get(source, 0) > generation
+        if idle and source not in self._held and not sent_since:
+            self._idle.add(source)
+        else:
+            self._idle.discard(source)
+
+    def forget(self, keep: Iterable[int]) -> None:
+        """Drop the sources not in ``keep`` (revoked: their new owner declares them)."""
+        kept = set(keep)
+        self._newest = {s: t for s, t in self._newest.items() if s in kept}
+        self._sent_at = {s: g for s, g in self._sent_at.items() if s in kept}
+        self._idle &= kept
+
+    def watermark(self, source: int) -> int | None:
+        """The watermark ``source`` declares: `IDLE`, a time, or None (nothing seen)."""
+        if source in self._idle:
+            return IDLE
+        newest = self._newest.get(source)
+        held = self._held.get(source)
+        if held is None:
+            return None if newest is None else max(0, newest - self.lateness_ms)
+        earliest, latest = held
+        newest = latest if newest is None else max(newest, latest)
+        return max(0, min(earliest - 1, newest - self.lateness_ms))
+
+    def declarations_after(self, newest: Mapping[int, int]) -> dict[int, int]:
+        """The watermarks ``newest``'s sources will declare once its transactions are sent."""
+        out: dict[int, int] = {}
+        for source, time_ms in newest.items():
+            latest = max(time_ms, self._newest.get(source, -1))
+            watermark = latest - self.lateness_ms
+            held = self._held.get(source)
+            if held is not None:
+                watermark = min(watermark, held[0] - 1)
+            out[source] = max(0, watermark)
+        return out
+
+    def declarations(self, sources: Iterable[int]) -> dict[int, int]:
+        """The declared watermark of each of ``sources`` that has one."""
+        out: dict[int, int] = {}
+        for source in sources:
+            watermark = self.watermark(source)
+            if watermark is not None:
+                out[source] = watermark
+        return out
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A transaction waiting on terminal watermarks: its source, time and terminal partition."""
+
+    source: int
+    time_ms: int
+    terminal_partition: int
+
+
+class WatermarkGate:
+    """Decides which of a batch's transactions read final terminal state, and waits for the rest.
+
+    Args:
+        watermarks: The watermark reader.
+        needs: What terminal reads need.
+        max_wait_s: Longest wait for one batch before its rest is scored as is.
+        observe_wait: Called with each wait's seconds (a histogram).
+    """
+
+    def __init__(
+        self,
+        watermarks: TerminalWatermarks,
+        needs: TerminalNeeds,
+        *,
+        max_wait_s: float,
+        observe_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.watermarks = watermarks
+        self.needs = needs
+        self.max_wait_s = max_wait_s
+        self.observe_wait = observe_wait
+
+    @property
+    def active(self) -> bool:
+        """Whether any terminal feature depends on other agents' progress."""
+        return self.needs.forwards_lag_ms is not None or self.needs.reports_lag_ms is not None
+
+    def split(self, pending: Sequence[Pending], *, read: bool = True) -> list[bool]:
+        """Which of ``pending`` (in batch order) can be scored now.
+
+        Per source partition, a prefix: once one of its transactions must wait, every
+        later one of that partition waits too, so a customer's transactions keep their
+        order. The watermarks of partitions the last reading does not cover are read
+        again first (one round trip) when ``read``.
+        """
+        watermarks = self.watermarks
+        needs = self.needs
+        if read:
+            stale = {
+                p.terminal_partition
+                for p in pending
+                if not watermarks.covers(p.terminal_partition, p.time_ms, needs)
+            }
+            if stale:
+                watermarks.read(stale)
+        blocked: set[int] = set()
+        out: list[bool] = []
+        for p in pending:
+            if p.source in blocked:
+                out.append(False)
+            elif watermarks.covers(p.terminal_partition, p.time_ms, needs):
+                out.append(True)
+            else:
+                blocked.add(p.source)
+                out.append(False)
+        return out
+
+    async def wait(self, pending: Sequence[Pending]) -> list[bool] | None:
+        """Wait until some of ``pending`` can be scored; None when the wait gave up.
+
+        Returns:
+            As `split`, with at least one True; or None after ``max_wait_s`` in all
+            (the rest is then scored as is, its inexact reads counted).
+        """
+        started = time.monotonic()
+        pause = FIRST_PAUSE_S
+        try:
+            while True:
+                await asyncio.sleep(pause)
+                ready = self.split(pending)
+                if any(ready):
+                    return ready
+                waited = time.monotonic() - started
+                if waited >= self.max_wait_s:
+                    lowest = min(pending, key=lambda p: p.time_ms)
+                    logger.warning(
+                        "scored %d transactions after waiting %.1f s for terminal partition "
+                        "watermarks (source partition %d at event time %d): their terminal "
+                        "features may not be final",
+                        len(pending),
+                        waited,
+                        lowest.source,
+                        lowest.time_ms,
+                    )
+                    return None
+                pause = min(LONGEST_PAUSE_S, pause * 2)
+        finally:
+            if self.observe_wait is not None:
+                self.observe_wait(time.monotonic() - started)

@@ -1,0 +1,238 @@
+"""Terminal watermarks: entry formats, what reads need, the scorer's clock and gate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES, Entity
+from streams.pipeline.terminals import mark_key
+from streams.pipeline.watermarks import (
+    IDLE,
+    Pending,
+    ReportMark,
+    SourceClock,
+    SourceMark,
+    TerminalNeeds,
+    TerminalWatermarks,
+    WatermarkGate,
+    partition_watermarks,
+    report_key,
+)
+
+HOUR = 3_600_000
+DAY = 86_400_000
+T0 = 1_700_000_000_000
+SOURCES = 3
+
+
+# --- entries -------------------------------------------------------------------------------
+
+
+@given(st.integers(-1, 2**40), st.one_of(st.none(), st.just(IDLE), st.integers(0, 2**45)))
+def test_a_source_mark_reads_back_as_written(offset: int, watermark: int | None) -> None:
+    mark = SourceMark(offset, watermark)
+    assert SourceMark.from_bytes(mark.to_bytes()) == mark
+
+
+def test_a_mark_of_the_older_format_is_an_offset_without_watermark() -> None:
+    assert SourceMark.from_bytes(b"41") == SourceMark(41, None)
+    assert SourceMark.from_bytes(None) == SourceMark(-1, None)
+
+
+def test_declarations_move_forward_except_from_idle() -> None:
+    mark = SourceMark(7, 100)
+    assert mark.declared(50) is mark
+    assert mark.declared(150) == SourceMark(7, 150)
+    assert mark.declared(IDLE) == SourceMark(7, IDLE)
+    assert SourceMark(7, IDLE).declared(50) == SourceMark(7, 50)
+    assert SourceMark(7).declared(50) == SourceMark(7, 50)
+
+
+@given(st.integers(-1, 2**45), st.booleans())
+def test_a_report_mark_reads_back_as_written(reported_at: int, read_to_end: bool) -> None:
+    mark = ReportMark(reported_at, read_to_end)
+    assert ReportMark.from_bytes(mark.to_bytes()) == mark
+    assert ReportMark.from_bytes(None) == ReportMark(-1, False)
+
+
+# --- what reads need -----------------------------------------------------------------------
+
+
+def test_the_default_features_need_forwards_a_week_back_and_reports_an_hour_back() -> None:
+    assert TerminalNeeds.of(DEFAULT_FEATURES) == TerminalNeeds(7 * DAY, HOUR)
+
+
+def test_features_without_terminal_windows_need_nothing() -> None:
+    customer_only = DEFAULT_FEATURES.select(
+        [f.name for f in DEFAULT_FEATURES if f.entity is not Entity.TERMINAL]
+    )
+    assert TerminalNeeds.of(customer_only) == TerminalNeeds(None, None)
+    assert TerminalNeeds.of(HANDBOOK_FEATURES).forwards_lag_ms == 7 * DAY
+
+
+def test_a_partition_covers_a_read_when_each_active_source_and_the_reports_are_far_enough() -> None:
+    needs = TerminalNeeds(7 * DAY, HOUR)
+    t = T0
+    marks = [
+        SourceMark(5, t - 7 * DAY).to_bytes(),
+        SourceMark(9, IDLE).to_bytes(),
+        SourceMark(2, t).to_bytes(),
+    ]
+    reports = ReportMark(t - HOUR).to_bytes()
+    assert partition_watermarks(marks, reports).covers(t, needs)
+    assert not partition_watermarks(marks, reports).covers(t + 1, needs)  # source 0 behind
+    late_reports = ReportMark(t - HOUR - 1).to_bytes()
+    assert not partition_watermarks(marks, late_reports).covers(t, needs)
+    read_to_end = ReportMark(t - 30 * DAY, read_to_end=True).to_bytes()
+    assert partition_watermarks(marks, read_to_end).covers(t, needs)
+    undeclared = [*marks[:2], SourceMark(3).to_bytes()]
+    assert not partition_watermarks(undeclared, reports).covers(t, needs)
+    absent = [*marks[:2], None]
+    assert not partition_watermarks(absent, reports).covers(t, needs)
+    all_idle = [SourceMark(1, IDLE).to_bytes()] * 3
+    assert partition_watermarks(all_idle, reports).covers(t, needs)
+
+
+# --- the scorer's clock ----------------------------------------------------------------------
+
+
+def test_a_source_declares_its_newest_sent_time_minus_the_lateness() -> None:
+    clock = SourceClock(DAY)
+    assert clock.watermark(0) is None
+    clock.saw(0, T0)
+    clock.saw(0, T0 - 5 * DAY)  # a late one moves nothing back
+    assert clock.watermark(0) == T0 - DAY
+    assert clock.declarations_after({0: T0 + DAY, 1: T0}) == {0: T0, 1: T0 - DAY}
+    assert clock.declarations([0, 1]) == {0: T0 - DAY}
+
+
+def test_a_held_source_declares_just_below_its_first_waiting_transaction() -> None:
+    clock = SourceClock(DAY)
+    clock.saw(0, T0)
+    clock.hold(0, [T0 - 2 * HOUR + 5, T0 + 3 * DAY])
+    assert clock.watermark(0) == T0 - 2 * HOUR + 4
+    clock.hold(1, [T0 + 2 * DAY])  # never sent anything: declares from what waits
+    assert clock.watermark(1) == T0 + DAY
+    assert clock.declarations_after({0: T0 + HOUR}) == {0: T0 + HOUR - DAY}
+    assert clock.declarations_after({0: T0 + 2 * DAY}) == {0: T0 - 2 * HOUR + 4}
+    clock.release()
+    assert clock.watermark(0) == T0 - DAY
+    assert clock.watermark(1) is None
+
+
+def test_idleness_is_declared_only_on_a_reading_newer_than_the_last_send() -> None:
+    clock = SourceClock(DAY)
+    clock.saw(0, T0)
+    reading = clock.generation
+    clock.set_idle(0, True, reading)
+    assert clock.watermark(0) == IDLE
+    clock.saw(0, T0 + 1)  # events again: active at once
+    assert clock.watermark(0) == T0 + 1 - DAY
+    clock.set_idle(0, True, reading)  # a reading taken before that send
+    assert clock.watermark(0) == T0 + 1 - DAY
+    clock.set_idle(0, True, clock.generation)
+    assert clock.watermark(0) == IDLE
+    clock.set_idle(0, False)
+    assert clock.watermark(0) == T0 + 1 - DAY
+
+
+def test_a_revoked_source_is_forgotten() -> None:
+    clock = SourceClock(DAY)
+    clock.saw(0, T0)
+    clock.saw(1, T0)
+    clock.set_idle(1, True, clock.generation)
+    clock.forget([0])
+    assert clock.declarations([0, 1]) == {0: T0 - DAY}
+
+
+# --- the gate --------------------------------------------------------------------------------
+
+
+class Store:
+    """A terminal table's entries by partition, with the peeks counted."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, dict[bytes, bytes]] = {}
+        self.peeks = 0
+
+    def declare(self, partition: int, source: int, watermark: int) -> None:
+        self.entries.setdefault(partition, {})[mark_key(partition, source)] = SourceMark(
+            0, watermark
+        ).to_bytes()
+
+    def reports(self, partition: int, mark: ReportMark) -> None:
+        self.entries.setdefault(partition, {})[report_key(partition)] = mark.to_bytes()
+
+    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
+        self.peeks += 1
+        return {p: [self.entries.get(p, {}).get(k) for k in ks] for p, ks in partition_keys.items()}
+
+
+def gate(store: Store, max_wait_s: float = 5.0) -> WatermarkGate:
+    waits: list[float] = []
+    g = WatermarkGate(
+        TerminalWatermarks(store, SOURCES, mark_key),
+        TerminalNeeds(7 * DAY, HOUR),
+        max_wait_s=max_wait_s,
+        observe_wait=waits.append,
+    )
+    g.waits = waits  # type: ignore[attr-defined]
+    return g
+
+
+def everything_at(store: Store, time_ms: int, reports_ms: int = T0) -> None:
+    """Every source declared at ``time_ms`` and reports applied to ``reports_ms`` everywhere."""
+    for partition in range(SOURCES):
+        for source in range(SOURCES):
+            store.declare(partition, source, time_ms)
+        store.reports(partition, ReportMark(reports_ms))
+
+
+def test_each_source_partition_goes_as_far_as_its_first_transaction_that_must_wait() -> None:
+    store = Store()
+    everything_at(store, T0 - 7 * DAY)
+    store.reports(2, ReportMark(T0 - 2 * HOUR))  # partition 2's reports are behind
+    g = gate(store)
+    pending = [
+        Pending(0, T0, 0),
+        Pending(1, T0, 2),  # waits for partition 2's reports
+        Pending(0, T0 - DAY, 1),
+        Pending(1, T0 - 2 * DAY, 0),  # after a waiting one of its source: waits too
+        Pending(2, T0 + 1, 1),  # one ms past what source watermarks cover
+    ]
+    assert g.split(pending) == [True, False, True, False, False]
+    assert store.peeks == 1
+    assert g.split(pending, read=False) == [True, False, True, False, False]
+    assert store.peeks == 1
+
+
+def test_a_wait_ends_when_the_watermarks_move() -> None:
+    store = Store()
+    everything_at(store, T0 - 8 * DAY)
+    g = gate(store)
+    pending = [Pending(0, T0, 0), Pending(1, T0 - 10 * DAY, 0)]
+    assert g.split(pending) == [False, True]
+
+    async def terminals_catch_up() -> None:
+        await asyncio.sleep(0.05)
+        everything_at(store, T0 - 7 * DAY)
+
+    async def run() -> list[bool] | None:
+        _, ready = await asyncio.gather(terminals_catch_up(), g.wait(pending[:1]))
+        return ready
+
+    assert asyncio.run(run()) == [True]
+    assert len(g.waits) == 1  # type: ignore[attr-defined]
+    assert 0.04 < g.waits[0] < 2  # type: ignore[attr-defined]
+
+
+def test_a_wait_that_lasts_too_long_gives_up() -> None:
+    store = Store()
+    everything_at(store, T0 - 8 * DAY)
+    g = gate(store, max_wait_s=0.1)
+    assert asyncio.run(g.wait([Pending(0, T0, 0)])) is None
+    assert g.waits[0] >= 0.1  # type: ignore[attr-defined]
