@@ -26,6 +26,7 @@ import zlib
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import ClassVar, Final
 
@@ -39,6 +40,10 @@ Ints = npt.NDArray[np.int64]
 DAY_MS: Final = 86_400_000
 HOUR_MS: Final = 3_600_000
 _THURSDAY: Final = 3  # 1970-01-01 was a Thursday; Monday is 0, as in pandas' weekday()
+
+#: The default `FraudRisk.known_delay`; the spec names it `features.spec.KNOWN_FRAUD_DELAY`
+#: and says why an hour (defined here because the spec imports this module).
+KNOWN_FRAUD_DELAY: Final = timedelta(hours=1)
 
 
 def peer_fingerprint(peer_id: str) -> int:
@@ -427,16 +432,44 @@ class FraudRisk(WindowAggregation):
 
     A fraud counts by its transaction's time: it is in the window when its transaction
     time is in ``(start, end]``, and it counts for a read at time t when it was reported
-    at or before t (``reported_at <= t``, in both engines). Online the report times are
-    kept with the frauds, so a report that reaches the state before its time (a backlog
-    consumed faster than the transactions) does not count early: the value depends on
-    event times only, not on the order in which reports and transactions arrive. With
-    the handbook's 7-day delay and reports at most 7 days after the transaction, every
-    fraud in the window is already reported, so this equals the handbook's risk from
-    labels. A report later than the delay counts from its time on.
+    at or before ``t - known_delay`` (``reported_at <= t - known_delay``, at millisecond
+    resolution, in both engines), as the known-fraud counts do with their delay. Terminal
+    features thus read only reports at least an hour old (the default delay), so a
+    worker can wait until the terminal agents have applied them without waiting on the
+    live report stream. Online the report times are kept with the frauds, so a report
+    that reaches the state before it is old enough (a backlog consumed faster than the
+    transactions) does not count early: the value depends on event times only, not on
+    the order in which reports and transactions arrive. With the handbook's 7-day delay
+    and every report at most 7 days minus ``known_delay`` after its transaction, every
+    fraud in the window counts, so this equals the handbook's risk from labels. A later
+    report counts from ``known_delay`` after its time on.
+
+    Attributes:
+        known_delay: How old a report must be at the read to count: a whole number of
+            milliseconds, not negative. Zero counts reports up to the read's own time.
     """
 
+    known_delay: timedelta = KNOWN_FRAUD_DELAY
+
     requires: ClassVar = frozenset({StateColumn.FRAUD, StateColumn.REPORTED})
+
+    def __post_init__(self) -> None:
+        self.known_delay_ms  # noqa: B018 - validates the delay
+
+    @cached_property
+    def known_delay_ms(self) -> int:
+        """The known delay in whole milliseconds.
+
+        Raises:
+            ValueError: The delay is negative or not a whole number of milliseconds.
+        """
+        delay = self.known_delay
+        micros = (delay.days * 86_400 + delay.seconds) * 1_000_000 + delay.microseconds
+        if micros < 0 or micros % 1000:
+            raise ValueError(
+                f"FraudRisk.known_delay must be whole milliseconds, not negative: {delay}"
+            )
+        return micros // 1000
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         count = w.hi - w.lo
@@ -449,22 +482,23 @@ class FraudRisk(WindowAggregation):
         reported = w.fraud_reported
         if len(reported) != len(frauds):  # a state from before report times were kept
             return (hi - lo) / count
-        read = w.read_ms
-        return sum(1 for i in range(lo, hi) if reported[i] <= read) / count
+        known_by = w.read_ms - self.known_delay_ms
+        return sum(1 for i in range(lo, hi) if reported[i] <= known_by) / count
 
     def offline(self, w: OfflineWindow) -> Floats:
         """Add each fraud to the rows that see it, as intervals of a difference array.
 
         Fraud f is in row i's window when ``key_f + delay <= key_i < key_f + delay +
         length`` (same entity, since keys of entities never overlap) and is known when
-        ``time_i >= known_f``; each bound is one ``searchsorted``.
+        ``time_i - known_delay >= known_f``; each bound is one ``searchsorted``.
         """
         h = w.history
         n = len(h.key)
         fraud = np.flatnonzero(h.is_fraud)
         key_f = h.key[fraud]
         first = np.searchsorted(h.key, key_f + w.delay_ms, side="left")
-        known = np.searchsorted(h.key, key_f - h.time_ms[fraud] + h.known_ms[fraud], "left")
+        known_key = key_f - h.time_ms[fraud] + h.known_ms[fraud] + self.known_delay_ms
+        known = np.searchsorted(h.key, known_key, side="left")
         stop = np.searchsorted(h.key, key_f + w.delay_ms + w.length_ms, side="left")
         frauds = _interval_counts(np.maximum(first, known), stop, n)
         count = w.count
@@ -476,13 +510,14 @@ class KnownFrauds(WindowAggregation):
     """Frauds in the window that had been reported by the window's end.
 
     Fraud f counts for a transaction at t when its transaction time is in the window
-    ``(t - d - n, t - d]`` and it was reported at or before ``t - d``. Unlike
-    `FraudRisk` this looks only at events at least the delay old, reports included: the
-    terminal agents have applied and committed them long before any read needs them
-    (with d an hour, while they run less than an hour of event time behind the
-    scorers), so the value a worker reads does not depend on when a report happened to
-    be processed. No share of the window's transactions: a count needs no transaction
-    of the window, and a compromised terminal's count is telling on its own.
+    ``(t - d - n, t - d]`` and it was reported at or before ``t - d``. Like `FraudRisk`
+    (whose ``known_delay`` is this d in the spec, `features.spec.KNOWN_FRAUD_DELAY`) this
+    looks only at reports at least the delay old: the terminal agents have applied and
+    committed them long before any read needs them (with d an hour, while they run less
+    than an hour of event time behind the scorers), so the value a worker reads does not
+    depend on when a report happened to be processed. No share of the window's
+    transactions: a count needs no transaction of the window, and a compromised
+    terminal's count is telling on its own.
     """
 
     requires: ClassVar = frozenset({StateColumn.FRAUD, StateColumn.REPORTED})

@@ -20,10 +20,11 @@ Edges, exactly (t the row's time, d the delay, n the window):
 - end, d > 0: last row of the entity with time <= t - d.
 
 Fraud labels: a fraud counts for the risk of a row at time t when its transaction is in
-the window and ``reported_at <= t``, as online, where the report must have arrived. A fraud
-with no ``reported_at`` is taken as known from its transaction time (the handbook's
-assumption: labels are known once the transaction is older than the delay). A dataset
-without ``is_fraud`` has no known frauds.
+the window and ``reported_at <= t - k``, k the risk's known delay (an hour in the spec),
+as online, where the report must have arrived; the known-fraud counts take their window's
+delay for k. A fraud with no ``reported_at`` is taken as reported at its transaction time
+(the handbook's assumption: labels are known once the transaction is older than the
+delay). A dataset without ``is_fraud`` has no known frauds.
 """
 
 from __future__ import annotations

@@ -41,16 +41,20 @@ report's event time for its terminal is its transaction's time):
   any number computed would disagree with the offline engine). The agent sends it to the
   dead-letter topic with the reason.
 - Fraud report: stored by its transaction's time, with when it was reported; counts for
-  every read at a time t whose window holds that time and with ``reported_at <= t`` (the
-  offline engine's rule). A report never moves the entity's clock (the watermark is the
+  every read at a time t whose window holds that time and with ``reported_at <= t - k``,
+  k the aggregation's known delay (an hour in the spec, `features.spec.KNOWN_FRAUD_DELAY`;
+  the offline engine's rule). Terminal features thus read only reports at least an hour
+  old, so a worker can wait until the terminal agents have applied them without waiting
+  on the live report stream. A report never moves the entity's clock (the watermark is the
   newest *transaction*): reports consumed ahead of the transactions, as in a backlog,
   change no window and refuse no transaction, and the order in which reports and
   transactions arrive changes no state. A duplicate report (same transaction time and
   id) keeps the earliest report time. A report older than the retention is dropped and
   `EntityWindows.record_fraud` says so: no read that is not itself refused can need it.
 - A report and a transaction with the same timestamp: the parity contract processes the
-  report first (`stream_events`); the offline engine counts a fraud when
-  ``reported_at <= t``.
+  report first (`stream_events`). Only a known delay of zero makes that order matter
+  (the offline engine then counts a fraud when ``reported_at <= t``); the spec's features
+  never count a report at the read's own time.
 - Report times: a state whose features need them (`features.aggregations.KnownFrauds`,
   `features.aggregations.FraudRisk`) also keeps when each fraud was reported, absolute
   epoch milliseconds.

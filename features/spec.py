@@ -33,7 +33,7 @@ from typing import Final
 
 import polars as pl
 
-from features import dataset
+from features import aggregations, dataset
 from features.aggregations import (
     Amount,
     AmountToMean,
@@ -295,13 +295,19 @@ TERMINAL_POLICY: Final = EntityPolicy(
 
 _DELAY: Final = timedelta(days=7)  # the handbook's delay period: frauds known after 7 days
 
-#: How old a fraud report must be before the known-fraud features count it. Long enough
-#: that, live, the terminal agents have applied and committed every such report before a
-#: scorer reads the terminal (they run seconds behind, and commit every second), so the
-#: worker computes exactly what the offline engine does; short enough to cost nothing
-#: measurable: on the handbook split an hour gave the same Average Precision as no delay
-#: (0.730 and 0.731 for a baseline boosting model), a day cost 0.035.
-KNOWN_FRAUD_DELAY: Final = timedelta(hours=1)
+#: How old a fraud report must be before a terminal feature counts it: the delay of the
+#: known-fraud counts' windows and the risks' `FraudRisk.known_delay` (whose default it
+#: is, hence defined in `features.aggregations`). Terminal features then read only reports
+#: at least this old, so a worker can wait until the terminal agents have applied them
+#: without waiting on the live report stream. Long enough that, live, the terminal agents
+#: have applied and committed every such report before a scorer reads the terminal (they
+#: run seconds behind, and commit every second), so the worker computes exactly what the
+#: offline engine does; short enough to cost nothing measurable: on the handbook split an
+#: hour gave the known-fraud counts the same Average Precision as no delay (0.730 and
+#: 0.731 for a baseline boosting model), a day cost 0.035. The risks' windows end 7 days
+#: back, so it delays only their reports made more than 7 days minus an hour after the
+#: transaction.
+KNOWN_FRAUD_DELAY: Final = aggregations.KNOWN_FRAUD_DELAY
 
 
 def _customer_windows() -> list[Feature]:
@@ -345,12 +351,12 @@ def _terminal_windows() -> list[Feature]:
             Feature(
                 f"TERMINAL_ID_RISK_{days}DAY_WINDOW",
                 Entity.TERMINAL,
-                FraudRisk(),
+                FraudRisk(KNOWN_FRAUD_DELAY),
                 window,
                 _DELAY,
                 FeatureType.FLOAT,
                 f"share of the terminal's transactions over {days} days ending 7 days ago "
-                "that were reported as fraud (0 when none)",
+                "that had been reported as fraud an hour before the transaction (0 when none)",
             ),
         ]
     return out

@@ -118,7 +118,10 @@ def _value(feature: Feature, tx: Tx, seen: list[Tx], reports: dict[str, Report])
             if (feature.entity is Entity.TERMINAL)
             else [r for r in reports.values() if r.customer_id == key]
         )
-        frauds = sum(1 for r in mine if start < r.tx_time_ms <= end and r.reported_at_ms <= t)
+        known_by = t - agg.known_delay_ms
+        frauds = sum(
+            1 for r in mine if start < r.tx_time_ms <= end and r.reported_at_ms <= known_by
+        )
         return frauds / count
     if isinstance(agg, KnownFrauds):
         mine = [r for r in reports.values() if r.terminal_id == key]

@@ -5,7 +5,8 @@ cases often, not to look like fraud. Customers buy at a few usual terminals with
 daily counts; on top of that it plants equal timestamps, bursts, transactions exactly on
 (and 1 ms around) every window edge of both entities, customers that go quiet for longer
 than any window, compromised terminals, and fraud reports at 0, up to, exactly at and
-beyond the 7-day delay.
+beyond the 7-day delay, and at 7 days minus an hour and 1 ms after it (the last report a
+read exactly at the delay counts, and the first it does not).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import polars as pl
 from features import dataset
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 START = datetime(2024, 4, 1, tzinfo=UTC)
 
 #: Offsets of planted "echo" transactions: every customer and terminal window edge.
@@ -81,6 +83,10 @@ def generate_transactions(
     delay[(pick >= 0.10) & (pick < 0.15)] = 0  # reported at once
     late = (pick >= 0.15) & (pick < 0.18)  # later than the delay: counts from arrival
     delay[late] = 7 * DAY_MS + rng.integers(1, 13 * DAY_MS, int(late.sum()))
+    # An hour before the delay and 1 ms after: the last report a read exactly at the delay
+    # counts (terminal features read reports an hour old), and the first it does not.
+    delay[(pick >= 0.18) & (pick < 0.20)] = 7 * DAY_MS - HOUR_MS
+    delay[(pick >= 0.20) & (pick < 0.22)] = 7 * DAY_MS - HOUR_MS + 1
     reported = np.where(is_fraud, time + delay, 0)
 
     tx_number = rng.permutation(n)  # ids unrelated to time, so ties are not in id order

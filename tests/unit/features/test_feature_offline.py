@@ -8,11 +8,22 @@ import polars as pl
 import pytest
 
 from features import dataset
+from features.aggregations import FraudRisk
 from features.offline import compute_features
-from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES
+from features.spec import (
+    DEFAULT_FEATURES,
+    HANDBOOK_FEATURES,
+    KNOWN_FRAUD_DELAY,
+    TERMINAL_POLICY,
+    Entity,
+    Feature,
+    FeatureSet,
+)
 
 T0 = datetime(2024, 4, 1, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+MS = timedelta(milliseconds=1)
 
 
 def frame(rows: list[tuple[str, datetime, str, str, float, bool, datetime | None]]) -> pl.DataFrame:
@@ -80,7 +91,7 @@ def test_customer_windows_are_open_at_the_old_end() -> None:
     assert by_id(out, "CUSTOMER_ID_AMOUNT_TO_AVG_30DAY_WINDOW")["d"] == 40.0 / 30.0
 
 
-def test_terminal_risk_counts_frauds_known_by_the_read_time() -> None:
+def test_terminal_risk_counts_frauds_known_an_hour_before_the_read() -> None:
     data = frame(
         [
             ("f1", T0, "C1", "T1", 10.0, True, T0 + 2 * DAY),
@@ -88,6 +99,8 @@ def test_terminal_risk_counts_frauds_known_by_the_read_time() -> None:
             ("g1", T0 + DAY, "C3", "T1", 10.0, False, None),
             ("r1", T0 + 8 * DAY, "C4", "T1", 10.0, False, None),
             ("r2", T0 + 10 * DAY, "C5", "T1", 10.0, False, None),  # same ms as f2's report
+            ("r3", T0 + 10 * DAY + HOUR - MS, "C6", "T1", 10.0, False, None),
+            ("r4", T0 + 10 * DAY + HOUR, "C7", "T1", 10.0, False, None),
             ("other", T0 + 8 * DAY, "C4", "T2", 10.0, False, None),
         ]
     )
@@ -97,11 +110,52 @@ def test_terminal_risk_counts_frauds_known_by_the_read_time() -> None:
     # r1 at T0+8d sees (T0-6d, T0+1d]: f1, f2, g1; f2 not yet reported.
     assert count["r1"] == 3
     assert risk["r1"] == pytest.approx(1 / 3)
-    # r2 at T0+10d sees (T0-4d, T0+3d]: the same three; f2's report came at that ms.
-    assert risk["r2"] == pytest.approx(2 / 3)
+    # r2 to r4 see the same three; f2, reported at T0+10d, counts from T0+10d+1h on.
+    assert [count[r] for r in ("r2", "r3", "r4")] == [3, 3, 3]
+    assert risk["r2"] == pytest.approx(1 / 3)
+    assert risk["r3"] == pytest.approx(1 / 3)
+    assert risk["r4"] == pytest.approx(2 / 3)
     assert count["other"] == 0
     assert risk["other"] == 0.0
     assert by_id(out, "TERMINAL_ID_NB_TX_1DAY_WINDOW")["r1"] == 2  # (T0, T0+1d]
+
+
+def test_the_risk_counts_frauds_reported_at_least_an_hour_before_the_read() -> None:
+    """A fraud counts at t when reported at or before t - 1h, to the millisecond."""
+    assert timedelta(hours=1) == KNOWN_FRAUD_DELAY
+    data = frame(
+        [
+            ("on_time", T0, "C1", "T1", 10.0, True, T0 + 7 * DAY - HOUR),
+            ("one_ms_late", T0, "C2", "T1", 10.0, True, T0 + 7 * DAY - HOUR + MS),
+            ("at_edge", T0 + 7 * DAY, "C3", "T1", 10.0, False, None),
+            ("a_ms_later", T0 + 7 * DAY + MS, "C4", "T1", 10.0, False, None),
+        ]
+    )
+    out = compute_features(data)
+    for days in (1, 7, 30):
+        assert by_id(out, f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW")["at_edge"] == 2
+        risk = by_id(out, f"TERMINAL_ID_RISK_{days}DAY_WINDOW")
+        assert risk["at_edge"] == 0.5
+        assert risk["a_ms_later"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("known_delay", "expected"),
+    [(timedelta(0), 1.0), (timedelta(hours=1), 0.5), (timedelta(hours=2), 0.0)],
+)
+def test_the_risk_reads_reports_its_known_delay_old(
+    known_delay: timedelta, expected: float
+) -> None:
+    risk = Feature("RISK", Entity.TERMINAL, FraudRisk(known_delay), DAY, DAY)
+    features = FeatureSet((risk,), {Entity.TERMINAL: TERMINAL_POLICY})
+    data = frame(
+        [
+            ("a", T0, "C1", "T1", 10.0, True, T0 + DAY - HOUR),
+            ("b", T0, "C2", "T1", 10.0, True, T0 + DAY),
+            ("read", T0 + DAY, "C3", "T1", 10.0, False, None),
+        ]
+    )
+    assert by_id(compute_features(data, features), "RISK")["read"] == expected
 
 
 def test_frauds_without_a_report_time_are_known_after_the_delay_and_labels_are_optional() -> None:

@@ -12,7 +12,7 @@ from feature_reference import Report, Tx, reference_features
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.aggregations import Count, DistinctPeers
+from features.aggregations import Count, DistinctPeers, FraudRisk
 from features.online import (
     ABSOLUTE_FRAUD_TIMES,
     KEEPS_REPORT_TIMES,
@@ -28,6 +28,7 @@ from features.spec import (
     CUSTOMER_POLICY,
     DEFAULT_FEATURES,
     HANDBOOK_FEATURES,
+    KNOWN_FRAUD_DELAY,
     TERMINAL_POLICY,
     Entity,
     EntityPolicy,
@@ -397,14 +398,59 @@ def test_a_terminal_read_too_far_behind_can_be_served_inexactly() -> None:
 # --- fraud reports ------------------------------------------------------------------------
 
 
-def test_a_report_later_than_the_delay_counts_from_its_arrival_on() -> None:
+def test_a_report_later_than_the_delay_counts_from_an_hour_after_it_on() -> None:
     engine = OnlineEngine()
     engine.transaction(T0, "C1", "T1", 10.0)
     before = engine.transaction(T0 + 7 * DAY + HOUR, "C2", "T1", 10.0)
     assert engine.fraud_report("tx0", T0, "C1", "T1", T0 + 7 * DAY + HOUR)
+    not_yet = engine.transaction(T0 + 7 * DAY + 2 * HOUR - 1, "C3", "T1", 10.0)
     after = engine.transaction(T0 + 7 * DAY + 2 * HOUR, "C3", "T1", 10.0)
     assert feature(before, "TERMINAL_ID_RISK_1DAY_WINDOW") == 0.0
+    assert feature(not_yet, "TERMINAL_ID_RISK_1DAY_WINDOW") == 0.0
     assert feature(after, "TERMINAL_ID_RISK_1DAY_WINDOW") == 1.0
+
+
+def test_the_risk_counts_frauds_reported_at_least_an_hour_before_the_read() -> None:
+    """A fraud counts at t when reported at or before t - 1h, to the millisecond."""
+    assert timedelta(hours=1) == KNOWN_FRAUD_DELAY
+    engine = OnlineEngine()
+    engine.transaction(T0, "C1", "T1", 10.0, "on_time")
+    engine.transaction(T0, "C2", "T1", 10.0, "one_ms_late")
+    # Applied long before the read: only its report time decides.
+    assert engine.fraud_report("on_time", T0, "C1", "T1", T0 + 7 * DAY - HOUR)
+    assert engine.fraud_report("one_ms_late", T0, "C2", "T1", T0 + 7 * DAY - HOUR + 1)
+    at_edge = engine.transaction(T0 + 7 * DAY, "C3", "T1", 10.0)
+    a_ms_later = engine.transaction(T0 + 7 * DAY + 1, "C4", "T1", 10.0)
+    for days in (1, 7, 30):
+        assert feature(at_edge, f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW") == 2
+        assert feature(at_edge, f"TERMINAL_ID_RISK_{days}DAY_WINDOW") == 0.5
+        assert feature(a_ms_later, f"TERMINAL_ID_RISK_{days}DAY_WINDOW") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("known_delay", "expected"),
+    [(timedelta(0), 1.0), (timedelta(hours=1), 0.5), (timedelta(hours=2), 0.0)],
+)
+def test_the_risk_reads_reports_its_known_delay_old(
+    known_delay: timedelta, expected: float
+) -> None:
+    one_day = timedelta(days=1)
+    risk = Feature("RISK", Entity.TERMINAL, FraudRisk(known_delay), one_day, one_day)
+    engine = OnlineEngine(FeatureSet((risk,), {Entity.TERMINAL: TERMINAL_POLICY}))
+    engine.transaction(T0, "C1", "T1", 10.0)
+    engine.transaction(T0, "C2", "T1", 10.0)
+    engine.fraud_report("a", T0, "C1", "T1", T0 + DAY - HOUR)
+    engine.fraud_report("b", T0, "C2", "T1", T0 + DAY)
+    assert engine.transaction(T0 + DAY, "C3", "T1", 10.0) == [expected]
+
+
+def test_a_risk_known_delay_must_be_whole_milliseconds_and_not_negative() -> None:
+    assert FraudRisk().known_delay == KNOWN_FRAUD_DELAY
+    assert FraudRisk(timedelta(milliseconds=1)).known_delay_ms == 1
+    with pytest.raises(ValueError, match="whole milliseconds"):
+        FraudRisk(timedelta(microseconds=1500))
+    with pytest.raises(ValueError, match="not negative"):
+        FraudRisk(timedelta(milliseconds=-1))
 
 
 def test_duplicate_and_expired_reports_are_not_counted() -> None:
@@ -557,7 +603,11 @@ def disordered_streams(draw: st.DrawFn) -> tuple[list[Tx | Report], list[int]]:
         jitter = draw(st.sampled_from([0, 1, HOUR, DAY]))  # at most the allowed lateness
         events.append((t + jitter, tx))
         if draw(st.integers(0, 4)) == 0:
-            delay = draw(st.sampled_from([0, HOUR - 1, HOUR, DAY, 7 * DAY, 9 * DAY]))
+            delay = draw(
+                st.sampled_from(
+                    [0, HOUR - 1, HOUR, DAY, 7 * DAY - HOUR, 7 * DAY - HOUR + 1, 7 * DAY, 9 * DAY]
+                )
+            )
             events.append(
                 (t + delay, Report(tx.tx_id, t, tx.customer_id, tx.terminal_id, t + delay))
             )

@@ -10,23 +10,30 @@ sit on window edges.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 from feature_reference import Report, Tx, mismatches, reference_features
-from feature_testdata import DAY_MS, generate_transactions
+from feature_testdata import DAY_MS, HOUR_MS, generate_transactions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import features.offline as offline_module
 from features import dataset
-from features.aggregations import OfflineWindow
+from features.aggregations import FraudRisk, OfflineWindow
 from features.offline import compute_features
 from features.online import replay_online, stream_events
 from features.simulator import SimulationConfig, simulate
-from features.spec import DEFAULT_FEATURES, FeatureSet
+from features.spec import (
+    CUSTOMER_POLICY,
+    DEFAULT_FEATURES,
+    TERMINAL_POLICY,
+    Entity,
+    Feature,
+    FeatureSet,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +56,8 @@ def test_the_generated_dataset_exercises_every_window(
     delay = (pl.col(dataset.REPORTED_AT) - pl.col(dataset.TX_TIME)).dt.total_milliseconds()
     assert generated.filter(delay > 7 * DAY_MS).height > 10
     assert generated.filter(delay == 7 * DAY_MS).height > 10
+    assert generated.filter(delay == 7 * DAY_MS - HOUR_MS).height > 10  # reports on the risk's edge
+    assert generated.filter(delay == 7 * DAY_MS - HOUR_MS + 1).height > 10
     t = generated.select(dataset.CUSTOMER_ID, dataset.TERMINAL_ID, dataset.TX_TIME)
     for entity in (dataset.CUSTOMER_ID, dataset.TERMINAL_ID):
         for days in (1, 7, 8, 14, 30, 37):  # every window edge, hit exactly
@@ -108,6 +117,8 @@ _EDGES = [
     d * DAY_MS + e for d in (0, 1, 7, 8, 14, 30, 37, 38) for e in (-1, 0, 1) if d * DAY_MS + e >= 0
 ]
 _START_MS = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp() * 1000)
+#: Report delays around the last one a read exactly 7 days later counts (an hour old).
+_RISK_EDGES = [7 * DAY_MS - HOUR_MS + e for e in (-1, 0, 1)]
 
 
 @st.composite
@@ -141,7 +152,18 @@ def edge_streams(draw: st.DrawFn) -> pl.DataFrame:
     fraud = draw(st.lists(st.booleans(), min_size=m, max_size=m))
     delays = draw(
         st.lists(
-            st.sampled_from([0, 1, 7 * DAY_MS - 1, 7 * DAY_MS, 7 * DAY_MS + 1, 12 * DAY_MS]),
+            st.sampled_from(
+                [
+                    0,
+                    1,
+                    HOUR_MS,
+                    *_RISK_EDGES,
+                    7 * DAY_MS - 1,
+                    7 * DAY_MS,
+                    7 * DAY_MS + 1,
+                    12 * DAY_MS,
+                ]
+            ),
             min_size=m,
             max_size=m,
         )
@@ -190,6 +212,36 @@ def test_both_engines_equal_the_definitions_on_window_edges(frame: pl.DataFrame)
     reference = reference_frame(frame, DEFAULT_FEATURES)
     assert mismatches(offline, reference, DEFAULT_FEATURES) == {}
     assert mismatches(offline, online, DEFAULT_FEATURES) == {}
+
+
+def _risks(*known_delays: timedelta) -> FeatureSet:
+    """Risks of terminals and customers with the given known delays."""
+    features = [
+        Feature(
+            f"{entity.name}_RISK_{window}D_AFTER_{delay}D_KNOWN_{known // timedelta(hours=1)}H",
+            entity,
+            FraudRisk(known),
+            timedelta(days=window),
+            timedelta(days=delay),
+        )
+        for known in known_delays
+        for entity in (Entity.TERMINAL, Entity.CUSTOMER)
+        for window, delay in ((1, 7), (7, 0))
+    ]
+    return FeatureSet(
+        tuple(features), {Entity.TERMINAL: TERMINAL_POLICY, Entity.CUSTOMER: CUSTOMER_POLICY}
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edge_streams())
+def test_risks_with_any_known_delay_equal_the_definitions(frame: pl.DataFrame) -> None:
+    features = _risks(timedelta(0), timedelta(hours=1), timedelta(days=7))
+    offline = compute_features(frame, features)
+    online = replay_online(frame, features, expire_every_ms=DAY_MS)
+    reference = reference_frame(frame, features)
+    assert mismatches(offline, reference, features) == {}
+    assert mismatches(offline, online, features) == {}
 
 
 def test_parity_holds_on_the_simulator_output_too() -> None:
