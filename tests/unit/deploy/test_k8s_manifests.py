@@ -495,4 +495,4 @@ def test_manifests_need_no_newer_kubernetes_than_the_documented_minimum() -> Non
     assert too_new == {}, f"needs a newer Kubernetes than 1.{minimum}"
     # The minimum is what the manifests need, not an arbitrary older or newer number.
     assert max(needed.values()) == minimum
-    assert f"Kubernetes 1.{minimum} or later" in (REPO / "README.md").read_text()
+    assert f"Kubernetes 1.{minimum} or later" in (REPO / "docs" / "operations.md").read_text()
