@@ -30,6 +30,7 @@ through Faust's codecs, so bad input becomes a dead letter instead of a crashed 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -213,6 +214,7 @@ def build_pipeline(
         gate=gate if gate.active else None,
         clock=clock,
     )
+    score_stage.generation = lambda: int(app.rebalancing_count)
     terminal_stage = TerminalStage(
         windows=online.entities[Entity.TERMINAL],
         table=terminals,
@@ -318,6 +320,16 @@ def build_pipeline(
     @app.task  # type: ignore[untyped-decorator]
     async def watch_rebalancing() -> None:
         await watch_rebalances(app, RebalanceTracker(app.rebalancing_count), rebalances)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def release_held() -> None:
+        # Held transactions go as soon as they read final state, batches or not.
+        while True:
+            await asyncio.sleep(gate.pause_s)
+            try:
+                await score_stage.release_held()
+            except Exception:
+                logger.exception("releasing held transactions failed; trying again")
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_watermarks() -> None:

@@ -34,8 +34,10 @@ before the commit replays the event, whose alert is sent again with the same ale
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,10 @@ from streams.pipeline.watermarks import Pending, SourceClock, WatermarkGate
 from streams.records import Transaction
 from streams.tracecontext import TRACEPARENT, child_of, parent_of
 
+logger = logging.getLogger(__name__)
+
+#: Most transactions held back at once; beyond it the agent waits (`ScoreStage.process`).
+HELD_MAX = 50_000
 #: Decoded customer states kept between micro-batches (`DecodedStates`).
 CUSTOMER_STATES_KEPT = 20_000
 #: Oldest producer send time (``fraudstream-sent-ms``, else the broker's timestamp) read as
@@ -92,6 +98,21 @@ class ScoreTopics:
     scores: str | None
     forwards: str
     dlq: str
+
+
+class _Held:
+    """A valid transaction held back until its terminal reads are final."""
+
+    __slots__ = ("event", "pending", "since", "transaction", "waited")
+
+    def __init__(
+        self, event: EventT[Any], transaction: Transaction, pending: Pending, since: float
+    ) -> None:
+        self.event = event
+        self.transaction = transaction
+        self.pending = pending
+        self.since = since
+        self.waited = False
 
 
 class _Scored:
@@ -156,6 +177,14 @@ class ScoreStage:
         )
         self.gate = gate
         self.clock = clock
+        #: The rebalance count (Faust's ``app.rebalancing_count``): held transactions
+        #: of an older one are dropped, since every partition is read again from the
+        #: offsets stored with the state.
+        self.generation: Callable[[], int] = lambda: 0
+        self._held: list[_Held] = []
+        self._held_generation = 0
+        self._declared: dict[int, int] = {}
+        self._holding = asyncio.Lock()
         self._access = TableAccess(customers)
         # Few customers transact twice within minutes: a small cache of decoded states
         # serves replays and bursts without many objects for the collector to walk.
@@ -168,49 +197,136 @@ class ScoreStage:
             self._observe_delays(events[0].message)
         model = await self.slot.wait()
         valid, rejected = await self._intake(events)
-        gate = self.gate
-        if gate is None or not valid:
+        if self.gate is None:
             await self._score(valid, rejected, model)
         else:
-            try:
-                await self._score_when_final(gate, valid, rejected, model)
-            finally:
-                if self.clock is not None:
-                    self.clock.release()
+            async with self._holding:
+                await self._score_or_hold(valid, rejected, model)
 
         self.metrics.batch_size.observe(len(events))
         self.metrics.processing_latency.observe(time.perf_counter() - started)
 
-    async def _score_when_final(
+    # -- holding transactions back until their terminal reads are final ---------------
+
+    async def _score_or_hold(
         self,
-        gate: WatermarkGate,
         valid: list[tuple[EventT[Any], Transaction]],
         rejected: list[tuple[EventT[Any], DecodeError]],
         model: Any,
     ) -> None:
-        """Score what reads final terminal state now, wait for the rest, and so on."""
-        pending = [
-            Pending(e.message.partition, tx.tx_time, self._terminal_partition(tx))
-            for e, tx in valid
-        ]
-        ready: list[bool] | None = gate.split(pending)
-        while True:
-            if ready is None:  # the wait gave up: score the rest as is, and say so
-                await self._score(valid, rejected, model, final=False)
-                return
-            now = [v for v, go in zip(valid, ready, strict=True) if go]
-            later = [i for i, go in enumerate(ready) if not go]
-            if now or rejected:
-                await self._score(now, rejected, model)
-                rejected = []
-            if not later:
-                return
-            valid = [valid[i] for i in later]
-            pending = [pending[i] for i in later]
-            await self._declare_held(pending)
-            ready = await gate.wait(pending)
-            # The rest waits for a model only if one was swapped in meanwhile.
-            model = await self.slot.wait()
+        """Score what reads final terminal state now (held ones first); hold the rest.
+
+        Held transactions stay in memory across batches, so the agent goes on taking
+        the batches of its other partitions, whose forwards are what moves the
+        watermarks: a partition held back never holds back another. If more than
+        `HELD_MAX` wait, the agent itself waits until some can go.
+        """
+        gate = self.gate
+        assert gate is not None
+        held = self._held
+        if held and self.generation() != self._held_generation:
+            # A rebalance sought every partition back to the offsets stored with the
+            # state: the held transactions are read again, by whichever worker owns them.
+            logger.info("rebalanced: %d held transactions are read again", len(held))
+            held = []
+        now = time.monotonic()
+        for event, tx in valid:
+            source = event.message.partition
+            pending = Pending(source, tx.tx_time, self._terminal_partition(tx))
+            held.append(_Held(event, tx, pending, now))
+        self._held = held
+        self._held_generation = self.generation()
+        await self._release(gate, rejected, model)
+        while len(self._held) > HELD_MAX:
+            await asyncio.sleep(gate.pause_s)
+            await self._release(gate, [], model)
+
+    async def release_held(self) -> None:
+        """Score the held transactions that can go now (a task calls this between batches)."""
+        gate = self.gate
+        if gate is None or not self._held:
+            return
+        model = self.slot.active
+        if model is None:
+            return
+        async with self._holding:
+            if self._held and self.generation() == self._held_generation:
+                await self._release(gate, [], model)
+
+    async def _release(
+        self,
+        gate: WatermarkGate,
+        rejected: list[tuple[EventT[Any], DecodeError]],
+        model: Any,
+    ) -> None:
+        """Score the held transactions that are final (all, if one waited too long)."""
+        held = self._held
+        if held and time.monotonic() - held[0].since > gate.max_wait_s:
+            gate.gave_up(held)
+            self._held = []
+            self._observe_holds(held)
+            await self._score(
+                [(h.event, h.transaction) for h in held], rejected, model, final=False
+            )
+            self._declared.clear()
+            if self.clock is not None:
+                self.clock.release()
+            return
+        ready = gate.split([h.pending for h in held]) if held else []
+        go = [h for h, r in zip(held, ready, strict=True) if r]
+        self._held = [h for h, r in zip(held, ready, strict=True) if not r]
+        if go or rejected:
+            self._observe_holds(go)
+            await self._score([(h.event, h.transaction) for h in go], rejected, model)
+        await self._declare_held()
+
+    def _observe_holds(self, released: Sequence[_Held]) -> None:
+        """Time the holds that end (transactions scored as soon as read: no observation)."""
+        now = time.monotonic()
+        waited = [now - h.since for h in released if h.waited]
+        if waited:
+            self.gate.observe(max(waited))  # type: ignore[union-attr]
+
+    async def _declare_held(self) -> None:
+        """Tell every terminal partition how far the held transactions' sources are.
+
+        Without it a source that has sent nothing yet (every source, when workers start
+        on a backlog) would hold every reader back, itself included. Sent when what the
+        held sources declare changes; the held ones are marked as waiting.
+        """
+        clock = self.clock
+        held = self._held
+        if clock is None:
+            return
+        clock.release()
+        if not held:
+            self._declared.clear()
+            return
+        times: dict[int, list[int]] = {}
+        for h in held:
+            h.waited = True
+            times.setdefault(h.pending.source, []).append(h.pending.time_ms)
+        for source, listed in times.items():
+            clock.hold(source, listed)
+            self._note_position(h.event for h in held if h.pending.source == source)
+        declared = clock.declarations(times)
+        if declared == self._declared:
+            return
+        self._declared = declared
+        value = encode_forwards([], declared)
+        for partition in range(self.terminals.partition_of.partitions):
+            await self.send(self.topics.forwards, None, value, partition, None)
+
+    def _note_position(self, events: Iterable[EventT[Any]]) -> None:
+        """Have the store remember where a held partition resumes, before any write of it.
+
+        Faust commits the offsets of held transactions (they were taken off the
+        stream); the store's offsets, which a restarted or new owner resumes from, must
+        not: a partition whose every transaction so far is held has written nothing.
+        """
+        for event in events:
+            self._access.note_position(event)
+            return
 
     async def _intake(
         self, events: Sequence[EventT[Any]]
@@ -261,25 +377,6 @@ class ScoreStage:
         self.metrics.transactions.inc(len(scored))
         if scored:
             self.metrics.observe_event_times(scorer_ms=max(s.transaction.tx_time for s in scored))
-
-    async def _declare_held(self, pending: Sequence[Pending]) -> None:
-        """Tell every terminal partition how far the waiting transactions' sources are.
-
-        Without it a source that has sent nothing yet (every source, when workers start
-        on a backlog) would hold every reader back, itself included.
-        """
-        clock = self.clock
-        if clock is None:
-            return
-        held: dict[int, list[int]] = {}
-        for p in pending:
-            held.setdefault(p.source, []).append(p.time_ms)
-        for source, times in held.items():
-            clock.hold(source, times)
-        declared = clock.declarations(held)
-        value = encode_forwards([], declared)
-        for partition in range(self.terminals.partition_of.partitions):
-            await self.send(self.topics.forwards, None, value, partition, None)
 
     def _terminal_partition(self, tx: Transaction) -> int:
         return self.terminals.partition_of(tx.terminal_id.encode())

@@ -63,6 +63,18 @@ class TableAccess:
             restore_current_event(token)
         return value
 
+    def note_position(self, event: EventT[Any]) -> None:
+        """Make sure the store resumes ``event``'s partition no later than it (held, unwritten).
+
+        Only a direct ``redis://`` store keeps resume offsets of its own; for the
+        others Faust's committed offsets are the resume point, and those move past held
+        events (memory:// is for one worker in development, where a restart loses the
+        state anyway).
+        """
+        if self._store is not None:
+            message = event.message
+            self._store.note_position(message.tp, message.offset)
+
     def put(self, event: EventT[Any], key: bytes, value: bytes) -> None:
         """Write ``key`` as a state change made by ``event`` (its partition and offset)."""
         if self._store is not None:

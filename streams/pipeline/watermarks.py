@@ -29,16 +29,20 @@ risk count a report). They are final when every non-idle source's W(s) on p is a
 ``t - forwards_lag`` and the report entry's time is at least ``t - reports_lag``, or the
 reports partition is read to its end (live, reports an hour old are applied long ago).
 
-**Waiting** (`WatermarkGate`): the scorer scores, per source partition, the prefix of the
-batch's transactions whose reads are final; the rest wait, re-reading the watermarks
-with a growing pause (the agent awaits, so the event loop runs on and the stream's
-buffer, once full, pauses the fetch), and are scored as soon as they are final. The
-scorer's own forwards are sent before it waits, so a batch that holds both a partition
-behind and one ahead lets the one behind move the watermark. A wait that lasts
-``max_wait_s`` (a partition of the scorer's own worker more than a week of event time
-behind another, or a terminal partition nobody applies) ends: the rest is scored with
-what is there, each such read counted in ``fraudstream_terminal_reads_inexact_total``
-and the wait logged.
+**Holding** (`WatermarkGate`, ``streams.pipeline.score``): the scorer scores, per source
+partition, the prefix of its transactions whose reads are final and holds the rest in
+memory, in order, across batches: the agent goes on taking its other partitions'
+batches, whose forwards are what moves the watermarks, so no partition held back holds
+back another (one agent reads all of a worker's partitions in one stream; waiting inside
+a batch deadlocked a worker whose partitions were days apart). Held transactions are
+scored as soon as a batch or the release task every `RECHECK_S` finds them final. The
+scorer declares how far its held sources are, so a source that has sent nothing yet
+(every source, when workers start on a backlog) holds nobody back. A transaction held
+``max_wait_s`` (a terminal partition nobody applies) is scored with what is there, its
+read counted in ``fraudstream_terminal_reads_inexact_total`` and logged. Held
+transactions are dropped at a rebalance: every partition is then read again from the
+offsets stored with its state (``streams.tablestore.resume``), which never pass a held
+transaction.
 
 Idle handling is what keeps this from deadlocking: a source with nothing to score, or a
 reports partition read to its end, holds no reader back. A source that receives events
@@ -48,13 +52,11 @@ needed them may be inexact (as in Flink, idleness is declared, not proven).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from features.aggregations import FraudRisk, KnownFrauds
 from features.spec import Entity, FeatureSet
@@ -67,9 +69,8 @@ IDLE: Final = -1
 TICK_S: Final = 1.0
 #: Prefix of the report-watermark key of a terminal partition (``#`` is not in any id).
 _REPORT_PREFIX: Final = b"#reports:"
-#: First and longest pause between two readings of the watermarks while waiting.
-FIRST_PAUSE_S: Final = 0.01
-LONGEST_PAUSE_S: Final = 0.2
+#: Seconds between two readings of the watermarks while transactions are held.
+RECHECK_S: Final = 0.05
 
 
 def report_key(partition: int) -> bytes:
@@ -396,11 +397,13 @@ class WatermarkGate:
         *,
         max_wait_s: float,
         observe_wait: Callable[[float], None] | None = None,
+        pause_s: float = RECHECK_S,
     ) -> None:
         self.watermarks = watermarks
         self.needs = needs
         self.max_wait_s = max_wait_s
         self.observe_wait = observe_wait
+        self.pause_s = pause_s
 
     @property
     def active(self) -> bool:
@@ -437,35 +440,20 @@ class WatermarkGate:
                 out.append(False)
         return out
 
-    async def wait(self, pending: Sequence[Pending]) -> list[bool] | None:
-        """Wait until some of ``pending`` can be scored; None when the wait gave up.
+    def observe(self, waited_s: float) -> None:
+        """Record how long transactions were held (the longest of those released together)."""
+        if self.observe_wait is not None:
+            self.observe_wait(waited_s)
 
-        Returns:
-            As `split`, with at least one True; or None after ``max_wait_s`` in all
-            (the rest is then scored as is, its inexact reads counted).
-        """
-        started = time.monotonic()
-        pause = FIRST_PAUSE_S
-        try:
-            while True:
-                await asyncio.sleep(pause)
-                ready = self.split(pending)
-                if any(ready):
-                    return ready
-                waited = time.monotonic() - started
-                if waited >= self.max_wait_s:
-                    lowest = min(pending, key=lambda p: p.time_ms)
-                    logger.warning(
-                        "scored %d transactions after waiting %.1f s for terminal partition "
-                        "watermarks (source partition %d at event time %d): their terminal "
-                        "features may not be final",
-                        len(pending),
-                        waited,
-                        lowest.source,
-                        lowest.time_ms,
-                    )
-                    return None
-                pause = min(LONGEST_PAUSE_S, pause * 2)
-        finally:
-            if self.observe_wait is not None:
-                self.observe_wait(time.monotonic() - started)
+    def gave_up(self, held: Sequence[Any]) -> None:
+        """Say that held transactions are scored without waiting any longer."""
+        lowest = min(held, key=lambda h: h.pending.time_ms).pending
+        logger.warning(
+            "scoring %d held transactions after %.0f s without final terminal watermarks "
+            "(source partition %d at event time %d first): their terminal features may "
+            "not be final",
+            len(held),
+            self.max_wait_s,
+            lowest.source,
+            lowest.time_ms,
+        )

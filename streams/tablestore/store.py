@@ -253,6 +253,17 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 self._covered[tp] = resume_at
         self.cache.put(tp.partition, key, value)
 
+    def note_position(self, tp: TP, offset: int) -> None:
+        """Resume ``tp`` no later than ``offset`` until a write covers it (held events).
+
+        An agent that holds events back without writing them still has their offsets
+        committed to the group by Faust; a partition that has written nothing would
+        resume there after a crash or rebalance, past the held events. Recording the
+        start position now (as the first write would) prevents that.
+        """
+        if not self.config.changelog and tp not in self._sources:
+            self._register_source(tp, offset)
+
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None
 

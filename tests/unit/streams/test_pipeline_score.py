@@ -1072,7 +1072,7 @@ def declared(recorder: Recorder) -> list[tuple[int, int, dict[int, int]]]:
     return out
 
 
-async def test_transactions_wait_per_source_partition_until_their_terminal_reads_are_final(
+async def test_transactions_are_held_per_source_partition_until_their_terminal_reads_are_final(
     slot: ModelSlot,
 ) -> None:
     r = watermarked_rig(slot)
@@ -1083,30 +1083,39 @@ async def test_transactions_wait_per_source_partition_until_their_terminal_reads
     batch.add("C1", encode(payload("a2", "C1", "T3", T0)))
     batch.add("C2", encode(payload("b2", "C2", "T4", T0 - HOUR)))  # behind b1 in its partition
 
-    task = asyncio.create_task(r.stage.process(as_events(batch.events)))
-    await asyncio.sleep(0.1)
+    await r.stage.process(as_events(batch.events))
 
-    assert not task.done()
     assert [w.key for w in r.recorder.writes()] == [b"C1"]  # partition 0 went ahead
     c1, c2 = CUSTOMER_PARTITIONS["C1"], CUSTOMER_PARTITIONS["C2"]
     forwards = declared(r.recorder)
     rows = [f for f in forwards if f[1]]
     assert sum(n for _, n, _ in rows) == 2
     assert all(wm == {c1: T0 - DAY} for _, _, wm in rows)
-    # Then every terminal partition hears how far partition 1 is: its newest waiting
-    # transaction less the lateness (below b2, the earliest waiting one).
+    # Then every terminal partition hears how far partition 1 is: its newest held
+    # transaction less the lateness (below b2, the earliest held one).
     ticks = forwards[len(rows) :]
     assert sorted(p for p, _, _ in ticks) == list(range(PARTITIONS))
     assert all(n == 0 and wm == {c2: T0 + 2 * HOUR - DAY} for _, n, wm in ticks)
 
-    terminals_applied(r.peek, T0 + 2 * HOUR - 7 * DAY, T0 + HOUR)
-    await asyncio.wait_for(task, 2)
+    # The next batch: C1 goes on, C2's new transaction queues behind the held ones.
+    second = Batch(T0)
+    second.offsets = dict(batch.offsets)
+    second.add("C1", encode(payload("a3", "C1", "T1", T0)))
+    second.add("C2", encode(payload("b3", "C2", "T4", T0 - HOUR)))
+    await r.stage.process(as_events(second.events))
+    assert [w.key for w in r.recorder.writes()] == [b"C1", b"C1"]
+    assert len(declared(r.recorder)) == len(forwards) + 1  # one more forward, no new tick
 
-    assert [w.key for w in r.recorder.writes()] == [b"C1", b"C2"]
-    assert set(decoded_scores(r.recorder)) == {"a1", "a2", "b1", "b2"}
+    await r.stage.release_held()  # nothing final yet: nothing moves
+    assert [w.key for w in r.recorder.writes()] == [b"C1", b"C1"]
+
+    terminals_applied(r.peek, T0 + 2 * HOUR - 7 * DAY, T0 + HOUR)
+    await r.stage.release_held()
+
+    assert [w.key for w in r.recorder.writes()] == [b"C1", b"C1", b"C2"]
     scored = [json.loads(s.value or b"")["tx_id"] for s in r.recorder.sends(TOPICS.scores)]
-    assert scored == ["a1", "a2", "b1", "b2"]
-    last = [f for f in declared(r.recorder)[len(forwards) :] if f[1]]
+    assert scored == ["a1", "a2", "a3", "b1", "b2", "b3"]
+    last = [f for f in declared(r.recorder)[len(forwards) + 1 :] if f[1]]
     assert all(wm == {c2: T0 + 2 * HOUR - DAY} for _, _, wm in last)
     assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 1
     assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 0
@@ -1114,7 +1123,7 @@ async def test_transactions_wait_per_source_partition_until_their_terminal_reads
     assert r.stage.clock.watermark(c2) == T0 + 2 * HOUR - DAY
 
 
-async def test_a_wait_that_gives_up_scores_the_rest_and_counts_it_inexact(slot: ModelSlot) -> None:
+async def test_a_transaction_held_too_long_is_scored_and_counted_inexact(slot: ModelSlot) -> None:
     r = watermarked_rig(slot, max_wait_s=0.05)
     terminals_applied(r.peek, T0 - 7 * DAY, T0)
     batch = Batch(T0)
@@ -1122,9 +1131,30 @@ async def test_a_wait_that_gives_up_scores_the_rest_and_counts_it_inexact(slot: 
     batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
 
     await r.stage.process(as_events(batch.events))
+    assert set(decoded_scores(r.recorder)) == {"a1"}
+    await asyncio.sleep(0.06)
+    await r.stage.release_held()
 
     assert set(decoded_scores(r.recorder)) == {"a1", "b1"}
     assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 1
+
+
+async def test_held_transactions_are_dropped_at_a_rebalance(slot: ModelSlot) -> None:
+    r = watermarked_rig(slot)
+    terminals_applied(r.peek, T0 - 7 * DAY, T0)
+    generation = 1
+    r.stage.generation = lambda: generation
+    batch = Batch(T0)
+    batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
+    await r.stage.process(as_events(batch.events))
+
+    generation = 2  # the partitions are read again from the stored offsets
+    terminals_applied(r.peek, T0 + DAY - 7 * DAY, T0 + DAY)
+    await r.stage.release_held()
+    await r.stage.process(as_events(Batch(T0 + DAY).events))
+
+    assert decoded_scores(r.recorder) == {}
+    assert r.recorder.writes() == []
 
 
 async def test_reports_read_to_the_end_hold_nothing_back(slot: ModelSlot) -> None:
@@ -1135,7 +1165,7 @@ async def test_reports_read_to_the_end_hold_nothing_back(slot: ModelSlot) -> Non
     batch = Batch(T0)
     batch.add("C1", encode(payload("a1", "C1", "T1", T0)))
 
-    await asyncio.wait_for(r.stage.process(as_events(batch.events)), 1)
+    await r.stage.process(as_events(batch.events))
 
     assert set(decoded_scores(r.recorder)) == {"a1"}
     assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 from hypothesis import given
@@ -208,31 +207,3 @@ def test_each_source_partition_goes_as_far_as_its_first_transaction_that_must_wa
     assert store.peeks == 1
     assert g.split(pending, read=False) == [True, False, True, False, False]
     assert store.peeks == 1
-
-
-def test_a_wait_ends_when_the_watermarks_move() -> None:
-    store = Store()
-    everything_at(store, T0 - 8 * DAY)
-    g = gate(store)
-    pending = [Pending(0, T0, 0), Pending(1, T0 - 10 * DAY, 0)]
-    assert g.split(pending) == [False, True]
-
-    async def terminals_catch_up() -> None:
-        await asyncio.sleep(0.05)
-        everything_at(store, T0 - 7 * DAY)
-
-    async def run() -> list[bool] | None:
-        _, ready = await asyncio.gather(terminals_catch_up(), g.wait(pending[:1]))
-        return ready
-
-    assert asyncio.run(run()) == [True]
-    assert len(g.waits) == 1  # type: ignore[attr-defined]
-    assert 0.04 < g.waits[0] < 2  # type: ignore[attr-defined]
-
-
-def test_a_wait_that_lasts_too_long_gives_up() -> None:
-    store = Store()
-    everything_at(store, T0 - 8 * DAY)
-    g = gate(store, max_wait_s=0.1)
-    assert asyncio.run(g.wait([Pending(0, T0, 0)])) is None
-    assert g.waits[0] >= 0.1  # type: ignore[attr-defined]
