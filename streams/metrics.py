@@ -236,8 +236,9 @@ class PipelineMetrics:
         )
         self.watermark_wait = Histogram(
             "fraudstream_terminal_watermark_wait_seconds",
-            "Per wait of the scorer for terminal watermarks (terminal agents behind in event "
-            "time, as on a backlog): how long its transactions were held back.",
+            "How long the scorer held transactions back until the terminal watermarks said "
+            "their terminal features were final (terminal agents behind in event time, as "
+            "on a backlog); one observation per release, the longest held.",
             buckets=REBALANCE_BUCKETS,
             registry=r,
         )

@@ -198,9 +198,9 @@ class Settings(BaseSettings):
     watermark_wait_max_s: float = Field(
         30.0,
         gt=0,
-        description="Longest the scorer holds a batch's transactions back until the terminal "
-        "agents have applied what their terminal features read; then they are scored with "
-        "what is there and counted in fraudstream_terminal_reads_inexact_total.",
+        description="Longest the scorer holds a transaction back until the terminal agents "
+        "have applied what its terminal features read (its watermarks); then it is scored "
+        "with what is there and counted in fraudstream_terminal_reads_inexact_total.",
     )
     progress_log_interval_s: float = Field(
         60.0,

@@ -5,7 +5,7 @@ worker's memory: the redis:// store's write-back cache (bounded by its
 ``cache_entries`` option: the gauge near that bound means reads start going to Redis),
 or every entry of a memory:// table. It is not the table's size in Redis: counting
 those keys takes a SCAN of every partition's prefix, too dear to run on the event loop
-for a metric; the README's sizing section gives bytes per card and per terminal instead.
+for a metric; docs/operations.md, "Sizing", gives bytes per card and per terminal instead.
 Bytes are not exported for the same reason (a walk over every cached value).
 
 ``fraudstream_redis_available`` is 0 while the store is waiting on Redis: its last call

@@ -20,10 +20,11 @@ so a terminal never counts a transaction twice. A row outside the terminal's ret
 is dead-lettered alone, as a JSON object of its fields with the forward message's
 position; a forward message that does not decode is dead-lettered whole.
 
-The score agent reads these states for the 7-day-delayed terminal features: they are
-exact while this aggregation is less than 7 days of event time behind the scorers (the
-``fraudstream_terminal_aggregation_lag_seconds`` metric) and the reports a window needs
-have arrived (see README, "Feature parity").
+The score agent reads these states for the terminal features once they are final. With
+the states, in the same write, each partition keeps its watermarks: per source partition
+the watermark its scorer declared (in the replay mark), and the newest ``reported_at``
+applied and whether the report partition is read to its end (the report entry); see
+``streams.pipeline.watermarks`` and docs/operations.md, "Feature parity".
 """
 
 from __future__ import annotations
