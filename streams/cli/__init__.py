@@ -2,38 +2,89 @@
 
 Global options override the environment (``FRAUDSTREAM_*``) and ``.env``; every command
 receives the resulting frozen ``Settings`` through the Typer context.
+
+A command's module is imported only when that command runs or shows its help
+(`streams.cli.lazygroup`), so ``fraudstream --help`` starts in a fraction of a second
+however heavy the commands are. To add one: write ``streams/cli/<name>.py`` with the
+command function (or a ``typer.Typer`` for a group of commands) and give it a line in
+``COMMANDS``; ``tests/unit/streams/test_cli_imports.py`` checks that the table names
+every command module, with each command's own first line of help.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
-from pydantic import ValidationError
 
-from streams.cli import alerts, demo, generate, infra, replay, settings_cmd, worker
-from streams.cli import model as model_cmd
-from streams.cli import train as train_cmd
-from streams.logsetup import configure_logging
-from streams.settings import Settings
+from streams.cli.lazygroup import LazyCommand, LazyGroup
+
+#: Every command: name -> where it is defined, and the line ``fraudstream --help`` shows.
+COMMANDS: Final[dict[str, LazyCommand]] = {
+    "worker": LazyCommand(
+        "streams.cli.worker",
+        "worker",
+        "Declare the product topics, then score transactions until SIGTERM or Ctrl-C.",
+    ),
+    "train": LazyCommand(
+        "streams.cli.train",
+        "train",
+        "Train a model on a dataset's offline features, assess it, register a version.",
+    ),
+    "demo": LazyCommand(
+        "streams.cli.demo",
+        "demo",
+        "Run the demo: a model scores a replayed week live and the alerts are summarised.",
+    ),
+    "settings": LazyCommand(
+        "streams.cli.settings_cmd",
+        "show_settings",
+        "Print every setting as VARIABLE=value (.env format), secrets masked.",
+    ),
+    "generate": LazyCommand(
+        "streams.cli.generate",
+        "generate",
+        "Simulate card transactions with frauds (the handbook's generator) and write them.",
+    ),
+    "replay": LazyCommand(
+        "streams.cli.replay",
+        "replay",
+        "Replay a dataset into the transactions and fraud-reports topics, in event-time order.",
+    ),
+    "alerts": LazyCommand(
+        "streams.cli.alerts",
+        "alerts",
+        "Print the alerts the workers raised (topic ``alerts``), as a table or JSON lines.",
+    ),
+    "infra": LazyCommand(
+        "streams.cli.infra",
+        "cli",
+        "Start, stop and inspect local Kafka and Redis (127.0.0.1 only).",
+    ),
+    "model": LazyCommand(
+        "streams.cli.model",
+        "cli",
+        "Inspect and promote model versions in the registry.",
+    ),
+}
+
+
+class CommandGroup(LazyGroup):
+    """The ``fraudstream`` group: the commands of ``COMMANDS``, each imported when used."""
+
+    lazy_commands = COMMANDS
+
 
 cli = typer.Typer(
     name="fraudstream",
+    cls=CommandGroup,
     help="Real-time card-fraud detection on Kafka, Faust, Redis and scikit-learn.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-cli.add_typer(infra.cli, name="infra")
-cli.add_typer(model_cmd.cli, name="model")
-cli.command("worker")(worker.worker)
-cli.command("train")(train_cmd.train)
-cli.command("demo")(demo.demo)
-cli.command("settings")(settings_cmd.show_settings)
-cli.command("generate")(generate.generate)
-cli.command("replay")(replay.replay)
-cli.command("alerts")(alerts.alerts)
 
 
 @cli.callback()
@@ -52,6 +103,12 @@ def configure(
     log_level: Annotated[str | None, typer.Option(help="debug, info, warn, error or crit.")] = None,
 ) -> None:
     """Read the settings once: CLI options, then FRAUDSTREAM_* variables, then defaults."""
+    # Imported here: pydantic-settings is not needed to list the commands.
+    from pydantic import ValidationError
+
+    from streams.logsetup import configure_logging
+    from streams.settings import Settings
+
     overrides: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap_servers,
         "redis_url": redis_url,
@@ -74,6 +131,6 @@ def configure(
     ctx.obj = settings
 
 
-def main() -> None:
-    """Console-script entry point."""
-    cli()
+def main(args: Sequence[str] | None = None) -> None:
+    """Console-script entry point; ``args`` default to the command line's."""
+    cli(args=None if args is None else list(args))

@@ -26,34 +26,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.error import URLError
 
-import polars as pl
 import typer
 
-from features.offline import compute_features
-from features.simulator import SimulationConfig, simulate, write_dataset
-from features.spec import DEFAULT_FEATURES, Entity
-from models.protocol import HANDBOOK_PROTOCOL, latest_train_start
-from streams.alertsummary import summarise_alerts
-from streams.demorun import DemoRun
-from streams.kafka import ensure_topics, product_topics
-from streams.localinfra import ServiceError, local_services
-from streams.redisclient import connect
 from streams.settings import Settings
+
+# Polars, the features and the models take seconds to import: each function imports what
+# it uses, so that `fraudstream demo --help` needs none of them.
+if TYPE_CHECKING:
+    import polars as pl
+
+    from features.simulator import SimulationConfig
+    from streams.demorun import DemoRun
 
 WORKER_READY_TIMEOUT_S = 90.0
 
-#: A dataset small enough to simulate and featurise in about a second.
-#: Compromises are scaled down with the population, to keep the handbook's fraud mix.
-DEMO_DATA = SimulationConfig(
-    customers=1_000,
-    terminals=2_000,
-    days=60,
-    compromised_terminals_per_day=1,
-    compromised_customers_per_day=1,
-)
+
+def demo_data() -> SimulationConfig:
+    """A dataset small enough to simulate and featurise in about a second.
+
+    Compromises are scaled down with the population, to keep the handbook's fraud mix.
+    """
+    from features.simulator import SimulationConfig
+
+    return SimulationConfig(
+        customers=1_000,
+        terminals=2_000,
+        days=60,
+        compromised_terminals_per_day=1,
+        compromised_customers_per_day=1,
+    )
 
 
 class WorkerStartError(RuntimeError):
@@ -71,6 +75,9 @@ def demo(
     ] = False,
 ) -> None:
     """Run the demo: a model scores a replayed week live and the alerts are summarised."""
+    from streams.demorun import DemoRun
+    from streams.localinfra import ServiceError, local_services
+
     run = DemoRun.new(ctx.obj)
     settings = run.settings
     say = typer.echo
@@ -103,6 +110,12 @@ def demo(
 def _run(
     run: DemoRun, say: Callable[[str], object], test_seconds: float, keep_running: bool
 ) -> None:
+    import polars as pl
+
+    from streams.alertsummary import summarise_alerts
+    from streams.kafka import ensure_topics, product_topics
+    from streams.redisclient import connect
+
     settings = run.settings
     say("2/8 topics and redis")
     topics, keys = run.clean(others_only=True)
@@ -197,16 +210,21 @@ def _data_and_features(
     settings: Settings, say: Callable[[str], object]
 ) -> tuple[Path, pl.DataFrame, pl.DataFrame]:
     """Simulate a dataset, write it, and compute the model's features offline."""
+    from features.offline import compute_features
+    from features.simulator import simulate, write_dataset
+    from features.spec import DEFAULT_FEATURES
+
     started = time.monotonic()
-    transactions = simulate(DEMO_DATA)
+    data = demo_data()
+    transactions = simulate(data)
     path = settings.local_dir / "demo" / "transactions.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_dataset(transactions, path)
     frauds = int(transactions["is_fraud"].sum())
     say(
         f"    simulated {transactions.height:,} transactions ({frauds:,} frauds, "
-        f"{frauds / transactions.height:.2%}) of {DEMO_DATA.customers:,} customers "
-        f"over {DEMO_DATA.days} days -> {path}"
+        f"{frauds / transactions.height:.2%}) of {data.customers:,} customers "
+        f"over {data.days} days -> {path}"
     )
     featurised = compute_features(transactions)
     say(
@@ -233,6 +251,9 @@ class DemoPeriods:
     @classmethod
     def of(cls, transactions: pl.DataFrame) -> DemoPeriods:
         """The periods of the protocol's latest split of a dataset."""
+        from features.spec import DEFAULT_FEATURES, Entity
+        from models.protocol import HANDBOOK_PROTOCOL, latest_train_start
+
         train_start = latest_train_start(transactions, HANDBOOK_PROTOCOL)
         test_day = train_start + timedelta(
             days=HANDBOOK_PROTOCOL.train_days + HANDBOOK_PROTOCOL.delay_days

@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import faust
 import typer
 
-from streams.app import create_app
-from streams.kafka import BrokerUnavailableError, ensure_topics, product_topics
-from streams.pipeline import build_pipeline
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,6 +19,13 @@ def worker(ctx: typer.Context) -> None:
     readiness and metrics are served at http://<web host>:<web port>/health, /ready and
     /metrics, from threads of their own: they answer while Redis or Kafka is down.
     """
+    # Imported here: Faust and the models take seconds to import; `worker --help` needs neither.
+    import faust
+
+    from streams.app import create_app
+    from streams.kafka import BrokerUnavailableError, ensure_topics, product_topics
+    from streams.pipeline import build_pipeline
+
     settings: Settings = ctx.obj
     try:
         # Logs the topics it creates.
