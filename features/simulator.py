@@ -38,7 +38,8 @@ earlier, which only spares the last day).
 Reports:
     A fraud's ``reported_at`` is ``tx_time`` + U{1 minute .. 7 days} milliseconds
     (uniform, inclusive), so every fraud is reported within the 7-day delay of the
-    terminal risk features, and counts in them from an hour after its report. Genuine transactions have no report (null).
+    terminal risk features, and counts in them from an hour after its report. Genuine
+    transactions have no report (null).
 
 Ids and order:
     Customers are ``C`` + a zero-padded index (``C0042``) and terminals ``T`` + one
