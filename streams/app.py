@@ -12,9 +12,8 @@ from typing import Any
 
 import faust
 from faust.auth import SASLCredentials, SSLCredentials
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from streams import drain
+from streams.faustcompat import check_versions, fetchloop, fetchwait
 from streams.faustcompat import records as tolerant_records
 from streams.kafka import ssl_context
 from streams.settings import Settings
@@ -39,7 +38,13 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, **overrides: Any) -> faust.App:
-    """Build the fraudstream Faust app; ``overrides`` are extra Faust settings (tests)."""
+    """Build the fraudstream Faust app; ``overrides`` are extra Faust settings (tests).
+
+    Raises:
+        UnsupportedVersionError: The installed faust-streaming or aiokafka is not the
+            version ``streams.faustcompat`` mirrors (a one-line message).
+    """
+    check_versions()
     worker_data = settings.local_dir / "worker-data"
     worker_data.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     options: dict[str, Any] = {
@@ -85,35 +90,13 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         options["table_standby_replicas"] = 0
     options.update(overrides)
     app = faust.App(settings.app_id, **options)
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
-    _use_app_fetch_wait()
-    drain.install()
+    # Faust hard-codes a 1.5 s fetch wait (streams.faustcompat.fetchwait).
+    fetchwait.use_fetch_max_wait(app, settings.fetch_max_wait_ms)
+    # No event-loop round per fetched message (streams.faustcompat.fetchloop).
+    fetchloop.install()
     # A header name that is not UTF-8 must not crash the fetcher (streams.faustcompat.records).
     tolerant_records.install()
     # Read by redis:// table stores: the key namespace, password and CA from these
     # settings, so the password never has to appear in a store URL (Faust logs those).
     app.redis_store_defaults = app_store_defaults(settings)  # type: ignore[attr-defined]
     return app
-
-
-def _use_app_fetch_wait() -> None:
-    """Make Faust's worker consumers use the app's ``fetch_max_wait_ms`` (once per process).
-
-    faust-streaming hard-codes ``fetch_max_wait_ms=1500`` when it builds the aiokafka
-    consumer (``AIOKafkaConsumerThread._create_worker_consumer``) and has no setting
-    for it; see ``Settings.fetch_max_wait_ms`` for why that is too long here. The
-    consumer reads the value when it starts, after this wrapper has set it.
-    """
-    original = AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(original, "_fraudstream_fetch_wait", False):
-        return
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        wait = getattr(self.app, "fetch_max_wait_ms", None)
-        if wait is not None:
-            consumer._fetch_max_wait_ms = wait
-        return consumer
-
-    create._fraudstream_fetch_wait = True  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]

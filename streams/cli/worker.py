@@ -23,6 +23,7 @@ def worker(ctx: typer.Context) -> None:
     import faust
 
     from streams.app import create_app
+    from streams.faustcompat import UnsupportedVersionError
     from streams.kafka import BrokerUnavailableError, ensure_topics, product_topics
     from streams.pipeline import build_pipeline
 
@@ -33,7 +34,11 @@ def worker(ctx: typer.Context) -> None:
     except BrokerUnavailableError as exc:
         typer.echo(f"fraudstream worker: {exc}", err=True)
         raise typer.Exit(1) from None
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except UnsupportedVersionError as exc:
+        typer.echo(f"fraudstream worker: {exc}", err=True)
+        raise typer.Exit(1) from None
     pipeline = build_pipeline(app, settings)
     # Logging stays as the CLI configured it (one format, text or JSON): mode's worker
     # would replace it with its own, and its banner is a dozen lines of box drawing.

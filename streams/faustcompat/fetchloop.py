@@ -1,5 +1,15 @@
 """Hand fetched messages to the streams without an event-loop round per message.
 
+Upstream: faust-streaming 0.15.3, ``faust/transport/consumer.py``,
+``Consumer._drain_messages`` (replaced on the class by `install`, the loop mirrored in
+`drain_messages`), and ``faust/transport/conductor.py``, ``Conductor._tp_index`` and
+``Conductor._tp_to_callback_lock`` (read by `delivers_at_once`, whose conditions come
+from the conductor's delivery: ``ConductorCompiler.build`` and its Cython twin
+``faust/transport/_cython/conductor.pyx``, ``ConductorHandler.__call__``); the loop also
+reads mode-streaming's ``Service._stopped`` of the consumer and of the fetcher, as
+Faust's does.
+``tests/unit/faustcompat/test_fetchloop_contract.py`` fails when any of them changes.
+
 faust-streaming's fetch loop (``Consumer._drain_messages``) delivers every message as
 ``await self.wait_first(callback(message), self.suspend_flow.wait())``: two new tasks and
 an ``asyncio.wait`` per message, so that a delivery blocked on a full stream buffer can

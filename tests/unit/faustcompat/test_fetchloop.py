@@ -1,5 +1,5 @@
-"""streams.drain: a message is delivered directly only when its delivery cannot wait, and
-marked read only once delivered."""
+"""streams.faustcompat.fetchloop: a message is delivered directly only when its delivery
+cannot wait, and marked read only once delivered."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from mode import Service
 
-from streams import drain
 from streams.app import create_app
+from streams.faustcompat import fetchloop
 from streams.settings import Settings
 
 TOPIC = "drain-transactions"
@@ -28,7 +28,7 @@ TP0 = TP(TOPIC, 0)
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[faust.App]:
     """A worker app (never started) whose conductor routes TP0 to one stream buffer of 2."""
-    app = create_app(Settings(local_dir=tmp_path, app_id="drain-test"), stream_buffer_maxsize=2)
+    app = create_app(Settings(local_dir=tmp_path, app_id="fetchloop-test"), stream_buffer_maxsize=2)
     channel = app.topic(TOPIC).clone()  # as an agent's stream iterates it
     app.topics._tp_index[TP0].add(channel)  # type: ignore[attr-defined]  # as an assignment does
     app.flow_control.resume()  # Faust suspends the flow until partitions are assigned
@@ -42,60 +42,60 @@ def channel_queue(app: faust.App) -> Any:
 
 
 async def test_a_delivery_with_room_and_flow_goes_directly(app: faust.App) -> None:
-    assert drain.delivers_at_once(app.consumer, TP0)
+    assert fetchloop.delivers_at_once(app.consumer, TP0)
 
 
 async def test_a_suspended_flow_takes_fausts_race(app: faust.App) -> None:
     app.flow_control.suspend()
-    assert not drain.delivers_at_once(app.consumer, TP0)
+    assert not fetchloop.delivers_at_once(app.consumer, TP0)
     app.flow_control.resume()
     app.consumer.suspend_flow.set()  # type: ignore[attr-defined]  # a rebalance began
-    assert not drain.delivers_at_once(app.consumer, TP0)
+    assert not fetchloop.delivers_at_once(app.consumer, TP0)
 
 
 async def test_a_full_stream_buffer_takes_fausts_race(app: faust.App) -> None:
     queue = channel_queue(app)
     queue.put_nowait(object())
-    assert drain.delivers_at_once(app.consumer, TP0)
+    assert fetchloop.delivers_at_once(app.consumer, TP0)
     queue.put_nowait(object())
     assert queue.full()
-    assert not drain.delivers_at_once(app.consumer, TP0)
+    assert not fetchloop.delivers_at_once(app.consumer, TP0)
 
 
 async def test_a_conductor_rebuilding_its_index_takes_fausts_race(app: faust.App) -> None:
     async with app.topics._tp_to_callback_lock:  # type: ignore[attr-defined]
-        assert not drain.delivers_at_once(app.consumer, TP0)
-    assert drain.delivers_at_once(app.consumer, TP0)
+        assert not fetchloop.delivers_at_once(app.consumer, TP0)
+    assert fetchloop.delivers_at_once(app.consumer, TP0)
 
 
 async def test_a_producer_buffer_over_its_limit_takes_fausts_race(app: faust.App) -> None:
     buffer = app.producer.buffer
     buffer.max_messages = 0
     buffer.pending.put_nowait(object())
-    assert not drain.delivers_at_once(app.consumer, TP0)
+    assert not fetchloop.delivers_at_once(app.consumer, TP0)
 
 
 async def test_a_partition_without_streams_takes_fausts_race(app: faust.App) -> None:
-    assert not drain.delivers_at_once(app.consumer, TP(TOPIC, 1))
+    assert not fetchloop.delivers_at_once(app.consumer, TP(TOPIC, 1))
 
 
 async def test_a_conductor_without_the_expected_internals_takes_fausts_race(
     app: faust.App,
 ) -> None:
     del app.topics._tp_index  # type: ignore[attr-defined]  # a future Faust's conductor
-    assert not drain.delivers_at_once(app.consumer, TP0)
+    assert not fetchloop.delivers_at_once(app.consumer, TP0)
 
 
 def test_create_app_installs_the_loop_once(tmp_path: Path) -> None:
-    create_app(Settings(local_dir=tmp_path, app_id="drain-1"))
+    create_app(Settings(local_dir=tmp_path, app_id="fetchloop-1"))
     installed = Consumer._drain_messages
-    assert installed is drain.drain_messages
-    drain.install()
+    assert installed is fetchloop.drain_messages
+    fetchloop.install()
     assert Consumer._drain_messages is installed
 
 
 class LoopConsumer:
-    """What `drain.drain_messages` reads of a Faust consumer, around one fetched message."""
+    """What `fetchloop.drain_messages` reads of a Faust consumer, around one fetched message."""
 
     wait_first = Service.wait_first
     consumer_stopped_errors: tuple[type[BaseException], ...] = ()
@@ -131,7 +131,7 @@ class LoopConsumer:
 @pytest.fixture
 def fausts_race(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every delivery takes Faust's race against ``suspend_flow``."""
-    monkeypatch.setattr(drain, "delivers_at_once", lambda consumer, tp: False)
+    monkeypatch.setattr(fetchloop, "delivers_at_once", lambda consumer, tp: False)
 
 
 @pytest.mark.usefixtures("fausts_race")
@@ -141,7 +141,7 @@ async def test_a_delivery_abandoned_at_a_rebalance_is_not_marked_read() -> None:
         await asyncio.Event().wait()
 
     consumer = LoopConsumer(blocked)
-    await drain.drain_messages(consumer, consumer.fetcher)
+    await fetchloop.drain_messages(consumer, consumer.fetcher)
     assert consumer._read_offset[TP0] is None
 
 
@@ -154,6 +154,6 @@ async def test_a_delivered_message_is_marked_read() -> None:
 
     consumer = LoopConsumer(deliver)
     consumer.suspend_flow.clear()
-    await drain.drain_messages(consumer, consumer.fetcher)
+    await fetchloop.drain_messages(consumer, consumer.fetcher)
     assert [m.offset for m in delivered] == [7]
     assert consumer._read_offset[TP0] == 7
