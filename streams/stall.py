@@ -19,10 +19,11 @@ The processed position
     Faust's consumer keeps, per partition, the offset its last commit covered
     (``Consumer._committed_offset``, also set by the seek that follows every rebalance)
     and the last offset its fetch loop handed to the streams (``Consumer._read_offset``,
-    kept by ``Consumer._drain_messages``, here ``streams.drain``). The position is the
-    committed offset when there is one (exact: what is processed and acknowledged), else
-    the read offset plus one, else the earliest offset Kafka holds (nothing read yet);
-    progress is a change of either. aiokafka's own fetch position is not used: it runs
+    kept by ``Consumer._drain_messages``, here ``streams.faustcompat.fetchloop``), both
+    read through ``streams.faustcompat.offsets``. The position is the committed offset
+    when there is one (exact: what is processed and acknowledged), else the read offset
+    plus one, else the earliest offset Kafka holds (nothing read yet); progress is a
+    change of either. aiokafka's own fetch position is not used: it runs
     ahead of what the streams got (prefetched records), and the #15 bug left it at the
     end of log for records that were never delivered. High watermarks come from
     ``Consumer.highwaters`` (a ListOffsets request per check) and the earliest offsets
@@ -42,6 +43,8 @@ from typing import Any
 
 from faust.types import TP
 from prometheus_client import Counter, Gauge
+
+from streams.faustcompat import offsets
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +181,8 @@ async def read_states(consumer: Any, partitions: set[TP]) -> dict[TP, PartitionS
     """
     if not partitions:
         return {}
-    committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
-    read: Mapping[TP, int | None] = getattr(consumer, "_read_offset", {})
+    committed = offsets.committed_offsets(consumer)
+    read = offsets.read_offsets(consumer)
     known: dict[TP, tuple[int, Hashable]] = {}
     unknown: list[TP] = []
     for tp in partitions:

@@ -13,39 +13,35 @@ tables flushed, partitions claimed, every partition sought to the offsets Redis 
 That cycle is how the store recovers partitions whose writes Redis lost, reusing the path
 every takeover already proves, instead of seeking a running consumer behind its back.
 
-This touches aiokafka's group coordinator (``_coordinator.request_rejoin``) through
-Faust's consumer thread, neither of them public: faust-streaming is pinned to 0.15.3
-and aiokafka to 0.14.0.
+The Faust and aiokafka members this needs are reached through ``streams.faustcompat``:
+``pauses`` (the wrapper of ``resume_partitions``) and ``rejoin`` (the group rejoin).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from faust.types import TP
 
-_REFUSED = "_fraudstream_refused"
+from streams.faustcompat import pauses, rejoin
+
+#: The partitions each consumer keeps paused (a consumer's set lives as long as it).
+_refused: weakref.WeakKeyDictionary[Any, set[TP]] = weakref.WeakKeyDictionary()
 
 
 def install(consumer: Any) -> None:
     """Have ``consumer.resume_partitions`` leave refused partitions paused (idempotent)."""
-    if _REFUSED in consumer.__dict__:
+    if consumer in _refused:
         return
-    refused: set[TP] = set()
-    consumer.__dict__[_REFUSED] = refused
-    faust_resume: Callable[[Iterable[TP]], None] = consumer.resume_partitions
-
-    def resume_partitions(tps: Iterable[TP]) -> None:
-        faust_resume({tp for tp in tps if tp not in refused})
-
-    consumer.resume_partitions = resume_partitions
+    held = _refused[consumer] = set()
+    pauses.keep_paused(consumer, held)
 
 
 def refused(consumer: Any) -> set[TP]:
     """The partitions ``consumer`` keeps paused (empty before ``install``)."""
-    found: set[TP] = consumer.__dict__.get(_REFUSED, set())
-    return found
+    return _refused.get(consumer, set())
 
 
 def refuse(consumer: Any, tps: Iterable[TP]) -> set[TP]:
@@ -71,9 +67,4 @@ def release(consumer: Any, tps: Iterable[TP]) -> set[TP]:
 
 async def request_rebalance(consumer: Any) -> None:
     """Make Faust's consumer rejoin its group: a full revoke-and-assign cycle follows."""
-    thread = consumer._thread
-
-    async def rejoin(kafka_consumer: Any) -> None:
-        kafka_consumer._coordinator.request_rejoin()
-
-    await thread.call_thread(rejoin, thread._ensure_consumer())
+    await rejoin.request_rejoin(consumer)

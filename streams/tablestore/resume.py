@@ -38,25 +38,28 @@ skips any message below its read offset), which the takeover test caught as even
 counted. Resuming the flow here would open another window: a message delivered before
 the caller clears the buffers is dropped with them, after its offset was read.
 
-This touches three members Faust does not publish: ``perform_seek`` (wrapped on the
-consumer instance; Faust calls it from ``Recovery.on_recovery_completed``,
-``Recovery._resume_streams`` and ``Consumer.getmany`` when the flow is stopped),
-``_committed_offset`` (Faust's record of the committed position, which must match the
-position we seek to, or its commit logic sees a gap and stalls) and ``_read_offset``
-(the fetch loop's skip rule). faust-streaming is pinned to 0.15.3 for this reason.
+This relies on three members Faust does not publish, reached through
+``streams.faustcompat``: ``perform_seek`` (``faustcompat.seek`` wraps it on the consumer
+instance; Faust calls it from its table recovery and from ``Consumer.getmany`` when the
+flow is stopped), and the consumer's committed and read offset maps
+(``faustcompat.offsets``): the committed one must match the position we seek to, or
+Faust's commit logic sees a gap and stalls; the read one is the fetch loop's skip rule.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from faust.types import TP
 
-logger = logging.getLogger(__name__)
+from streams.faustcompat import offsets, seek
+from streams.faustcompat.seek import FaustSeek
 
-_FOLLOWERS = "_fraudstream_resume_followers"
+logger = logging.getLogger(__name__)
 
 
 class ResumeFollower(Protocol):
@@ -75,80 +78,81 @@ class ResumeFollower(Protocol):
         """Refuse source partitions whose state cannot be rebuilt from the log."""
 
 
+#: The stores following each consumer's seeks (a consumer's list lives as long as it).
+_followers: weakref.WeakKeyDictionary[Any, list[ResumeFollower]] = weakref.WeakKeyDictionary()
+
+
 def install(consumer: Any, follower: ResumeFollower) -> None:
-    """Have ``consumer`` seek to the followers' offsets after every ``perform_seek``."""
-    followers: list[ResumeFollower] | None = consumer.__dict__.get(_FOLLOWERS)
+    """Have ``consumer`` seek to the followers' offsets after every seek of a rebalance."""
+    followers = _followers.get(consumer)
     if followers is None:
-        followers = consumer.__dict__[_FOLLOWERS] = []
-        consumer.perform_seek = _seeking_to_redis(consumer, consumer.perform_seek, followers)
+        followers = _followers[consumer] = []
+        seek.wrap_perform_seek(consumer, functools.partial(_seek_to_redis, consumer, followers))
     followers.append(follower)
 
 
-def _seeking_to_redis(
-    consumer: Any, faust_seek: Callable[[], Awaitable[None]], followers: list[ResumeFollower]
-) -> Callable[[], Awaitable[None]]:
-    async def perform_seek() -> None:
-        # No message may reach the streams until every position is final (see the
-        # module docstring): stop the flow before the first await. Faust's callers
-        # resume it right after, clearing the streams' buffers first.
-        consumer.stop_flow()
-        await faust_seek()
-        assignment = set(consumer.assignment())
-        resumed: dict[TP, int] = {}
-        for follower in followers:
-            resumed.update(
-                (tp, offset) for tp, offset in follower.resume_offsets().items() if tp in assignment
-            )
-        if resumed:
-            # seek_wait runs the seek in the consumer's own thread (a plain seek from
-            # this thread races with its fetcher) and waits until the position holds.
-            await consumer.seek_wait(resumed)
-            for tp, offset in resumed.items():
-                consumer._committed_offset[tp] = offset
-        positions = dict(resumed)
-        uncommitted = []
-        # Changelog partitions and Faust's leader topic (randomly assigned) are never a
-        # table's source: asking their earliest offsets would only cost a broker round
-        # trip on every restart (1.5 s measured).
-        not_sources = consumer.app.tables.changelog_topics | set(
-            getattr(consumer, "randomly_assigned_topics", ())
+async def _seek_to_redis(
+    consumer: Any, followers: list[ResumeFollower], faust_seek: FaustSeek
+) -> None:
+    """Faust's seek, then the offsets Redis holds, then the earliest offsets of the rest."""
+    # No message may reach the streams until every position is final (see the module
+    # docstring): stop the flow before the first await. Faust's callers resume it right
+    # after, clearing the streams' buffers first.
+    consumer.stop_flow()
+    await faust_seek()
+    assignment = set(consumer.assignment())
+    resumed: dict[TP, int] = {}
+    for follower in followers:
+        resumed.update(
+            (tp, offset) for tp, offset in follower.resume_offsets().items() if tp in assignment
         )
-        unknown: set[int] = set()
-        for follower in followers:
-            unknown |= follower.unknown_partitions()
-        forgotten = []
-        for tp in assignment - set(resumed):
-            if tp.topic in not_sources:
-                continue
-            committed = consumer._committed_offset.get(tp)
-            if committed is None:
-                uncommitted.append(tp)
-            elif committed > 0 and tp.partition in unknown:
-                forgotten.append(tp)
-            else:
-                positions[tp] = committed
-        if forgotten:
-            uncommitted += await _forgotten_by_redis(consumer, forgotten, followers)
-        if uncommitted:
-            earliest = dict(await consumer.earliest_offsets(*uncommitted))
-            # Seek there: nothing else sets their position (see the module docstring).
-            await consumer.seek_wait(earliest)
-            for tp, offset in earliest.items():
-                consumer._read_offset[tp] = offset if offset else None
-            logger.info(
-                "%d partitions with no offset in Redis or in the group start at the "
-                "earliest offset Kafka holds",
-                len(earliest),
-            )
-            positions.update(earliest)
-        # Last, after every seek: the fetch loop may have set a read offset for a message
-        # it abandoned when the flow stopped, after a seek did.
-        for tp, offset in resumed.items():
-            consumer._read_offset[tp] = offset
-        for follower in followers:
-            follower.note_start_positions(positions)
-
-    return perform_seek
+    if resumed:
+        # seek_wait runs the seek in the consumer's own thread (a plain seek from
+        # this thread races with its fetcher) and waits until the position holds.
+        await consumer.seek_wait(resumed)
+        offsets.set_committed_offsets(consumer, resumed)
+    positions = dict(resumed)
+    uncommitted = []
+    # Changelog partitions and Faust's leader topic (randomly assigned) are never a
+    # table's source: asking their earliest offsets would only cost a broker round
+    # trip on every restart (1.5 s measured).
+    not_sources = consumer.app.tables.changelog_topics | set(
+        getattr(consumer, "randomly_assigned_topics", ())
+    )
+    unknown: set[int] = set()
+    for follower in followers:
+        unknown |= follower.unknown_partitions()
+    forgotten = []
+    for tp in assignment - set(resumed):
+        if tp.topic in not_sources:
+            continue
+        committed = offsets.committed_offset(consumer, tp)
+        if committed is None:
+            uncommitted.append(tp)
+        elif committed > 0 and tp.partition in unknown:
+            forgotten.append(tp)
+        else:
+            positions[tp] = committed
+    if forgotten:
+        uncommitted += await _forgotten_by_redis(consumer, forgotten, followers)
+    if uncommitted:
+        earliest = dict(await consumer.earliest_offsets(*uncommitted))
+        # Seek there: nothing else sets their position (see the module docstring).
+        await consumer.seek_wait(earliest)
+        offsets.set_read_offsets(
+            consumer, {tp: offset if offset else None for tp, offset in earliest.items()}
+        )
+        logger.info(
+            "%d partitions with no offset in Redis or in the group start at the "
+            "earliest offset Kafka holds",
+            len(earliest),
+        )
+        positions.update(earliest)
+    # Last, after every seek: the fetch loop may have set a read offset for a message
+    # it abandoned when the flow stopped, after a seek did.
+    offsets.set_read_offsets(consumer, resumed)
+    for follower in followers:
+        follower.note_start_positions(positions)
 
 
 async def _forgotten_by_redis(

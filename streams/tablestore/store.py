@@ -84,6 +84,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 from yarl import URL
 
+from streams.faustcompat import commit as group_commit
 from streams.tablestore import refusal, resume
 from streams.tablestore.backend import Client, FlushOutcome, PartitionWrite, RedisBackend
 from streams.tablestore.cache import MISSING, WriteBackCache
@@ -547,9 +548,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._resume = resume
         self._sources = set(resume)
         if resume:
-            # Faust has no public call to commit chosen offsets: this is its own commit
-            # path (ThreadDelegateConsumer._commit), without the acked-offset filter.
-            committed = await self.app.consumer._commit(resume)  # type: ignore[attr-defined]
+            # Faust's own commit path, without its acked-offset filter (faustcompat.commit).
+            committed = await group_commit.commit_offsets(self.app.consumer, resume)
             logger.info(
                 "table %s: resuming %d partitions at the offsets in Redis%s",
                 self.table_name,
