@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from aiokafka.protocol.admin import DeleteGroupsRequest
 
+from streams.faustcompat.groups import delete_consumer_groups
 from streams.kafka import client_options
 from streams.redisclient import connect_tables, delete_keys
 from streams.settings import Settings
@@ -57,9 +57,7 @@ async def delete_run_data(settings: Settings, *, topic_prefix: str, key_pattern:
                 await admin.delete_topics(topics)
             listed = await admin.list_consumer_groups()
             groups = [str(g[0]) for g in listed if str(g[0]).startswith(topic_prefix)]
-            for group in groups:
-                coordinator = await admin.find_coordinator(group)
-                await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))
+            await delete_consumer_groups(admin, groups)
             print(f"cleanup: {len(topics)} topics and {len(groups)} consumer groups deleted")
         finally:
             await admin.close()

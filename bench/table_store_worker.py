@@ -40,6 +40,7 @@ from mode.types.signals import BaseSignalT  # noqa: E402
 
 import streams  # noqa: E402
 from streams.app import create_app  # noqa: E402
+from streams.faustcompat import commit as group_commit  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 SOURCE_TOPICS = os.environ["BENCH_SOURCE_TOPIC"].split(",")
@@ -84,15 +85,20 @@ def _traced(name: str, call: Any) -> Any:
     return traced
 
 
+_traced_consumers: set[int] = set()
+
+
 @app.on_partitions_assigned.connect
 async def _assigned(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
     report("assigned")
     consumer: Any = app.consumer
-    if TRACE and not getattr(consumer, "_bench_traced", False):
+    if TRACE and id(consumer) not in _traced_consumers:
+        _traced_consumers.add(id(consumer))
         # Instance attributes, looked up at call time by Faust and by the store's wrapper.
-        consumer._bench_traced = True
-        for name in ("perform_seek", "seek_wait", "earliest_offsets", "_commit"):
+        for name in ("perform_seek", "seek_wait", "earliest_offsets"):
             setattr(consumer, name, _traced(name, getattr(consumer, name)))
+        # The store's commit of the offsets Redis holds, looked up at call time too.
+        group_commit.commit_offsets = _traced("commit", group_commit.commit_offsets)
 
 
 @app.on_rebalance_complete.connect

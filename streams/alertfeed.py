@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from streams.faustcompat import metadata
 from streams.faustcompat import records as tolerant_records
 from streams.kafka import (
     BrokerUnavailableError,
@@ -236,10 +237,8 @@ class AlertFeed:
                     except KafkaConnectionError as exc:
                         raise unavailable_error(self._settings, exc, caught.failures) from exc
                 # All-topics metadata: asking for the topic by name could auto-create it on
-                # a broker that allows that. ``consumer.topics()`` sends the same request
-                # but keeps only the names; the partitions need the client (aiokafka is
-                # pinned, so this private attribute cannot move under us unnoticed).
-                cluster = await consumer._client.fetch_all_metadata()
+                # a broker that allows that (streams.faustcompat.metadata).
+                cluster = await metadata.all_topics_metadata(consumer)
         except (KafkaConnectionError, TimeoutError) as exc:
             reason = str(exc) or "timed out"
             raise BrokerUnavailableError(

@@ -15,7 +15,7 @@ from typing import Any, Final
 from faust.types import EventT
 
 from features.online import EntityState
-from streams.pipeline.eventctx import restore_current_event, set_current_event
+from streams.faustcompat.eventctx import restore_current_event, set_current_event
 from streams.pipeline.outputs import decode_state
 
 #: Decoded states kept per table (bounded memory; about 2-3 KB each at most).

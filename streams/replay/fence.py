@@ -24,9 +24,8 @@ with a new producer. The idempotent sequence still guards what it can guard: ord
 and retries of a broker's own retriable answers (not leader, timed out in the ISR)
 while it runs.
 
-This touches one aiokafka internal, the producer's ``client`` attribute and its
-``send`` method (aiokafka 0.14, pinned; ``tests/unit/streams/test_replay_fence.py``
-checks that the producer still sends through it).
+The requests are intercepted through ``streams.faustcompat.producerclient``, which
+replaces the send method of the producer's aiokafka client (aiokafka offers no hook).
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.produce import ProduceRequest
+
+from streams.faustcompat import producerclient
 
 
 class ProduceFencedError(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
@@ -59,9 +60,7 @@ class ProduceFence:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.cause: BaseException | None = None
-        client = producer.client
-        self._send = client.send
-        client.send = self._guarded_send
+        self._send = producerclient.replace_send(producer, self._guarded_send)
 
     @property
     def tripped(self) -> bool:

@@ -4,6 +4,11 @@ Faust's table sends every write to the changelog topic, its largest per-table co
 ``redis://`` store in its default mode keeps state durable in Redis instead, so with it
 this table skips the send; with any other store (memory://, rocksdb://, or redis:// with
 ``changelog=true``) it behaves exactly like ``faust.Table``.
+
+Without the send, a write does what the rest of Faust's ``Table.on_key_set`` and
+``on_key_del`` do (faust-streaming 0.15.3, ``faust/tables/table.py``) for a table that
+is not windowed: tell the app's sensors (``tests/unit/faustcompat/test_table_contract.py``
+fails when those methods change).
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ class Table(faust.Table[Any, Any]):
         if self._writes_changelog():
             super().on_key_set(key, value)
         else:
-            self._sensor_on_set(self, key, value)
+            self.app.sensors.on_table_set(self, key, value)
 
     def on_key_del(self, key: Any) -> None:
         """Record a deletion: to the changelog only when the store needs it."""
         if self._writes_changelog():
             super().on_key_del(key)
         else:
-            self._sensor_on_del(self, key)
+            self.app.sensors.on_table_del(self, key)

@@ -16,7 +16,7 @@ from pipeline_doubles import Event, Message, Recorder, Store, TableDouble, Write
 
 from features.online import EntityState, OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity
-from streams.pipeline.eventctx import restore_current_event, set_current_event
+from streams.faustcompat.eventctx import restore_current_event, set_current_event
 from streams.pipeline.tables import DecodedStates, TableAccess
 
 T0 = 1_700_000_000_000

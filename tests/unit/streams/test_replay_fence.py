@@ -45,14 +45,3 @@ async def _fenced() -> None:
 
 def test_a_failed_produce_request_fences_the_producer() -> None:
     asyncio.run(_fenced())
-
-
-def test_aiokafkas_sender_sends_through_the_client_attribute() -> None:
-    import inspect
-
-    from aiokafka.producer import sender
-
-    source = inspect.getsource(sender.SendProduceReqHandler)
-    assert "self._client = sender.client" in source
-    assert "await self._client.send(node_id, request)" in source
-    assert "return error.retriable" in source
