@@ -504,7 +504,7 @@ class EntityWindows:
         if watermark is not None and watermark - time_ms > self.allowed_lateness_ms:
             raise EventTooOldError(self.entity, watermark - time_ms, self.allowed_lateness_ms)
         fingerprint = self.check_duplicate(state, tx_id, time_ms, amount, peer_id)
-        self._update(state, time_ms, amount, peer_id, out, fingerprint)
+        self.update_checked(state, time_ms, amount, peer_id, out, fingerprint)
 
     def check_duplicate(
         self, state: EntityState, tx_id: str | None, time_ms: int, amount: float, peer_id: str
@@ -794,7 +794,7 @@ class EntityWindows:
             fingerprint = memo[peer_id] = peer_fingerprint(peer_id)
         return fingerprint
 
-    def _update(
+    def update_checked(
         self,
         state: EntityState,
         time_ms: int,
@@ -803,7 +803,11 @@ class EntityWindows:
         out: list[float],
         fingerprint: int | None = None,
     ) -> None:
-        """`update_into` once the lateness (and the id: ``fingerprint``) is checked."""
+        """`update_into` for a caller that checked the lateness and the id itself.
+
+        ``fingerprint`` is what `check_duplicate` returned (None: no id to keep).
+        Nothing is checked again.
+        """
         if state.layout != self.layout:
             self._conform(state)
         position = self._insert(state, time_ms, amount, peer_id)
@@ -989,7 +993,7 @@ class OnlineEngine:
             state = states.get(key)
             if state is None:
                 state = states[key] = EntityState()
-            windows._update(state, time_ms, amount, peer, out, fingerprint)  # checked above
+            windows.update_checked(state, time_ms, amount, peer, out, fingerprint)  # checked above
         return out
 
     def fraud_report(

@@ -173,10 +173,13 @@ def _span_context(traceparent: bytes) -> SpanContext:
 
 
 def _value(counter: Counter) -> float:
-    """A label-less counter's value, read directly.
+    """A label-less (or labelled child) counter's value: its ``_total`` sample.
 
-    prometheus-client has no public getter short of collecting the sample (an object per
-    call); this reads the value the counter holds.
+    prometheus-client has no public getter but ``collect()`` (about 3 us, twice a batch
+    and only while tracing is on).
     """
-    value: float = counter._value.get()
-    return value
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                return float(sample.value)
+    return 0.0

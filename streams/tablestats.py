@@ -44,25 +44,23 @@ def entries_in_memory(store: Any) -> int | None:
 def waiting_on_redis(store: Any) -> bool | None:
     """Whether a redis:// store is in an outage, or None for a store without Redis.
 
-    Reads the backend's backoff state (``RedisBackend._backoff.in_outage``); read only,
-    the backend decides when an outage starts and ends.
+    Reads the backend's outage state (``RedisBackend.in_outage``); read only, the
+    backend decides when an outage starts and ends.
     """
     backend = getattr(store, "backend", None)
     if backend is None:
         return None
-    backoff = getattr(backend, "_backoff", None)
-    return bool(getattr(backoff, "in_outage", False))
+    return bool(getattr(backend, "in_outage", False))
 
 
 def redis_down_since(store: Any) -> float | None:
     """When a redis:// store's current outage began (monotonic seconds), or None.
 
     None for a store without Redis, or while its Redis answers. Reads the backend's
-    backoff state (``RedisBackend._backoff._down_since``) without changing it: a plain
-    attribute read, safe from the web server's threads.
+    outage state (``RedisBackend.down_since``) without changing it: a plain attribute
+    read, safe from the web server's threads.
     """
-    backoff = getattr(getattr(store, "backend", None), "_backoff", None)
-    since = getattr(backoff, "_down_since", None)
+    since = getattr(getattr(store, "backend", None), "down_since", None)
     return since if isinstance(since, float) else None
 
 

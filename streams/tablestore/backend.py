@@ -202,6 +202,11 @@ class Backoff:
         """Whether the last call failed and no call has succeeded since."""
         return self._down_since is not None
 
+    @property
+    def down_since(self) -> float | None:
+        """When the current outage began (``time.monotonic()``), or None while up."""
+        return self._down_since
+
     def succeeded(self) -> None:
         """Record a success; log the end of an outage."""
         if self._down_since is not None:
@@ -293,6 +298,22 @@ class RedisBackend:
     def outages_ended(self) -> int:
         """How many outages have ended: Redis may have restarted and forgotten writes."""
         return self._backoff.outages_ended
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether Redis is down: the last call failed and none has succeeded since.
+
+        A plain attribute read, safe from other threads (the web server's).
+        """
+        return self._backoff.in_outage
+
+    @property
+    def down_since(self) -> float | None:
+        """When the current outage began (``time.monotonic()``), or None while Redis answers.
+
+        A plain attribute read, safe from other threads (the web server's).
+        """
+        return self._backoff.down_since
 
     def wait_while_down(self) -> None:
         """Block while an outage lasts, so the worker processes (and acks) nothing.

@@ -12,7 +12,7 @@ from typing import Any
 from streams.health import LoopHeartbeat, Outages, WorkerHealth
 from streams.kafkalog import OutageLog
 from streams.metrics import PipelineMetrics
-from streams.tablestore.backend import Backoff
+from streams.tablestore.backend import Client, RedisBackend
 
 
 class Clock:
@@ -23,12 +23,15 @@ class Clock:
         return self.now
 
 
+def never_connects() -> Client:
+    raise AssertionError("no Redis call in these tests")
+
+
 class Store:
     """A redis:// store's shape, as far as the outage reading goes."""
 
     def __init__(self) -> None:
-        self.backend = type("Backend", (), {})()
-        self.backend._backoff = Backoff("Redis at test")
+        self.backend = RedisBackend(never_connects, ttl_ms=1000, description="test")
 
 
 def kafka_error(log: OutageLog) -> None:

@@ -14,13 +14,8 @@ from streams.tablestore.cache import WriteBackCache
 
 
 @dataclass
-class Backoff:
-    in_outage: bool = False
-
-
-@dataclass
 class Backend:
-    _backoff: Backoff = field(default_factory=Backoff)
+    in_outage: bool = False
 
 
 @dataclass
@@ -66,10 +61,10 @@ def test_gauges_follow_the_stores_at_each_scrape() -> None:
     assert value(metrics, "fraudstream_table_entries", table="customer_windows") == 0
     assert value(metrics, "fraudstream_redis_available") == 1
     customers.cache.put(0, b"card", b"state")
-    terminals.backend._backoff.in_outage = True
+    terminals.backend.in_outage = True
     assert value(metrics, "fraudstream_table_entries", table="customer_windows") == 1
     assert value(metrics, "fraudstream_redis_available") == 0
-    terminals.backend._backoff.in_outage = False
+    terminals.backend.in_outage = False
     assert value(metrics, "fraudstream_redis_available") == 1
 
 
