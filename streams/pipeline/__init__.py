@@ -42,6 +42,7 @@ from faust.types import EventT, StreamT
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
+from streams.faustcompat import metadata
 from streams.health import LoopHeartbeat, Outages, WorkerHealth, install_pages
 from streams.lag import LagReporter, watch_lag
 from streams.metrics import GcPauseObserver, PipelineMetrics, watch_event_loop
@@ -414,9 +415,7 @@ class OutputPartitions:
         return None if partitioner is None else partitioner(key)
 
     def _partitioner(self, topic: str) -> KeyPartitioner | None:
-        producer = self.app.producer
-        cluster = producer._ensure_producer().client.cluster  # type: ignore[attr-defined]
-        partitions = cluster.partitions_for_topic(topic)
+        partitions = metadata.producer_partitions(self.app.producer, topic)
         if not partitions:
             return None
         count = len(partitions)
