@@ -77,6 +77,7 @@ async def tick_watermarks(
                 reports_read[tp.partition] = at_end
         clock.forget(tp.partition for tp in assigned if tp.topic == transactions)
         terminal.reports_read_to_end = reports_read
+        terminal.forget_reports(reports_read)
         declared = clock.declarations(sources)
         if not assigned:
             continue

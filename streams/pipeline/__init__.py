@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
@@ -225,6 +225,18 @@ def build_pipeline(
         max_event_bytes=settings.max_event_bytes,
         intake=intake(),
     )
+
+    reports_topic = names["fraud_reports"]
+
+    def reports_highwater(partition: int) -> int | None:
+        # The consumer's last fetched high watermark: no broker request.
+        try:
+            highwater = app.consumer.highwater(TP(reports_topic, partition))
+        except Exception:  # not assigned, or no consumer yet
+            return None
+        return None if highwater is None else int(highwater)
+
+    terminal_stage.reports_highwater = reports_highwater
 
     def batch_runner(
         agent: str, source: str, applied: Any, applied_as: str = "applied", **span: Any

@@ -29,7 +29,7 @@ applied and whether the report partition is read to its end (the report entry); 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from faust.types import EventT
@@ -84,6 +84,11 @@ class TerminalStage:
         #: Per terminal partition, whether its reports partition is read to its end, as
         #: this worker's watermark tick last saw it (`streams.pipeline.watermarks`).
         self.reports_read_to_end: dict[int, bool] = {}
+        #: The high watermark of a reports partition as this worker's consumer last
+        #: fetched it (None: unknown); with the next offset after the last report
+        #: applied, it tells at every batch whether the partition is read to its end.
+        self.reports_highwater: Callable[[int], int | None] = lambda partition: None
+        self._reports_next: dict[int, int] = {}
 
     async def process_transactions(self, events: Sequence[EventT[Any]]) -> None:
         """Record a micro-batch of forward messages; skip rows already applied."""
@@ -104,7 +109,7 @@ class TerminalStage:
                 sources.add(row.source_partition)
             for source in sources:
                 batch.want(event, mark_key(partition, source))
-            if partition in self.reports_read_to_end:
+            if self._read_to_end(partition) is not None:
                 batch.want(event, report_key(partition))
         batch.load()
         late: list[tuple[EventT[Any], DecodeError, bytes]] = []
@@ -138,7 +143,7 @@ class TerminalStage:
         # No await from here to the write: the report entry is read, changed and written
         # in one step, so the reports agent's own changes to it are not lost.
         for event, _, _ in decoded:
-            batch.note_reports_read(event, self.reports_read_to_end.get(event.message.partition))
+            batch.note_reports_read(event, self._read_to_end(event.message.partition))
         batch.write()
         self.metrics.terminal_transactions.inc(applied)
         if skipped:
@@ -194,12 +199,36 @@ class TerminalStage:
                 duplicates += 1
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
         # No await from here to the write (see process_transactions).
+        following = self._reports_next
+        for event in events:
+            message = event.message
+            if message.offset >= following.get(message.partition, 0):
+                following[message.partition] = message.offset + 1
         for event, report in decoded:
             batch.note_report(event, report.reported_at)
+            batch.note_reports_read(event, self._read_to_end(event.message.partition))
         batch.write()
         self.metrics.fraud_reports.inc(stored)
         if duplicates:
             self.metrics.duplicates_skipped.labels(source="fraud_reports").inc(duplicates)
+
+    def forget_reports(self, assigned: Iterable[int]) -> None:
+        """Drop the progress of reports partitions no longer assigned to this worker."""
+        kept = set(assigned)
+        self._reports_next = {p: o for p, o in self._reports_next.items() if p in kept}
+
+    def _read_to_end(self, partition: int) -> bool | None:
+        """Whether reports partition ``partition`` is read to its end (None: not known).
+
+        From this worker's own progress and its consumer's last fetched high watermark,
+        which every batch has at hand; else as the watermark tick last read it.
+        """
+        following = self._reports_next.get(partition)
+        if following is not None:
+            highwater = self.reports_highwater(partition)
+            if highwater is not None:
+                return following >= highwater
+        return self.reports_read_to_end.get(partition)
 
 
 class _Batch:

@@ -46,6 +46,7 @@ DLQ = "transactions-dlq"
 T0 = 1_700_000_000_000
 SECOND = 1000
 DAY = 86_400_000
+HOUR = 3_600_000
 #: Two terminals in different partitions (checked below), so marks of one source
 #: partition exist in both; TA2 lives in TA's partition, so one message holds both.
 TA, TB = "TA", "TB"
@@ -676,3 +677,24 @@ def test_a_source_watermark_only_goes_forward_while_the_source_is_active(
     assert SourceMark.from_bytes(r.table.values.get((PA, mark_key(PA, 0)))) == expected
     if IDLE not in declarations:
         assert expected.watermark == max(declarations)
+
+
+async def test_a_report_batch_that_reaches_the_high_watermark_says_its_partition_is_read() -> None:
+    r = rig()
+    highwaters = {PA: 53}
+    r.stage.reports_highwater = highwaters.get
+    batch = Batch(REPORTS)
+    batch.fraud_report(TA, report("f1", TA, T0))  # offset 51 of PA
+    last = batch.fraud_report(TA, report("f2", TA, T0 + HOUR))  # offset 52: read to the end
+
+    await r.stage.process_reports(as_events(batch.events))
+
+    assert r.table.values[(PA, report_key(PA))] == ReportMark(T0 + HOUR + DAY, True).to_bytes()
+    assert written(r.recorder)[(PA, report_key(PA))][1] is last
+
+    highwaters[PA] = 60  # more reports arrived: the next forward on PA says so
+    forwards = Batch(FORWARDS)
+    tick = forwards.add(PA, None, encode_forwards([], {0: T0}))
+    await r.stage.process_transactions(as_events(forwards.events))
+    assert r.table.values[(PA, report_key(PA))] == ReportMark(T0 + HOUR + DAY, False).to_bytes()
+    assert r.recorder.writes()[-1].event is tick
