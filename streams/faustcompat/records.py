@@ -1,12 +1,12 @@
 r"""Hand every fetched record to the worker, whatever its header names hold.
 
-aiokafka decodes each Kafka header *name* as strict UTF-8 while it unpacks a fetched
-record batch (``aiokafka.record.default_records``: ``_read_msg``, and the same in its C
-extension ``aiokafka.record._crecords.default_records``). A record whose header name is
-not UTF-8 (``kcat -H $'\\xfe\\xff=1'`` writes one; the Kafka protocol does not forbid it in
-practice) raises ``UnicodeDecodeError`` out of ``Fetcher.getmany``: the consumer's fetch
-task crashes, the worker exits, and every worker that takes the partition over dies on
-the same record.
+aiokafka 0.14.0 decodes each Kafka header *name* as strict UTF-8 while it unpacks a
+fetched record batch (``aiokafka.record.default_records``: ``_read_msg``, and the same
+in its C extension ``aiokafka.record._crecords.default_records``). A record whose header
+name is not UTF-8 (``kcat -H $'\\xfe\\xff=1'`` writes one; the Kafka protocol does not
+forbid it in practice) raises ``UnicodeDecodeError`` out of ``Fetcher.getmany``: the
+consumer's fetch task crashes, the worker exits, and every worker that takes the
+partition over dies on the same record.
 
 `TolerantMemoryRecords` replaces ``aiokafka.consumer.fetcher.MemoryRecords`` (the name
 the fetcher calls for each fetched partition's bytes). It slices the fetched bytes into
