@@ -183,6 +183,7 @@ class ScoreStage:
         self.generation: Callable[[], int] = lambda: 0
         self._held: list[_Held] = []
         self._held_generation = 0
+        self._behind: dict[int, int] = {}
         self._declared: dict[int, int] = {}
         self._holding = asyncio.Lock()
         self._access = TableAccess(customers)
@@ -224,22 +225,52 @@ class ScoreStage:
         gate = self.gate
         assert gate is not None
         held = self._held
-        if held and self.generation() != self._held_generation:
-            # A rebalance sought every partition back to the offsets stored with the
-            # state: the held transactions are read again, by whichever worker owns them.
-            logger.info("rebalanced: %d held transactions are read again", len(held))
+        generation = self.generation()
+        if generation != self._held_generation:
+            # A rebalance seeks every partition back to the offsets stored with the state
+            # (streams.tablestore.resume), which never pass a held transaction: the held
+            # ones are read again, by whichever worker owns them. Until then, the later
+            # transactions of their partitions already on their way here are dropped
+            # too (they come again after those), so no card sees its transactions out
+            # of order.
+            self._behind = {}
+            for h in held:
+                source = h.event.message.partition
+                offset = h.event.message.offset
+                if offset < self._behind.get(source, offset + 1):
+                    self._behind[source] = offset
+            if held:
+                logger.info("rebalanced: %d held transactions are read again", len(held))
             held = []
+            self._held_generation = generation
+        if self._behind:
+            valid = self._after_rebalance(valid)
         now = time.monotonic()
         for event, tx in valid:
             source = event.message.partition
             pending = Pending(source, tx.tx_time, self._terminal_partition(tx))
             held.append(_Held(event, tx, pending, now))
         self._held = held
-        self._held_generation = self.generation()
         await self._release(gate, rejected, model)
         while len(self._held) > HELD_MAX:
             await asyncio.sleep(gate.pause_s)
             await self._release(gate, [], model)
+
+    def _after_rebalance(
+        self, valid: list[tuple[EventT[Any], Transaction]]
+    ) -> list[tuple[EventT[Any], Transaction]]:
+        """Drop the transactions of partitions whose held ones were dropped, until those return."""
+        behind = self._behind
+        kept = []
+        for event, tx in valid:
+            message = event.message
+            first = behind.get(message.partition)
+            if first is not None:
+                if message.offset > first:
+                    continue  # delivered before the seek: read again after it
+                del behind[message.partition]  # the partition reads from the seek on
+            kept.append((event, tx))
+        return kept
 
     async def release_held(self) -> None:
         """Score the held transactions that can go now (a task calls this between batches)."""

@@ -1139,22 +1139,32 @@ async def test_a_transaction_held_too_long_is_scored_and_counted_inexact(slot: M
     assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 1
 
 
-async def test_held_transactions_are_dropped_at_a_rebalance(slot: ModelSlot) -> None:
+async def test_held_transactions_are_dropped_at_a_rebalance_and_their_partition_waits_for_them(
+    slot: ModelSlot,
+) -> None:
     r = watermarked_rig(slot)
     terminals_applied(r.peek, T0 - 7 * DAY, T0)
     generation = 1
     r.stage.generation = lambda: generation
     batch = Batch(T0)
-    batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
+    held = batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
     await r.stage.process(as_events(batch.events))
 
     generation = 2  # the partitions are read again from the stored offsets
-    terminals_applied(r.peek, T0 + DAY - 7 * DAY, T0 + DAY)
+    terminals_applied(r.peek, T0 + 2 * DAY - 7 * DAY, T0 + 2 * DAY)
     await r.stage.release_held()
-    await r.stage.process(as_events(Batch(T0 + DAY).events))
+    # Still on its way from before the seek: a later transaction of b1's partition.
+    stale = Batch(T0)
+    stale.offsets = dict(batch.offsets)
+    stale.add("C2", encode(payload("b2", "C2", "T2", T0 + DAY + 1)))
+    stale.add("C1", encode(payload("a1", "C1", "T1", T0)))  # another partition goes on
+    await r.stage.process(as_events(stale.events))
+    assert set(decoded_scores(r.recorder)) == {"a1"}
 
-    assert decoded_scores(r.recorder) == {}
-    assert r.recorder.writes() == []
+    # After the seek: b1 again, then b2 again, in order.
+    await r.stage.process(as_events([held, stale.events[0]]))
+    scored = [json.loads(s.value or b"")["tx_id"] for s in r.recorder.sends(TOPICS.scores)]
+    assert scored == ["a1", "b1", "b2"]
 
 
 async def test_reports_read_to_the_end_hold_nothing_back(slot: ModelSlot) -> None:
