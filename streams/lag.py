@@ -11,28 +11,64 @@ Because the position is the committed offset, a healthy worker under load shows 
 commit interval's worth of records (``commit_interval_s``) as lag; a lag that grows is
 the sign of too few workers or a stuck one.
 
-Lag in event-time seconds is not exported: it needs the timestamp of each partition's
-newest record, a fetch per partition per interval. The dashboard divides the lag by the
-consumption rate instead (seconds to catch up at the present pace).
+Lag in seconds (``fraudstream_consumer_lag_seconds``): while a partition has a backlog,
+how long ago the last record the worker took from it was produced (`TakenRecords`: its
+``fraudstream-sent-ms`` header when plausible, else its Kafka timestamp when plausible;
+replays stamp historical event times as Kafka timestamps). The record after it was
+produced later, so this bounds from above how long the backlog's head has waited. 0
+without a backlog; absent for a partition nothing was taken from yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from faust.types import TP
 from prometheus_client import Gauge
 
+from streams.kafka import plausible_sent_at_ms, sent_at_ms
 from streams.stall import PartitionState, read_states, source_partitions
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two lag readings: Prometheus scrapes every 5 s in the compose stack.
 LAG_INTERVAL_S = 5.0
+
+
+#: Oldest produce time read as one (a week), as for alert latencies.
+_MAX_AGE_MS = 7 * 86_400_000
+
+
+class TakenRecords:
+    """When the last record taken from each source partition was produced (epoch ms).
+
+    Noted once per micro-batch per partition (its last record), by every agent.
+    """
+
+    def __init__(self) -> None:
+        self.produced_ms: dict[TP, int] = {}
+
+    def note(self, events: Sequence[Any]) -> None:
+        """Remember the produce time of each partition's last record in ``events``."""
+        last: dict[TP, Any] = {}
+        for event in events:
+            message = event.message
+            last[message.tp] = message
+        if not last:
+            return
+        now_ms = int(time.time() * 1000)
+        for tp, message in last.items():
+            produced = plausible_sent_at_ms(sent_at_ms(message.headers), now_ms, _MAX_AGE_MS)
+            if produced is None and message.timestamp is not None:
+                stamp = int(message.timestamp * 1000)
+                produced = plausible_sent_at_ms(stamp, now_ms, _MAX_AGE_MS)
+            if produced is not None:
+                self.produced_ms[tp] = produced
 
 
 @dataclass
@@ -44,7 +80,10 @@ class LagReporter:
     """
 
     gauge: Gauge
+    seconds: Gauge | None = None
+    taken: TakenRecords | None = None
     _shown: set[TP] = field(default_factory=set)
+    _shown_seconds: set[TP] = field(default_factory=set)
 
     def report(self, states: Mapping[TP, PartitionState]) -> None:
         """Show the lag of ``states``; remove the series of partitions not among them.
@@ -58,6 +97,27 @@ class LagReporter:
             lag = max(0, state.highwater - state.position)
             self.gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         self._shown = set(states)
+        if self.seconds is not None:
+            self._report_seconds(states)
+
+    def _report_seconds(self, states: Mapping[TP, PartitionState]) -> None:
+        seconds = self.seconds
+        assert seconds is not None
+        produced = {} if self.taken is None else self.taken.produced_ms
+        now_ms = time.time() * 1000
+        shown: set[TP] = set()
+        for tp, state in states.items():
+            if state.highwater <= state.position:
+                age = 0.0
+            elif tp in produced:
+                age = max(0.0, (now_ms - produced[tp]) / 1000)
+            else:
+                continue
+            seconds.labels(topic=tp.topic, partition=str(tp.partition)).set(age)
+            shown.add(tp)
+        for tp in self._shown_seconds - shown:
+            seconds.remove(tp.topic, str(tp.partition))
+        self._shown_seconds = shown
 
 
 async def watch_lag(app: Any, reporter: LagReporter, interval_s: float = LAG_INTERVAL_S) -> None:

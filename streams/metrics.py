@@ -372,6 +372,14 @@ class PipelineMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.consumer_lag_seconds = Gauge(
+            "fraudstream_consumer_lag_seconds",
+            "How long ago the last record this worker took from an assigned source "
+            "partition was produced, while the partition has a backlog (0 without one): "
+            "the age of the backlog's head, sampled every few seconds.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.rebalances = Counter(
             "fraudstream_rebalances",
             "Consumer-group rebalances this worker went through.",

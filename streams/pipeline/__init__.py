@@ -44,7 +44,7 @@ from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
 from streams.faustcompat import metadata
 from streams.health import LoopHeartbeat, Outages, WorkerHealth, install_pages
-from streams.lag import LagReporter, watch_lag
+from streams.lag import LagReporter, TakenRecords, watch_lag
 from streams.metrics import GcPauseObserver, PipelineMetrics, watch_event_loop
 from streams.modelcontrol import ModelFollower
 from streams.pipeline.guard import BatchGuard
@@ -258,9 +258,12 @@ def build_pipeline(
     batch_max = settings.batch_max
     within = settings.batch_within_ms / 1000
 
+    taken = TakenRecords()
+
     async def batches(stream: StreamT[Any]) -> Any:
         events: list[EventT[Any]]
         async for events in stream.take_events(batch_max, within):  # type: ignore[attr-defined]
+            taken.note(events)
             yield events
 
     @app.agent(raw_topic(names["transactions"]), name="score")
@@ -324,7 +327,7 @@ def build_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_consumer_lag() -> None:
-        await watch_lag(app, LagReporter(metrics.consumer_lag))
+        await watch_lag(app, LagReporter(metrics.consumer_lag, metrics.consumer_lag_seconds, taken))
 
     rebalances = RebalanceReporter(
         metrics.rebalances, metrics.rebalance_duration, metrics.assigned_partitions

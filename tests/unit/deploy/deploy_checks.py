@@ -137,6 +137,7 @@ def exported_metrics() -> dict[str, frozenset[str]]:
     metrics.redis_flush.labels(table="t").observe(0.001)
     metrics.duplicates_skipped.labels(source="s").inc()
     metrics.consumer_lag.labels(topic="t", partition="0").set(0)
+    metrics.consumer_lag_seconds.labels(topic="t", partition="0").set(0)
     metrics.assigned_partitions.labels(topic="t").set(1)
     metrics.table_entries.labels(table="t").set(0)
     metrics.partition_stalled.labels(topic="t", partition="0").set(0)

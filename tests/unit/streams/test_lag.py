@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar
 
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from streams.lag import LagReporter, watch_lag
+from streams.kafka import SENT_AT_HEADER
+from streams.lag import LagReporter, TakenRecords, watch_lag
 from streams.metrics import PipelineMetrics
 from streams.stall import PartitionState
 
@@ -39,6 +41,44 @@ def test_a_position_past_a_stale_high_watermark_is_no_negative_lag() -> None:
     metrics = PipelineMetrics(CollectorRegistry())
     LagReporter(metrics.consumer_lag).report({A: PartitionState(105, 100, None)})
     assert lag(metrics, A) == 0
+
+
+def seconds(metrics: PipelineMetrics, tp: TP) -> float | None:
+    return metrics.registry.get_sample_value(
+        "fraudstream_consumer_lag_seconds", {"topic": tp.topic, "partition": str(tp.partition)}
+    )
+
+
+class Message:
+    def __init__(self, tp: TP, headers: list[tuple[str, bytes]], timestamp: float | None) -> None:
+        self.tp = tp
+        self.headers = headers
+        self.timestamp = timestamp
+
+
+class Event:
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+
+def test_lag_in_seconds_is_the_age_of_the_last_record_taken_while_behind() -> None:
+    metrics = PipelineMetrics(CollectorRegistry())
+    taken = TakenRecords()
+    reporter = LagReporter(metrics.consumer_lag, metrics.consumer_lag_seconds, taken)
+    now = time.time()
+    replayed = Message(A, [(SENT_AT_HEADER, str(int((now - 30) * 1000)).encode())], 1.5e9)
+    taken.note([Event(Message(A, [], now - 90)), Event(replayed)])  # the last one counts
+    taken.note([Event(Message(B, [], 4_102_444_800.0))])  # stamped 2100: not read
+
+    reporter.report({A: PartitionState(40, 100, None), B: PartitionState(7, 9, None)})
+
+    age = seconds(metrics, A)
+    assert age is not None
+    assert 29 <= age < 40
+    assert seconds(metrics, B) is None  # behind, but nothing plausible taken yet
+    reporter.report({A: PartitionState(100, 100, None)})
+    assert seconds(metrics, A) == 0
+    assert seconds(metrics, B) is None
 
 
 class FakeConsumer:
