@@ -1,1 +1,1 @@
-"""Feature definitions: one spec, an offline (polars) engine and an online engine."""
+"""Transactions and their features: the dataset reader, one spec, offline and online engines."""

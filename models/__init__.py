@@ -10,7 +10,7 @@ One responsibility per module, pure logic first:
 - `models.threshold`: the alert threshold, chosen for a stated objective.
 - `models.training`: the whole recipe (validate, fit, assess, threshold, fingerprint).
 - `models.handbook`: the handbook's published results and the comparison table.
-- `models.source`: reading a dataset file and hashing it.
+- `models.source`: a training dataset file (read by `features.dataset`) and its hash.
 - `models.registry`: versioned skops artifacts, verified on load; promotion.
 - `models.scoring`: the batch scorer the stream workers use.
 - `models.explain`: alert reasons, by occlusion against the training medians.

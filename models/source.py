@@ -1,9 +1,8 @@
-"""Reading a transaction dataset file for training: Parquet or CSV, with its fingerprint.
+"""A training dataset file: its rows and its fingerprint.
 
-The files are those ``fraudstream generate`` writes (`features.simulator.write_dataset`):
-Parquet with the types of `features.dataset`, or CSV with ISO-8601 UTC times. CSV is read
-as text and cast column by column, so ids stay strings (``C0042`` or ``0042`` alike) and
-times keep their milliseconds whatever polars would have inferred.
+The rows are read by `features.dataset.DatasetReader`, the reader replay uses too, so a
+file is held to the same rules (formats, types, row checks) whether it trains a model or
+is replayed through the workers.
 """
 
 from __future__ import annotations
@@ -14,13 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
-from features import dataset
+from features.dataset import DatasetError, DatasetReader
+
+# ``streams.cli.train`` imports the reader's error from here.
+__all__ = ["DatasetError", "DatasetFile", "read_dataset"]
 
 _CHUNK = 1 << 20
-
-
-class DatasetError(ValueError):
-    """A dataset file cannot be read as transactions."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,8 @@ class DatasetFile:
     Attributes:
         path: Where it was read from.
         sha256: Hex SHA-256 of the file's bytes: which file a model was trained on.
-        transactions: Its rows, with the types of `features.dataset` where named there.
+        transactions: Its rows: the fields of `features.dataset.FIELDS` the file has,
+            typed as in `features.dataset.TRANSACTION_COLUMNS`.
     """
 
     path: Path
@@ -39,51 +38,17 @@ class DatasetFile:
 
 
 def read_dataset(path: Path) -> DatasetFile:
-    """Read a Parquet or CSV dataset and hash its bytes.
+    """Read a Parquet or CSV dataset, every row checked, and hash its bytes.
 
     Raises:
-        DatasetError: Unknown suffix, unreadable file, or columns of the wrong type.
+        DatasetError: The file cannot be read as transactions (`features.dataset`).
     """
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise DatasetError(
-            f"unknown dataset format {path.suffix!r} for {path}: use .parquet or .csv"
-        )
-    if not path.is_file():
-        raise DatasetError(f"no dataset file at {path}")
+    transactions = DatasetReader(path).read()
     try:
         digest = _sha256(path)
-        if suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        else:
-            frame = _typed(pl.read_csv(path, infer_schema=False))
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise DatasetError(f"cannot read {path}: {_first_line(exc)}") from None
-    missing = [c for c in dataset.REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DatasetError(f"{path} lacks the columns {missing}")
-    return DatasetFile(path, digest, frame)
-
-
-def _typed(frame: pl.DataFrame) -> pl.DataFrame:
-    """Cast a CSV read as text to the dataset's types, column by column."""
-    casts: list[pl.Expr] = []
-    for name, dtype in dataset.TRANSACTION_COLUMNS.items():
-        if name not in frame.columns:
-            continue
-        column = pl.col(name)
-        if isinstance(dtype, pl.Datetime):
-            casts.append(
-                column.str.to_datetime(time_unit="ms", time_zone="UTC", strict=True).alias(name)
-            )
-        elif isinstance(dtype, pl.Boolean):
-            flags = column.str.to_lowercase().replace_strict(
-                {"true": True, "false": False}, return_dtype=pl.Boolean
-            )
-            casts.append(flags.alias(name))
-        else:
-            casts.append(column.cast(dtype, strict=True))
-    return frame.with_columns(casts)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return DatasetFile(path, digest, transactions)
 
 
 def _sha256(path: Path) -> str:
@@ -92,8 +57,3 @@ def _sha256(path: Path) -> str:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

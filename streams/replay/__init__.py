@@ -5,9 +5,10 @@ event streams: every row a ``Transaction`` on the transactions topic, every repo
 fraud a ``FraudReport`` on the fraud-reports topic at its report time, interleaved in
 event time as they would have happened. The pieces, each with one job:
 
-- ``reader``: opens the file lazily, maps and checks its columns, checks and encodes the
-  rows in polars' streaming engine, and hands on time-ordered chunks (memory bounded by
-  the chunk, not the file).
+- ``reader``: reads the file lazily through ``features.dataset.DatasetReader`` (the
+  reader training uses: formats, ``--map``, types, row checks), encodes the rows in
+  polars' streaming engine, and hands on time-ordered chunks (memory bounded by the
+  chunk, not the file).
 - ``encoding``: the events' JSON from columns, byte for byte the record encoder's.
 - ``events``: merges transactions and their later reports into send order (pure).
 - ``pacing``: when each event may go (pure): as fast as possible (default), at a speed

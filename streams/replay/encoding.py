@@ -11,7 +11,7 @@ every string value is checked against the contract's patterns first (ids, codes:
 digits and ``_ . : -``); amounts are written as ``money()`` writes them (two decimals).
 ``tests/unit/streams/test_replay_encoding.py`` compares the bytes with the record encoder.
 
-The expressions expect validated columns (``streams.replay.reader`` checks them): on a
+The expressions expect validated columns (``features.dataset.DatasetReader`` checks them): on a
 value the contract refuses, the output is unspecified (usually null).
 """
 
@@ -24,9 +24,6 @@ import polars as pl
 
 from streams.contracts import FRAUD_REPORT, TRANSACTION, Contract
 from streams.records import SCHEMA_VERSION
-
-#: Largest amount the contract's money pattern accepts is 999,999,999,999.99.
-MAX_AMOUNT_EXCLUSIVE: Final = 1e12
 
 
 def json_string(value: pl.Expr) -> pl.Expr:
@@ -47,17 +44,6 @@ def json_integer(value: pl.Expr) -> pl.Expr:
 def cents(amount: pl.Expr) -> pl.Expr:
     """An amount in the major unit as an integer number of cents (exact for valid amounts)."""
     return (amount * 100).round(0).cast(pl.Int64, strict=False)  # null where not finite
-
-
-def is_whole_cents(amount: pl.Expr) -> pl.Expr:
-    """Whether a float amount has at most two decimal places, as ``money()`` decides it.
-
-    ``money()`` reads a float through its shortest repr; polars writes floats as the same
-    shortest round-trip digits, so the check is on that text. (Arithmetic is no substitute:
-    polars divides a column by a constant as a multiplication by its reciprocal, so
-    ``round(x * 100) / 100 == x`` fails for 58.66.)
-    """
-    return amount.cast(pl.String).str.contains(r"^-?[0-9]+(?:\.[0-9]{1,2})?$")
 
 
 def json_money(amount: pl.Expr) -> pl.Expr:

@@ -52,6 +52,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
+from features.dataset import iso_ms
 from streams.kafka import (
     SENT_AT_HEADER,
     BrokerUnavailableError,
@@ -64,7 +65,6 @@ from streams.kafka import (
 from streams.replay.events import REPORT, TRANSACTION, StreamStats, count
 from streams.replay.fence import ProduceFence, ProduceFencedError
 from streams.replay.pacing import Pacer
-from streams.replay.reader import iso_ms
 from streams.replay.resume import (
     NOTHING,
     REPLAY_SEQ_HEADER,

@@ -92,8 +92,8 @@ def test_promoting_a_handbook_feature_model_is_refused(dataset_file: Path, tmp_p
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--data", "{tmp}/missing.parquet"], "no dataset file at"),
-        (["--data", "{tmp}/x.json"], "unknown dataset format '.json'"),
+        (["--data", "{tmp}/missing.parquet"], "missing.parquet does not exist"),
+        (["--data", "{tmp}/x.json"], "unsupported file type '.json'; datasets are .parquet or"),
         (["--data", "{data}", "--model", "svm"], "unknown model kind 'svm'"),
         (["--data", "{data}", "--features", "all"], "unknown feature set 'all'"),
         (["--data", "{data}", "--train-start", "July"], "train start must be YYYY-MM-DD"),

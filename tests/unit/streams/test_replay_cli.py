@@ -74,7 +74,7 @@ def _bad_files(tmp_path: Path, dataset: Path) -> dict[str, Path]:
     ("file", "options", "message"),
     [
         ("missing", [], "missing.parquet does not exist"),
-        ("text", [], "unsupported file type '.txt'; replay reads .csv, .parquet, .pq"),
+        ("text", [], "unsupported file type '.txt'; datasets are .parquet or .csv files"),
         ("corrupt", [], "as Parquet: "),
         ("empty_csv", [], "empty.csv is empty"),
         ("header_only", [], "nothing to replay: "),

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.dataset import is_whole_cents
 from streams.contracts import (
     CURRENCY_PATTERN,
     ID_PATTERN,
@@ -111,7 +112,7 @@ def test_edge_amounts_encode_like_money(amount: float) -> None:
 def test_the_whole_cents_rule_is_moneys_rule(amounts: list[float]) -> None:
     frame = pl.DataFrame({"amount": amounts}, schema={"amount": pl.Float64})
     checked = frame.select(
-        ok=encoding.is_whole_cents(pl.col("amount")), text=encoding.json_money(pl.col("amount"))
+        ok=is_whole_cents(pl.col("amount")), text=encoding.json_money(pl.col("amount"))
     )
     for amount, ok, text in zip(amounts, checked["ok"], checked["text"], strict=True):
         try:

@@ -1,4 +1,9 @@
-"""Reading datasets for replay: columns, mapping, types, row checks, time order, chunks."""
+"""Reading datasets for replay: events from the reader's rows, time order, chunks, windows.
+
+The reader's own rules (files, mapping, types, row checks) are tested in
+tests/unit/features/test_dataset.py; here, that replay applies them and agrees with the
+event contracts.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from features.dataset import TRANSACTION_COLUMNS
+from features.dataset import FIELDS, MAX_TIME_MS, MIN_TIME_MS, TRANSACTION_COLUMNS, DatasetError
 from features.simulator import SimulationConfig, simulate, write_dataset
+from streams.contracts import MAX_EPOCH_MS, MIN_EPOCH_MS, TRANSACTION, PatternRule
 from streams.records import FraudReport, Transaction
-from streams.replay.reader import Dataset, DatasetError, Window, parse_mappings
+from streams.replay.reader import Dataset, Window
 
 T0 = datetime(2018, 4, 1, tzinfo=UTC)
 T0_MS = 1_522_540_800_000
@@ -55,97 +61,11 @@ def _events(path: Path, mapping: dict[str, str] | None = None, **kwargs: Any) ->
 # --- mapping -------------------------------------------------------------------------------
 
 
-def test_mappings_are_field_equals_column() -> None:
-    assert parse_mappings(["tx_time=TX_DATETIME", "amount=TX AMOUNT=€"]) == {
-        "tx_time": "TX_DATETIME",
-        "amount": "TX AMOUNT=€",
-    }
-
-
-@pytest.mark.parametrize(
-    ("item", "message"),
-    [
-        ("tx_time", "expected FIELD=COLUMN"),
-        ("=TX_DATETIME", "expected FIELD=COLUMN"),
-        ("tx_time=", "expected FIELD=COLUMN"),
-        ("when=TX_DATETIME", "unknown field 'when'; fields are tx_id, tx_time"),
-        ("fraud_scenario=x", "unknown field 'fraud_scenario'"),
-    ],
-)
-def test_bad_mappings_are_refused(item: str, message: str) -> None:
-    with pytest.raises(DatasetError, match=message):
-        parse_mappings([item])
-
-
-def test_a_field_mapped_twice_is_refused() -> None:
-    with pytest.raises(DatasetError, match="'amount' is mapped twice"):
-        parse_mappings(["amount=a", "amount=b"])
-
-
 def test_mapped_columns_are_read(tmp_path: Path) -> None:
     frame = _rows().rename({"tx_time": "TX_DATETIME", "customer_id": "CUSTOMER"})
     path = _write(tmp_path, frame)
     events = _events(path, {"tx_time": "TX_DATETIME", "customer_id": "CUSTOMER"})
     assert events["tx_key"].to_list() == [b"C1", b"C2", b"C1"]
-
-
-# --- files and columns -----------------------------------------------------------------------
-
-
-def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"tx\.parquet does not exist"):
-        Dataset(tmp_path / "tx.parquet")
-
-
-def test_unknown_format(tmp_path: Path) -> None:
-    path = tmp_path / "tx.txt"
-    path.write_text("tx_id\n1\n")
-    with pytest.raises(DatasetError, match=r"unsupported file type '\.txt'; replay reads"):
-        Dataset(path)
-
-
-def test_corrupt_parquet(tmp_path: Path) -> None:
-    path = tmp_path / "tx.parquet"
-    path.write_bytes(b"PAR1 this is not parquet at all")
-    with pytest.raises(DatasetError, match=r"cannot read .*tx\.parquet as Parquet: ") as caught:
-        Dataset(path)
-    assert "\n" not in str(caught.value)
-
-
-def test_empty_csv(tmp_path: Path) -> None:
-    path = tmp_path / "tx.csv"
-    path.touch()
-    with pytest.raises(DatasetError, match=r"tx\.csv is empty"):
-        Dataset(path)
-
-
-def test_missing_required_column(tmp_path: Path) -> None:
-    path = _write(tmp_path, _rows().drop("terminal_id"))
-    with pytest.raises(
-        DatasetError, match=r"has no column 'terminal_id' \(required for terminal_id\); its columns"
-    ):
-        Dataset(path)
-
-
-def test_missing_mapped_column(tmp_path: Path) -> None:
-    path = _write(tmp_path, _rows())
-    with pytest.raises(DatasetError, match=r"has no column 'cur' \(mapped for currency\)"):
-        Dataset(path, {"currency": "cur"})
-
-
-@pytest.mark.parametrize(
-    ("column", "values", "message"),
-    [
-        ("tx_id", [1.5, 2.5, 3.5], r"column 'tx_id' \(tx_id\) has type Float64; expected strings"),
-        ("tx_time", [1, 2, 3], r"column 'tx_time' \(tx_time\) has type Int64; expected datetimes"),
-        ("amount", [True, False, True], r"'amount' \(amount\) has type Boolean; expected numbers"),
-        ("is_fraud", [0.5, 1.0, 0.0], r"'is_fraud' \(is_fraud\) has type Float64; expected bool"),
-    ],
-)
-def test_mistyped_column(tmp_path: Path, column: str, values: list[Any], message: str) -> None:
-    path = _write(tmp_path, _rows(**{column: values}))
-    with pytest.raises(DatasetError, match=message):
-        Dataset(path)
 
 
 def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
@@ -222,61 +142,24 @@ def test_iso_times_in_text(tmp_path: Path, text: str) -> None:
     assert events["time"].to_list() == [T0_MS] * 3
 
 
-# --- bad rows ------------------------------------------------------------------------------
+# --- bad rows and the contracts ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"amount": [1.0, -2.0, 3.0]}, r"row 2: amount is negative: '-2\.0'"),
-        (
-            {"amount": [1.0, 2.0, 3.001]},
-            r"row 3: amount has more than two decimal places: '3\.001'",
-        ),
-        ({"amount": [1.0, float("nan"), 3.0]}, r"row 2: amount is not a finite number: 'nan'"),
-        ({"amount": [1.0, 2.0, 1e12]}, r"row 3: amount is too large"),
-        ({"customer_id": ["C1", "C 2", "C3"]}, r"row 2: customer_id is not 1-64 letters.*: 'C 2'"),
-        ({"tx_id": ["1", None, "3"]}, r"row 2: tx_id is empty: 'None'"),
-        ({"currency": ["EUR", "eur", "EUR"]}, r"row 2: currency is not three capital letters"),
-        (
-            {"reported_at": [None, T0, None]},
-            r"row 2: reported_at is before tx_time: '2018-04-01 00:00:00\+00:00'",
-        ),
-        (
-            {"tx_time": [T0.replace(year=1970)] * 3},
-            r"row 1: tx_time is outside 1980-01-01\.\.2099-12-31",
-        ),
-    ],
-)
-def test_the_first_bad_row_is_named(
-    tmp_path: Path, overrides: dict[str, list[Any]], message: str
-) -> None:
-    path = _write(tmp_path, _rows(**overrides))
-    with pytest.raises(DatasetError, match=message):
-        _events(path)
-
-
-@pytest.mark.parametrize(
-    ("column", "value", "message"),
-    [
-        ("tx_time", "yesterday", r"row 2: tx_time is not an ISO-8601 date-time: 'yesterday'"),
-        ("amount", "12,50", r"row 2: amount is not a number: '12,50'"),
-        ("is_fraud", "maybe", r"row 2: is_fraud is not true/false or 1/0: 'maybe'"),
-    ],
-)
-def test_unparseable_text_is_named(tmp_path: Path, column: str, value: str, message: str) -> None:
-    frame = _rows().cast(pl.String)
-    frame = frame.with_columns(
-        pl.when(pl.col("tx_id") == "2").then(pl.lit(value)).otherwise(pl.col(column)).alias(column)
-    )
-    with pytest.raises(DatasetError, match=message):
-        _events(_write(tmp_path, frame, "tx.csv"))
-
-
-def test_a_mapped_column_is_named_in_problems(tmp_path: Path) -> None:
+def test_a_bad_row_stops_the_replay_with_the_readers_message(tmp_path: Path) -> None:
     path = _write(tmp_path, _rows(amount=[1.0, -2.0, 3.0]).rename({"amount": "AMT"}))
     with pytest.raises(DatasetError, match=r"row 2: amount \(column 'AMT'\) is negative"):
         _events(path, {"amount": "AMT"})
+
+
+def test_the_dataset_rules_are_the_event_contracts() -> None:
+    """The reader checks ids, codes and times by the rules the workers decode events with."""
+    for name, field in FIELDS.items():
+        if field.pattern is not None:
+            rule = TRANSACTION.rules[name]
+            assert isinstance(rule, PatternRule), name
+            assert (field.pattern, field.expected) == (rule.pattern, rule.expected), name
+    assert (MIN_TIME_MS, MAX_TIME_MS) == (MIN_EPOCH_MS, MAX_EPOCH_MS)
+    assert set(TRANSACTION.rules) - {"schema_version"} == set(FIELDS) - {"is_fraud", "reported_at"}
 
 
 # --- time order and chunks -----------------------------------------------------------------
