@@ -57,13 +57,6 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         # runs inside the loop that hands fetched messages to the streams, so each one
         # stalled every stream for a producer flush and a broker round trip.
         "broker_commit_every": 2**31 - 1,
-        # At most this many records per fetch. Faust stops fetching a partition whose
-        # stream buffer (4,096 events) is 80 % full, but still delivers what one fetch
-        # returned, waiting for room: with no bound a fetch of thousands of records for
-        # a scorer that waits on terminal watermarks (streams.pipeline.watermarks) blocked
-        # the delivery of every other topic, the terminal agents' forwards included, and
-        # the wait could never end. 500 always fits in the fifth left.
-        "broker_max_poll_records": 500,
         "store": settings.table_store,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,
