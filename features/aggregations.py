@@ -12,9 +12,15 @@ over its transactions sorted by time (online: arrival order among equal times; o
 look at events by time (fraud reports are counted by their transaction's time).
 
 A new aggregation: subclass `WindowAggregation`, name the state columns it needs in
-``requires``, write both methods, and use it in a `features.spec.Feature`. The engines
-need no change; the parity tests then hold the two methods to each other (and the slow
+``requires``, write both methods, show its online value on a small window in an example
+(the examples run as tests), and use it in a `features.spec.Feature`. The engines need
+no change; the parity tests then hold the two methods to each other (and the slow
 reference in tests/unit/features/feature_reference.py needs its definition too).
+
+The examples build an `OnlineWindow` by hand, as the online engine fills one from an
+entity's state: ``lo`` and ``hi`` (which transactions are in the window) and ``start`` and
+``end`` (its time bounds) follow from the transaction's time and the feature's window and
+delay (`features.spec`); here they are simply set.
 """
 
 from __future__ import annotations
@@ -121,7 +127,12 @@ class TransactionAttribute(abc.ABC):
 
 @dataclass(frozen=True)
 class Amount(TransactionAttribute):
-    """The amount itself."""
+    """The amount itself.
+
+    Examples:
+        >>> Amount().online(tx_time_ms=1_522_540_800_000, amount=57.16)
+        57.16
+    """
 
     def online(self, tx_time_ms: int, amount: float) -> float:  # noqa: D102
         return amount
@@ -136,6 +147,11 @@ class DuringWeekend(TransactionAttribute):
 
     Both engines use the same integer arithmetic on epoch milliseconds (floor division, so
     times before 1970 work too) rather than two calendar libraries.
+
+    Examples:
+        >>> sunday = 1_522_540_800_000  # 2018-04-01T00:00:00Z
+        >>> DuringWeekend().online(sunday, 10.0), DuringWeekend().online(sunday + DAY_MS, 10.0)
+        (1.0, 0.0)
     """
 
     def online(self, tx_time_ms: int, amount: float) -> float:  # noqa: D102
@@ -147,7 +163,15 @@ class DuringWeekend(TransactionAttribute):
 
 @dataclass(frozen=True)
 class DuringNight(TransactionAttribute):
-    """1 when the UTC hour is at most 6 (00:00 to 06:59:59.999), as in the handbook."""
+    """1 when the UTC hour is at most 6 (00:00 to 06:59:59.999), as in the handbook.
+
+    Examples:
+        >>> midnight = 1_522_540_800_000  # 2018-04-01T00:00:00Z
+        >>> DuringNight().online(midnight + 7 * HOUR_MS - 1, 10.0)  # 06:59:59.999
+        1.0
+        >>> DuringNight().online(midnight + 7 * HOUR_MS, 10.0)  # 07:00
+        0.0
+    """
 
     def online(self, tx_time_ms: int, amount: float) -> float:  # noqa: D102
         return 1.0 if tx_time_ms % DAY_MS < 7 * HOUR_MS else 0.0
@@ -322,7 +346,17 @@ class WindowAggregation(abc.ABC):
 
 @dataclass(frozen=True)
 class Count(WindowAggregation):
-    """Number of transactions in the window."""
+    """Number of transactions in the window.
+
+    Examples:
+        A customer's transactions at 0 s, 60 s and 90 s, the window holding the last two:
+
+        >>> w = OnlineWindow(length_ms=DAY_MS)
+        >>> w.times = array("I", [0, 60_000, 90_000])
+        >>> w.lo, w.hi = 1, 3
+        >>> Count().online(w)
+        2.0
+    """
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         return float(w.hi - w.lo)
@@ -333,7 +367,19 @@ class Count(WindowAggregation):
 
 @dataclass(frozen=True)
 class MeanAmount(WindowAggregation):
-    """Mean amount of the transactions in the window; 0 when the window is empty."""
+    """Mean amount of the transactions in the window; 0 when the window is empty.
+
+    Examples:
+        >>> w = OnlineWindow(length_ms=DAY_MS)
+        >>> w.amounts = array("d", [10.0, 20.0, 60.0])
+        >>> w.lo, w.hi = 1, 3
+        >>> w.amount_total = sum(w.amounts[w.lo : w.hi])  # kept by the engine
+        >>> MeanAmount().online(w)
+        40.0
+        >>> w.lo = w.hi = 3  # an empty window
+        >>> MeanAmount().online(w)
+        0.0
+    """
 
     requires: ClassVar = frozenset({StateColumn.AMOUNT})
 
@@ -351,6 +397,16 @@ class AmountToMean(WindowAggregation):
 
     With a window that includes the current transaction the mean always exists; 1 then
     only stands for a history of zero amounts, and means "as usual".
+
+    Examples:
+        The current transaction (90) is the window's last:
+
+        >>> w = OnlineWindow(length_ms=7 * DAY_MS)
+        >>> w.amounts = array("d", [10.0, 20.0, 90.0])
+        >>> w.lo, w.hi, w.amount = 0, 3, 90.0
+        >>> w.amount_total = sum(w.amounts)
+        >>> AmountToMean().online(w)  # 90 / mean(10, 20, 90)
+        2.25
     """
 
     requires: ClassVar = frozenset({StateColumn.AMOUNT})
@@ -373,6 +429,16 @@ class SecondsSincePrevious(WindowAggregation):
     With delay 0 the latest is the current transaction, so this is the time since the
     entity's previous transaction, capped at the window (a bounded state cannot know
     more, and the cap makes "never" and "long ago" the same large value).
+
+    Examples:
+        >>> w = OnlineWindow(length_ms=30 * DAY_MS)
+        >>> w.times = array("I", [0, 60_000, 90_000])
+        >>> w.lo, w.hi = 0, 3
+        >>> SecondsSincePrevious().online(w)
+        30.0
+        >>> w.lo = 2  # the current transaction alone: the window's length, in seconds
+        >>> SecondsSincePrevious().online(w)
+        2592000.0
     """
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
@@ -394,7 +460,15 @@ class SecondsSincePrevious(WindowAggregation):
 
 @dataclass(frozen=True)
 class DistinctPeers(WindowAggregation):
-    """Number of distinct peers (a customer's terminals) in the window."""
+    """Number of distinct peers (a customer's terminals) in the window.
+
+    Examples:
+        >>> w = OnlineWindow(length_ms=DAY_MS)
+        >>> w.peers = array("I", [peer_fingerprint(t) for t in ("T1", "T2", "T1", "T3")])
+        >>> w.lo, w.hi = 1, 4
+        >>> DistinctPeers().online(w)  # T2, T1, T3
+        3.0
+    """
 
     requires: ClassVar = frozenset({StateColumn.PEER})
 
@@ -447,6 +521,23 @@ class FraudRisk(WindowAggregation):
     Attributes:
         known_delay: How old a report must be at the read to count: a whole number of
             milliseconds, not negative. Zero counts reports up to the read's own time.
+
+    Examples:
+        A terminal's four transactions at hours 1 to 4, all in the window ``(0 h, 4 h]``;
+        those of hours 2 and 3 were frauds, reported at hours 5 and 10. Read at hour 7,
+        an hour-old report is known only for the first:
+
+        >>> w = OnlineWindow(length_ms=4 * HOUR_MS)
+        >>> w.times = array("I", [1 * HOUR_MS, 2 * HOUR_MS, 3 * HOUR_MS, 4 * HOUR_MS])
+        >>> w.lo, w.hi, w.start, w.end = 0, 4, 0, 4 * HOUR_MS
+        >>> w.fraud_times = array("q", [2 * HOUR_MS, 3 * HOUR_MS])
+        >>> w.fraud_reported = array("q", [5 * HOUR_MS, 10 * HOUR_MS])
+        >>> w.read_ms = 7 * HOUR_MS
+        >>> FraudRisk(known_delay=timedelta(hours=1)).online(w)  # 1 known fraud / 4
+        0.25
+        >>> w.read_ms = 11 * HOUR_MS
+        >>> FraudRisk(known_delay=timedelta(hours=1)).online(w)
+        0.5
     """
 
     known_delay: timedelta = KNOWN_FRAUD_DELAY
@@ -518,6 +609,17 @@ class KnownFrauds(WindowAggregation):
     depend on when a report happened to be processed. No share of the window's
     transactions: a count needs no transaction of the window, and a compromised
     terminal's count is telling on its own.
+
+    Examples:
+        Frauds at hours 2 and 3 in the window ``(0 h, 4 h]``, reported at 03:30 and at
+        hour 10: only the first had been reported by the window's end.
+
+        >>> w = OnlineWindow(length_ms=4 * HOUR_MS)
+        >>> w.start, w.end = 0, 4 * HOUR_MS
+        >>> w.fraud_times = array("q", [2 * HOUR_MS, 3 * HOUR_MS])
+        >>> w.fraud_reported = array("q", [3 * HOUR_MS + HOUR_MS // 2, 10 * HOUR_MS])
+        >>> KnownFrauds().online(w)
+        1.0
     """
 
     requires: ClassVar = frozenset({StateColumn.FRAUD, StateColumn.REPORTED})

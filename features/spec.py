@@ -21,6 +21,9 @@ Windows, exactly (t is the transaction's time, d the delay, n the window length)
 
 Times are epoch milliseconds UTC (`int`) in the online engine and
 ``pl.Datetime("ms", "UTC")`` in datasets (`features.dataset`).
+
+`Feature` shows a window and a delay at work on five transactions, and `FeatureSet` how
+features are declared together; the examples run as tests.
 """
 
 from __future__ import annotations
@@ -150,6 +153,46 @@ class Feature:
         delay: Delay d of the window; zero means the current transaction is included.
         dtype: The type of the values.
         description: What the feature means, for people (reports, alert reasons).
+
+    Examples:
+        A customer's transactions over the last day, and over the day before it (the same
+        window, delayed by a day):
+
+        >>> day = timedelta(days=1)
+        >>> last_day = Feature("NB_TX_1DAY", Entity.CUSTOMER, Count(), day, timedelta(0))
+        >>> day_before = Feature("NB_TX_1DAY_1DAY_AGO", Entity.CUSTOMER, Count(), day, day)
+        >>> day_before.window_ms, day_before.delay_ms, day_before.reach_ms
+        (86400000, 86400000, 172800000)
+
+        One customer's five transactions, ten hours apart. At time t the first feature
+        counts those in ``(t - 24 h, t]``, this one included; the second those in
+        ``(t - 48 h, t - 24 h]``:
+
+        >>> from datetime import UTC, datetime
+        >>> counts = FeatureSet((last_day, day_before), {Entity.CUSTOMER: CUSTOMER_POLICY})
+        >>> hours = [0, 10, 20, 30, 40]
+        >>> start = datetime(2018, 4, 1, tzinfo=UTC)
+        >>> transactions = pl.DataFrame(
+        ...     {
+        ...         "tx_id": [f"t{h}" for h in hours],
+        ...         "tx_time": [start + timedelta(hours=h) for h in hours],
+        ...         "customer_id": "C1",
+        ...         "terminal_id": "T1",
+        ...         "amount": 10.0,
+        ...     }
+        ... )
+        >>> from features.offline import compute_features
+        >>> offline = compute_features(transactions, counts)
+        >>> offline["NB_TX_1DAY"].to_list(), offline["NB_TX_1DAY_1DAY_AGO"].to_list()
+        ([1.0, 2.0, 3.0, 3.0, 3.0], [0.0, 0.0, 0.0, 1.0, 2.0])
+
+        The online engine, given the same transactions one at a time, gives the same:
+
+        >>> from features.online import OnlineEngine
+        >>> engine = OnlineEngine(counts)
+        >>> start_ms = int(start.timestamp() * 1000)
+        >>> [engine.transaction(start_ms + h * 3_600_000, "C1", "T1", 10.0) for h in hours]
+        [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [3.0, 1.0], [3.0, 2.0]]
     """
 
     name: str
@@ -202,6 +245,28 @@ class FeatureSet:
     Attributes:
         features: The features, in model order.
         policies: History policy per windowed entity (customer, terminal).
+
+    Examples:
+        >>> amount = Feature("TX_AMOUNT", Entity.TRANSACTION, Amount())
+        >>> week = Feature(
+        ...     "NB_TX_7DAY", Entity.CUSTOMER, Count(), timedelta(days=7), dtype=FeatureType.COUNT
+        ... )
+        >>> features = FeatureSet((amount, week), {Entity.CUSTOMER: CUSTOMER_POLICY})
+        >>> features.names
+        ('TX_AMOUNT', 'NB_TX_7DAY')
+        >>> features.retention_ms(Entity.CUSTOMER) // 86_400_000  # 7 days + 1 of lateness
+        8
+
+        A windowed entity needs its policy, and an aggregation fits its entity:
+
+        >>> FeatureSet((week,))
+        Traceback (most recent call last):
+        ...
+        ValueError: no EntityPolicy for customer features
+        >>> Feature("AMOUNT_1DAY", Entity.CUSTOMER, Amount(), timedelta(days=1))
+        Traceback (most recent call last):
+        ...
+        ValueError: AMOUNT_1DAY: customer features need a WindowAggregation
     """
 
     features: tuple[Feature, ...]
