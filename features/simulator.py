@@ -90,7 +90,6 @@ logger = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Side of the square grid customers and terminals live on.
 GRID_SIZE: Final = 100.0

@@ -8,7 +8,6 @@ report, the registry metadata and model selection need.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,7 +45,7 @@ class Assessment:
     days: int
 
     def as_dict(self) -> dict[str, float | int]:
-        """Plain values for JSON metadata (NaN becomes None there, see `nan_to_none`)."""
+        """Plain values for JSON metadata (where `models.training` writes NaN as None)."""
         return asdict(self)
 
     @classmethod
@@ -101,11 +100,3 @@ def assess(
         frauds=int(labels.sum()),
         days=len(card_precision.per_day),
     )
-
-
-def nan_to_none(values: Mapping[str, object]) -> dict[str, object]:
-    """A copy with NaN floats as None, since JSON has no NaN."""
-    return {
-        key: None if isinstance(value, float) and math.isnan(value) else value
-        for key, value in values.items()
-    }

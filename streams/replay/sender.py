@@ -530,7 +530,7 @@ class Sender:
         hashes = self._hashes(keys)
         tx_partitions, report_partitions = self._partitions[TRANSACTION], self._partitions[REPORT]
         targets = [
-            (kind, h % (tx_partitions if kind == TRANSACTION else report_partitions))
+            (kind, kafka_partition(h, tx_partitions if kind == TRANSACTION else report_partitions))
             for kind, h in zip(kinds, hashes, strict=True)
         ]
         seqs = list(range(base, base + frame.height))

@@ -138,10 +138,6 @@ return {previous, redis.call('HGET', KEYS[1], 'flush_seq') or '0'}
 """
 
 
-class PartitionFencedError(RuntimeError):
-    """Another worker claimed the partition: this one must not write it any more."""
-
-
 @dataclass(frozen=True)
 class PartitionWrite:
     """What one atomic flush writes for a partition."""

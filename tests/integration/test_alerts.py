@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from streams.cli import cli
 from streams.kafka import client_options, ensure_topics, product_topics
-from streams.records import Alert, AlertReason, Transaction, make_alert
+from streams.records import Alert, AlertReason, alert_id
 from streams.settings import Settings, env_var
 
 runner = CliRunner()
@@ -31,16 +31,14 @@ START_MS = int(time.time() * 1000) - 10 * 60_000
 
 
 def _alert(index: int, score: float) -> Alert:
-    transaction = Transaction(
+    return Alert(
+        alert_id=alert_id(f"tx-{index}", "v7"),
         tx_id=f"tx-{index}",
-        tx_time=START_MS - 60_000,
         customer_id=f"customer-{index}",
         terminal_id=f"terminal-{index % 3}",
         amount=f"{10 + index}.25",
         currency="EUR",
-    )
-    return make_alert(
-        transaction,
+        tx_time=START_MS - 60_000,
         score=score,
         threshold=0.5,
         model_version="v7",

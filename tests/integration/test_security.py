@@ -45,7 +45,7 @@ from streams.kafka import (
     ensure_topics,
     product_topics,
 )
-from streams.records import Alert, AlertReason, Transaction, make_alert
+from streams.records import Alert, AlertReason, Transaction, alert_id
 from streams.redisclient import connect, connect_tables
 from streams.settings import Settings
 from streams.tablestore import RedisStore
@@ -207,16 +207,14 @@ async def _feed(settings: Settings, topic: str) -> list[FeedMessage]:
 
 
 def _alert(index: int) -> Alert:
-    transaction = Transaction(
+    return Alert(
+        alert_id=alert_id(f"sec-tx-{index}", "v1"),
         tx_id=f"sec-tx-{index}",
-        tx_time=int(time.time() * 1000) - 60_000,
         customer_id=f"customer-{index}",
         terminal_id="terminal-1",
         amount="12.30",
         currency="EUR",
-    )
-    return make_alert(
-        transaction,
+        tx_time=int(time.time() * 1000) - 60_000,
         score=0.9,
         threshold=0.5,
         model_version="v1",

@@ -19,12 +19,13 @@ from feature_reference import Report, Tx, mismatches, reference_features
 from feature_testdata import DAY_MS, HOUR_MS, generate_transactions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from online_replay import replay_online
 
 import features.offline as offline_module
 from features import dataset
 from features.aggregations import FraudRisk, OfflineWindow
 from features.offline import compute_features
-from features.online import replay_online, stream_events
+from features.online import stream_events
 from features.simulator import SimulationConfig, simulate
 from features.spec import (
     CUSTOMER_POLICY,

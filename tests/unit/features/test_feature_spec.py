@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from feature_reference import mismatches
 from feature_testdata import generate_transactions
+from online_replay import replay_online
 
 from features.aggregations import Amount, Count, DistinctPeers, FraudRisk, MeanAmount
 from features.offline import compute_features
-from features.online import replay_online
 from features.spec import (
     CUSTOMER_POLICY,
     DEFAULT_FEATURES,

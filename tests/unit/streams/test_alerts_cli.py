@@ -8,6 +8,7 @@ import socket
 from datetime import UTC, datetime
 
 import pytest
+from alert_records import make_alert
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -24,7 +25,7 @@ from streams.cli.alerts import (
     parse_since,
     table_columns,
 )
-from streams.records import Alert, AlertReason, Transaction, make_alert
+from streams.records import Alert, AlertReason, Transaction
 
 runner = CliRunner()
 

@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from alert_records import make_alert
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +32,7 @@ from streams.pipeline.outputs import (
     dlq_record,
     score_value,
 )
-from streams.records import Alert, AlertReason, Score, Transaction, alert_id, make_alert
+from streams.records import Alert, AlertReason, Score, Transaction, alert_id
 
 ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
 amounts = st.decimals(min_value=0, max_value=Decimal("9999999.99"), places=2)
