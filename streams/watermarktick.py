@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from streams.pipeline.forwards import encode_forwards
@@ -59,6 +60,8 @@ async def tick_watermarks(
             if tp.topic == transactions or tp.topic == fraud_reports
         }
         generation = clock.generation
+        # Before the reading: a finding is as old as the high watermarks it compares with.
+        read_at_ms = int(time.time() * 1000)
         try:
             states = await read_states(app.consumer, assigned)
         except Exception as exc:  # a broker outage: reported elsewhere
@@ -77,6 +80,7 @@ async def tick_watermarks(
                 reports_read[tp.partition] = at_end
         clock.forget(tp.partition for tp in assigned if tp.topic == transactions)
         terminal.reports_read_to_end = reports_read
+        terminal.reports_read_at_ms = read_at_ms
         terminal.forget_reports(reports_read)
         declared = clock.declarations(sources)
         if not assigned:

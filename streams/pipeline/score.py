@@ -246,9 +246,11 @@ class ScoreStage:
         if self._behind:
             valid = self._after_rebalance(valid)
         now = time.monotonic()
+        now_ms = int(time.time() * 1000)
         for event, tx in valid:
-            source = event.message.partition
-            pending = Pending(source, tx.tx_time, self._terminal_partition(tx))
+            message = event.message
+            produced = _sent_at(message, now_ms)
+            pending = Pending(message.partition, tx.tx_time, self._terminal_partition(tx), produced)
             held.append(_Held(event, tx, pending, now))
         self._held = held
         await self._release(gate, rejected, model)

@@ -29,6 +29,7 @@ applied and whether the report partition is read to its end (the report entry); 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -84,6 +85,8 @@ class TerminalStage:
         #: Per terminal partition, whether its reports partition is read to its end, as
         #: this worker's watermark tick last saw it (`streams.pipeline.watermarks`).
         self.reports_read_to_end: dict[int, bool] = {}
+        #: When the tick read them (wall clock, epoch ms).
+        self.reports_read_at_ms = 0
         #: The high watermark of a reports partition as this worker's consumer last
         #: fetched it (None: unknown); with the next offset after the last report
         #: applied, it tells at every batch whether the partition is read to its end.
@@ -217,7 +220,7 @@ class TerminalStage:
         kept = set(assigned)
         self._reports_next = {p: o for p, o in self._reports_next.items() if p in kept}
 
-    def _read_to_end(self, partition: int) -> bool | None:
+    def _read_to_end(self, partition: int) -> tuple[bool, int] | None:
         """Whether reports partition ``partition`` is read to its end (None: not known).
 
         From this worker's own progress and its consumer's last fetched high watermark,
@@ -227,8 +230,9 @@ class TerminalStage:
         if following is not None:
             highwater = self.reports_highwater(partition)
             if highwater is not None:
-                return following >= highwater
-        return self.reports_read_to_end.get(partition)
+                return following >= highwater, int(time.time() * 1000)
+        read = self.reports_read_to_end.get(partition)
+        return None if read is None else (read, self.reports_read_at_ms)
 
 
 class _Batch:
@@ -295,16 +299,21 @@ class _Batch:
         """A report of ``event``'s partition was applied."""
         slot, mark = self._report(event)
         if reported_at > mark.reported_at:
-            self.reports[slot] = ReportMark(reported_at, mark.read_to_end)
+            self.reports[slot] = ReportMark(reported_at, mark.read_to_end, mark.checked_ms)
             self.last[slot] = event
 
-    def note_reports_read(self, event: EventT[Any], read_to_end: bool | None) -> None:
-        """Whether the reports partition of ``event``'s partition is read to its end now."""
-        if read_to_end is None:
+    def note_reports_read(self, event: EventT[Any], reading: tuple[bool, int] | None) -> None:
+        """Whether the reports partition of ``event``'s partition is read to its end, and when."""
+        if reading is None:
             return
+        read_to_end, at_ms = reading
         slot, mark = self._report(event)
-        if mark.read_to_end != read_to_end:
-            self.reports[slot] = ReportMark(mark.reported_at, read_to_end)
+        if read_to_end:
+            if not mark.read_to_end or at_ms > mark.checked_ms:
+                self.reports[slot] = ReportMark(mark.reported_at, True, at_ms)
+                self.last[slot] = event
+        elif mark.read_to_end:
+            self.reports[slot] = ReportMark(mark.reported_at, False, mark.checked_ms)
             self.last[slot] = event
 
     def changed(self, event: EventT[Any], key: bytes) -> None:

@@ -69,6 +69,13 @@ IDLE: Final = -1
 TICK_S: Final = 1.0
 #: Prefix of the report-watermark key of a terminal partition (``#`` is not in any id).
 _REPORT_PREFIX: Final = b"#reports:"
+#: A transaction produced within this of its event time is live (`ReportMark.covers`).
+LIVE_WITHIN_MS: Final = 30 * 60_000
+#: Longest a live fraud report takes from its ``reported_at`` to the broker.
+REPORT_DELIVERY_MS: Final = 5 * 60_000
+#: Age of the high watermark a read-to-the-end finding was made against, at most: one
+#: fetch wait (``fetch_max_wait_ms``, 25 ms by default) and some.
+CLAIM_MARGIN_MS: Final = 100
 #: Seconds between two readings of the watermarks while transactions are held.
 RECHECK_S: Final = 0.05
 
@@ -128,22 +135,53 @@ class ReportMark:
         reported_at: The newest ``reported_at`` applied (-1: none).
         read_to_end: Whether the reports partition was read to its end when the entry
             was last written.
+        checked_ms: When (wall clock, epoch ms) it was last found read to its end (0:
+            never).
     """
 
     reported_at: int = -1
     read_to_end: bool = False
+    checked_ms: int = 0
 
     def to_bytes(self) -> bytes:
-        """``b"<reported_at> <0|1>"``."""
-        return f"{self.reported_at} {int(self.read_to_end)}".encode()
+        """``b"<reported_at> <0|1> <checked_ms>"``."""
+        return f"{self.reported_at} {int(self.read_to_end)} {self.checked_ms}".encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> ReportMark:
         """Read a report entry (absent: nothing applied, not known to be read to the end)."""
         if raw is None:
             return cls()
-        reported_at, _, end = raw.partition(b" ")
-        return cls(int(reported_at), end == b"1")
+        fields = raw.split(b" ")
+        checked = int(fields[2]) if len(fields) > 2 else 0
+        return cls(int(fields[0]), len(fields) > 1 and fields[1] == b"1", checked)
+
+    def covers(self, time_ms: int, produced_ms: int | None, lag_ms: int) -> bool:
+        """Whether every report a read at ``time_ms`` needs (to ``time_ms - lag_ms``) is applied.
+
+        Either one that late is applied (reports are applied in their partition's order),
+        or the partition was found read to its end after every such report was sent:
+
+        - a transaction produced within `LIVE_WITHIN_MS` of its event time is live, and so
+          are the reports: one reported at or before ``time_ms - lag_ms`` was sent at the
+          latest `REPORT_DELIVERY_MS` later;
+        - any other (a replay, a backlog produced late) is sent after the reports before
+          it in event time: the partition must have been found read to its end after the
+          transaction was produced.
+
+        In both cases the finding must be `CLAIM_MARGIN_MS` newer still, for the age of
+        the high watermark it was made against.
+        """
+        needed = time_ms - lag_ms
+        if self.reported_at >= needed:
+            return True
+        if not self.read_to_end:
+            return False
+        if produced_ms is not None and produced_ms - time_ms > LIVE_WITHIN_MS:
+            sent_by = produced_ms
+        else:
+            sent_by = needed + REPORT_DELIVERY_MS
+        return self.checked_ms >= sent_by + CLAIM_MARGIN_MS
 
 
 # --- what reads need ---------------------------------------------------------------------
@@ -199,14 +237,19 @@ class PartitionWatermarks:
     forwards: int | None
     reports: ReportMark
 
-    def covers(self, time_ms: int, needs: TerminalNeeds) -> bool:
-        """Whether a read at ``time_ms`` of this partition's terminals is final."""
+    def covers(self, time_ms: int, needs: TerminalNeeds, produced_ms: int | None = None) -> bool:
+        """Whether a read at ``time_ms`` of this partition's terminals is final.
+
+        Args:
+            time_ms: The transaction's time.
+            needs: What the terminal features read.
+            produced_ms: When the transaction was produced, if known (`ReportMark.covers`).
+        """
         lag = needs.forwards_lag_ms
         if lag is not None and (self.forwards is None or self.forwards < time_ms - lag):
             return False
-        if needs.reports_lag_ms is not None and not self.reports.read_to_end:
-            return self.reports.reported_at >= time_ms - needs.reports_lag_ms
-        return True
+        reports_lag = needs.reports_lag_ms
+        return reports_lag is None or self.reports.covers(time_ms, produced_ms, reports_lag)
 
 
 #: Watermark of a partition whose every source is idle.
@@ -263,10 +306,12 @@ class TerminalWatermarks:
         for partition, values in found.items():
             self.known[partition] = partition_watermarks(values[:-1], values[-1])
 
-    def covers(self, partition: int, time_ms: int, needs: TerminalNeeds) -> bool:
+    def covers(
+        self, partition: int, time_ms: int, needs: TerminalNeeds, produced_ms: int | None = None
+    ) -> bool:
         """Whether the last reading of ``partition`` makes a read at ``time_ms`` final."""
         known = self.known.get(partition)
-        return known is not None and known.covers(time_ms, needs)
+        return known is not None and known.covers(time_ms, needs, produced_ms)
 
 
 # --- the scorer's side -------------------------------------------------------------------
@@ -373,11 +418,16 @@ class SourceClock:
 
 @dataclass(frozen=True)
 class Pending:
-    """A transaction waiting on terminal watermarks: its source, time and terminal partition."""
+    """A transaction waiting on terminal watermarks: its source, time and terminal partition.
+
+    Attributes:
+        produced_ms: When it was produced, as well as the record says (None: unknown).
+    """
 
     source: int
     time_ms: int
     terminal_partition: int
+    produced_ms: int | None = None
 
 
 class WatermarkGate:
@@ -424,7 +474,7 @@ class WatermarkGate:
             stale = {
                 p.terminal_partition
                 for p in pending
-                if not watermarks.covers(p.terminal_partition, p.time_ms, needs)
+                if not watermarks.covers(p.terminal_partition, p.time_ms, needs, p.produced_ms)
             }
             if stale:
                 watermarks.read(stale)
@@ -433,7 +483,7 @@ class WatermarkGate:
         for p in pending:
             if p.source in blocked:
                 out.append(False)
-            elif watermarks.covers(p.terminal_partition, p.time_ms, needs):
+            elif watermarks.covers(p.terminal_partition, p.time_ms, needs, p.produced_ms):
                 out.append(True)
             else:
                 blocked.add(p.source)

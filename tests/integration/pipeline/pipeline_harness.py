@@ -27,7 +27,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.cluster import RedisCluster
 
 from features import dataset
-from features.aggregations import FraudRisk, KnownFrauds
 from features.online import EntityState
 from features.spec import DEFAULT_FEATURES, Entity
 from models.estimators import BASELINE_PARAMS, ModelKind, feature_matrix, fit, fraud_labels
@@ -300,15 +299,10 @@ def check_outputs(settings: Settings, offline: pl.DataFrame, version: str) -> in
     """Check what the workers produced after crashes: outputs at least once, state exact.
 
     Every transaction of ``offline`` has a score record; every score record holds the
-    offline engine's features but for those that read fraud reports (customer state is
-    exact however often a transaction ran, and the scorer reads terminal transactions
-    only once final); every transaction that scored at or above the threshold has its
-    alert, with the stable alert id; nothing was dead-lettered.
-
-    Features on reports are left out: these replays run days of event time a second,
-    so the hour a report has before a read needs it is milliseconds, and a report
-    partition read to its end is declared so before a report just sent is fetched
-    (docs/operations.md, "Feature parity"). Live, that hour is an hour.
+    offline engine's features, all of them (customer state is exact however often a
+    transaction ran, and the scorer reads terminal state only once final); every
+    transaction that scored at or above the threshold has its alert, with the stable
+    alert id, so the alerts are the offline engine's; nothing was dead-lettered.
 
     Returns:
         How many score records repeat a transaction already scored: the visible trace of
@@ -319,11 +313,7 @@ def check_outputs(settings: Settings, offline: pl.DataFrame, version: str) -> in
     alerts = read_topic(settings, names["alerts"])
     assert read_topic(settings, names["dlq"]) == []
     exact = offline.rows_by_key(dataset.TX_ID, named=True, unique=True)
-    exact_names = [
-        f.name
-        for f in DEFAULT_FEATURES.features
-        if not isinstance(f.aggregation, FraudRisk | KnownFrauds)
-    ]
+    exact_names = DEFAULT_FEATURES.names
     above: set[str] = set()
     threshold = None
     replayed = 0

@@ -1167,15 +1167,26 @@ async def test_held_transactions_are_dropped_at_a_rebalance_and_their_partition_
     assert scored == ["a1", "b1", "b2"]
 
 
-async def test_reports_read_to_the_end_hold_nothing_back(slot: ModelSlot) -> None:
+async def test_reports_found_read_to_the_end_after_a_transaction_was_produced_hold_it_not(
+    slot: ModelSlot,
+) -> None:
     r = watermarked_rig(slot)
     terminals_applied(r.peek, T0 - 7 * DAY, T0 - 30 * DAY)
-    for p in range(PARTITIONS):
-        r.peek.entries[p][report_key(p)] = ReportMark(T0 - 30 * DAY, read_to_end=True).to_bytes()
-    batch = Batch(T0)
-    batch.add("C1", encode(payload("a1", "C1", "T1", T0)))
+    produced = int(time.time() * 1000)
 
+    def found_read(at_ms: int) -> None:
+        for p in range(PARTITIONS):
+            mark = ReportMark(T0 - 30 * DAY, read_to_end=True, checked_ms=at_ms)
+            r.peek.entries[p][report_key(p)] = mark.to_bytes()
+
+    found_read(produced - 1000)  # found before the transaction was sent: not enough
+    batch = Batch(T0)
+    batch.add("C1", encode(payload("a1", "C1", "T1", T0)), sent_ms=produced)
     await r.stage.process(as_events(batch.events))
+    assert decoded_scores(r.recorder) == {}
+
+    found_read(produced + 500)  # found again since: every report sent before it is applied
+    await r.stage.release_held()
 
     assert set(decoded_scores(r.recorder)) == {"a1"}
-    assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 0
+    assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -689,12 +690,16 @@ async def test_a_report_batch_that_reaches_the_high_watermark_says_its_partition
 
     await r.stage.process_reports(as_events(batch.events))
 
-    assert r.table.values[(PA, report_key(PA))] == ReportMark(T0 + HOUR + DAY, True).to_bytes()
+    before = int(time.time() * 1000)
+    mark = ReportMark.from_bytes(r.table.values[(PA, report_key(PA))])
+    assert (mark.reported_at, mark.read_to_end) == (T0 + HOUR + DAY, True)
+    assert before - 5000 <= mark.checked_ms <= before
     assert written(r.recorder)[(PA, report_key(PA))][1] is last
 
     highwaters[PA] = 60  # more reports arrived: the next forward on PA says so
     forwards = Batch(FORWARDS)
     tick = forwards.add(PA, None, encode_forwards([], {0: T0}))
     await r.stage.process_transactions(as_events(forwards.events))
-    assert r.table.values[(PA, report_key(PA))] == ReportMark(T0 + HOUR + DAY, False).to_bytes()
+    after = ReportMark.from_bytes(r.table.values[(PA, report_key(PA))])
+    assert after == ReportMark(T0 + HOUR + DAY, False, mark.checked_ms)
     assert r.recorder.writes()[-1].event is tick

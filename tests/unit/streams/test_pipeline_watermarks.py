@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES, Entity
 from streams.pipeline.terminals import mark_key
 from streams.pipeline.watermarks import (
+    CLAIM_MARGIN_MS,
     IDLE,
+    REPORT_DELIVERY_MS,
     Pending,
     ReportMark,
     SourceClock,
@@ -51,11 +53,35 @@ def test_declarations_move_forward_except_from_idle() -> None:
     assert SourceMark(7).declared(50) == SourceMark(7, 50)
 
 
-@given(st.integers(-1, 2**45), st.booleans())
-def test_a_report_mark_reads_back_as_written(reported_at: int, read_to_end: bool) -> None:
-    mark = ReportMark(reported_at, read_to_end)
+@given(st.integers(-1, 2**45), st.booleans(), st.integers(0, 2**45))
+def test_a_report_mark_reads_back_as_written(
+    reported_at: int, read_to_end: bool, checked_ms: int
+) -> None:
+    mark = ReportMark(reported_at, read_to_end, checked_ms)
     assert ReportMark.from_bytes(mark.to_bytes()) == mark
-    assert ReportMark.from_bytes(None) == ReportMark(-1, False)
+    assert ReportMark.from_bytes(None) == ReportMark(-1, False, 0)
+    assert ReportMark.from_bytes(b"12 1") == ReportMark(12, True, 0)  # the older format
+
+
+def test_reports_cover_a_read_when_one_that_late_is_applied() -> None:
+    mark = ReportMark(T0 - HOUR, read_to_end=False)
+    assert mark.covers(T0, None, HOUR)
+    assert not mark.covers(T0 + 1, None, HOUR)
+
+
+def test_a_live_transaction_needs_a_finding_newer_than_the_reports_it_reads_were_sent() -> None:
+    # Live: produced a second after its time; the reports it reads (to T0 - 1 h) were
+    # sent by T0 - 1 h + the delivery allowance.
+    sent_by = T0 - HOUR + REPORT_DELIVERY_MS + CLAIM_MARGIN_MS
+    assert ReportMark(T0 - 30 * DAY, True, sent_by).covers(T0, T0 + 1000, HOUR)
+    assert not ReportMark(T0 - 30 * DAY, True, sent_by - 1).covers(T0, T0 + 1000, HOUR)
+    assert not ReportMark(T0 - 30 * DAY, False, T0).covers(T0, T0 + 1000, HOUR)
+
+
+def test_a_replayed_transaction_needs_a_finding_newer_than_itself() -> None:
+    produced = T0 + 400 * DAY
+    assert ReportMark(T0 - DAY, True, produced + CLAIM_MARGIN_MS).covers(T0, produced, HOUR)
+    assert not ReportMark(T0 - DAY, True, produced + CLAIM_MARGIN_MS - 1).covers(T0, produced, HOUR)
 
 
 # --- what reads need -----------------------------------------------------------------------
@@ -86,8 +112,12 @@ def test_a_partition_covers_a_read_when_each_active_source_and_the_reports_are_f
     assert not partition_watermarks(marks, reports).covers(t + 1, needs)  # source 0 behind
     late_reports = ReportMark(t - HOUR - 1).to_bytes()
     assert not partition_watermarks(marks, late_reports).covers(t, needs)
-    read_to_end = ReportMark(t - 30 * DAY, read_to_end=True).to_bytes()
-    assert partition_watermarks(marks, read_to_end).covers(t, needs)
+    # Found read to the end after the transaction was produced (a replay, sent now):
+    produced = t + 3 * DAY
+    read_to_end = ReportMark(t - 30 * DAY, True, produced + CLAIM_MARGIN_MS).to_bytes()
+    assert partition_watermarks(marks, read_to_end).covers(t, needs, produced)
+    stale = ReportMark(t - 30 * DAY, True, produced + CLAIM_MARGIN_MS - 1).to_bytes()
+    assert not partition_watermarks(marks, stale).covers(t, needs, produced)
     undeclared = [*marks[:2], SourceMark(3).to_bytes()]
     assert not partition_watermarks(undeclared, reports).covers(t, needs)
     absent = [*marks[:2], None]
