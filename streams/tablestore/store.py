@@ -99,6 +99,7 @@ from streams.tablestore.keys import (
     refused_field,
 )
 from streams.tablestore.lost import fenced_by_own_claim, plan_resume, sources_of, went_back
+from streams.tablestore.table import send_to_changelog
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,12 @@ class RedisStoreError(RuntimeError):
 
 
 class RedisStore(base.SerializedStore[Any, Any]):
-    """Faust table storage in Redis, with a write-back cache and atomic flushes."""
+    """Faust table storage in Redis, with a write-back cache and atomic flushes.
+
+    Also a `streams.tablestore.partition_store.PartitionStore`: the agents read and
+    write its entries by partition and source position (``get_in``, ``put_at``, ...),
+    without Faust's table layers.
+    """
 
     config: StoreConfig
     backend: RedisBackend
@@ -186,6 +192,10 @@ class RedisStore(base.SerializedStore[Any, Any]):
         """Whether table writes also go to the Kafka changelog topic."""
         return self.config.changelog
 
+    def entries_in_memory(self) -> int:
+        """Entries in the write-back cache (absences read from Redis included)."""
+        return len(self.cache)
+
     def prefix(self, partition: int) -> bytes:
         """The Redis key prefix (hash tag included) of one partition of this table."""
         prefix = self._prefixes.get(partition)
@@ -217,9 +227,9 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 "(the store needs its partition and offset)"
             )
         message = event.message
-        self.put_at(message.tp, message.offset, key, value)
+        self._put(message.tp, message.offset, key, value)
 
-    # -- the same, for agents that know the event's position -------------------------
+    # -- the same, for agents that know the event's position (PartitionStore) --------
 
     def get_in(self, partition: int, key: bytes) -> bytes | None:
         """The entry of ``key`` in ``partition`` (raw bytes; None: absent).
@@ -242,7 +252,15 @@ class RedisStore(base.SerializedStore[Any, Any]):
         What ``table[key] = value`` does while that event is current: the entry goes
         to the cache of ``tp``'s partition, and (without a changelog) the state now
         covers the event, so a restart resumes after it once this write is flushed.
+        With ``changelog=true`` the write also goes to the changelog topic, as the
+        table sends it (``streams.tablestore.table.send_to_changelog``).
         """
+        if self.config.changelog:
+            send_to_changelog(self.table, tp.partition, key, value)
+        self._put(tp, offset, key, value)
+
+    def _put(self, tp: TP, offset: int, key: bytes, value: bytes | None) -> None:
+        """`put_at` minus the changelog, which a write through the table has sent already."""
         self.backend.wait_while_down()
         if not self.config.changelog:
             if tp not in self._sources:
@@ -518,15 +536,9 @@ class RedisStore(base.SerializedStore[Any, Any]):
         resume: dict[TP, int] = {}
         refused: dict[TP, str] = {}
         for partition in sorted(self._owned):
-            for field, value in self.backend.read_offsets(self.prefix(partition)).items():
-                if field == OWNER_FIELD:
-                    continue
-                named = parse_offset_field(field)
-                if named is not None and TP(*named) in assignment:
-                    resume[TP(*named)] = int(value)
-                named = parse_refused_field(field)
-                if named is not None and TP(*named) in assignment:
-                    refused[TP(*named)] = value.decode(errors="replace")
+            offsets, refusals = self._read_offsets_hash(partition)
+            resume.update((tp, offset) for tp, offset in offsets.items() if tp in assignment)
+            refused.update((tp, reason) for tp, reason in refusals.items() if tp in assignment)
         cleared = {tp for tp in self._refused_here - set(refused) if tp.partition in self._owned}
         if cleared:
             self._refused_here -= cleared
@@ -560,6 +572,30 @@ class RedisStore(base.SerializedStore[Any, Any]):
     def resume_offsets(self) -> dict[TP, int]:
         """Source offsets to resume at, read from Redis at the last assignment."""
         return dict(self._resume)
+
+    def stored_offsets(self, partition: int) -> dict[TP, int]:
+        """The offsets Redis holds in ``partition``'s offsets hash now, one call.
+
+        Without a changelog, where each source partition that wrote ``partition``
+        resumes (what a new owner seeks to); with ``changelog=true``, the last changelog
+        offset the entries cover.
+        """
+        return self._read_offsets_hash(partition)[0]
+
+    def _read_offsets_hash(self, partition: int) -> tuple[dict[TP, int], dict[TP, str]]:
+        """The offset fields and the refusal marks of ``partition``'s offsets hash."""
+        offsets: dict[TP, int] = {}
+        refused: dict[TP, str] = {}
+        for field, value in self.backend.read_offsets(self.prefix(partition)).items():
+            if field == OWNER_FIELD:
+                continue
+            named = parse_offset_field(field)
+            if named is not None:
+                offsets[TP(*named)] = int(value)
+            named = parse_refused_field(field)
+            if named is not None:
+                refused[TP(*named)] = value.decode(errors="replace")
+        return offsets, refused
 
     def unknown_partitions(self) -> set[int]:
         """Owned partitions of which Redis held nothing at all when this worker claimed them.

@@ -8,7 +8,8 @@ this table skips the send; with any other store (memory://, rocksdb://, or redis
 Without the send, a write does what the rest of Faust's ``Table.on_key_set`` and
 ``on_key_del`` do (faust-streaming 0.15.3, ``faust/tables/table.py``) for a table that
 is not windowed: tell the app's sensors (``tests/unit/faustcompat/test_table_contract.py``
-fails when those methods change).
+fails when those methods change). `send_to_changelog` is the other half of those methods,
+for the stores that take raw writes without going through the table (``put_at``).
 """
 
 from __future__ import annotations
@@ -40,3 +41,20 @@ class Table(faust.Table[Any, Any]):
             super().on_key_del(key)
         else:
             self.app.sensors.on_table_del(self, key)
+
+
+def send_to_changelog(table: Any, partition: int, key: bytes, value: bytes | None) -> None:
+    """What a write through a Faust table does besides storing: changelog and sensors.
+
+    ``faust.Table.on_key_set`` (``on_key_del`` for None) for a write already encoded and
+    placed in table ``partition``: the record goes to that partition of the table's
+    changelog topic, raw, and the app's sensors are told. (Faust's source-topic
+    partition check and window expiry are left out: the stores that call this place
+    each write in its event's partition themselves, and windowed tables are written
+    through the table.)
+    """
+    table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+    if value is None:
+        table.app.sensors.on_table_del(table, key)
+    else:
+        table.app.sensors.on_table_set(table, key, value)
