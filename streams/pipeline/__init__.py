@@ -55,6 +55,7 @@ from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import KeyPartitioner, TerminalLookup, mark_key
 from streams.pipeline.watermarks import (
+    ReportEnds,
     SourceClock,
     TerminalNeeds,
     TerminalWatermarks,
@@ -226,17 +227,15 @@ def build_pipeline(
         intake=intake(),
     )
 
-    reports_topic = names["fraud_reports"]
+    reports_partitions = [TP(names["fraud_reports"], p) for p in range(partitions)]
 
-    def reports_highwater(partition: int) -> int | None:
-        # The consumer's last fetched high watermark: no broker request.
-        try:
-            highwater = app.consumer.highwater(TP(reports_topic, partition))
-        except Exception:  # not assigned, or no consumer yet
-            return None
-        return None if highwater is None else int(highwater)
+    async def reports_ends() -> dict[int, int]:
+        # One ListOffsets request for every reports partition, assigned here or not.
+        ends = await app.consumer.highwaters(*reports_partitions)
+        return {tp.partition: int(end) for tp, end in ends.items()}
 
-    terminal_stage.reports_highwater = reports_highwater
+    if needs.reports_lag_ms is not None:
+        score_stage.report_ends = ReportEnds(reports_ends, needs.reports_lag_ms)
 
     def batch_runner(
         agent: str, source: str, applied: Any, applied_as: str = "applied", **span: Any
@@ -352,10 +351,8 @@ def build_pipeline(
         await tick_watermarks(
             app,
             clock=clock,
-            terminal=terminal_stage,
             send=send,
             transactions=names["transactions"],
-            fraud_reports=names["fraud_reports"],
             forwards=names["transactions_by_terminal"],
             partitions=partitions,
         )

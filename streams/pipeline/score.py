@@ -66,8 +66,9 @@ from streams.pipeline.outputs import (
 )
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import TerminalLookup
-from streams.pipeline.watermarks import Pending, SourceClock, WatermarkGate
+from streams.pipeline.watermarks import Pending, ReportEnds, SourceClock, WatermarkGate
 from streams.records import Transaction
+from streams.tablestore.partition_store import PartitionStore
 from streams.tracecontext import TRACEPARENT, child_of, parent_of
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class ScoreStage:
 
     Args:
         online: The compiled feature set (customer and terminal windows).
-        customers: The customer table (bytes keys and values; Redis-backed in production).
+        customers: The customer table's store (bytes keys and values; Redis in production).
         terminals: Batched reads of terminal states.
         slot: The active model.
         send: Queues a message on the producer.
@@ -150,7 +151,7 @@ class ScoreStage:
         self,
         *,
         online: OnlineFeatures,
-        customers: Any,
+        customers: PartitionStore,
         terminals: TerminalLookup,
         slot: ModelSlot,
         send: Send,
@@ -177,6 +178,8 @@ class ScoreStage:
         )
         self.gate = gate
         self.clock = clock
+        #: Reads the reports partitions' ends for held transactions (`ReportEnds`).
+        self.report_ends: ReportEnds | None = None
         #: The rebalance count (Faust's ``app.rebalancing_count``): held transactions
         #: of an older one are dropped, since every partition is read again from the
         #: offsets stored with the state.
@@ -305,7 +308,22 @@ class ScoreStage:
             if self.clock is not None:
                 self.clock.release()
             return
-        ready = gate.split([h.pending for h in held]) if held else []
+        pending = [h.pending for h in held]
+        ends = self.report_ends
+        if ends is not None and held:
+            # Transactions whose terminal's newest applied report is too old for them need
+            # their reports partition's end (`ReportEnds`).
+            gate.read(pending)
+            watermarks, needs = gate.watermarks, gate.needs
+            await ends.attach(
+                [
+                    p
+                    for p in pending
+                    if p.reports_end is None
+                    and not watermarks.reports_cover(p.terminal_partition, p.time_ms, needs)
+                ]
+            )
+        ready = gate.split(pending, read=ends is None) if held else []
         go = [h for h, r in zip(held, ready, strict=True) if r]
         self._held = [h for h, r in zip(held, ready, strict=True) if not r]
         if go or rejected:

@@ -29,8 +29,7 @@ applied and whether the report partition is read to its end (the report entry); 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from faust.types import EventT
@@ -44,6 +43,7 @@ from streams.pipeline.outputs import Send, send_dead_letter, send_dead_letters
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import mark_key
 from streams.pipeline.watermarks import ReportMark, SourceMark, report_key
+from streams.tablestore.partition_store import PartitionStore
 
 
 class TerminalStage:
@@ -51,7 +51,7 @@ class TerminalStage:
 
     Args:
         windows: The terminal windows of the feature set.
-        table: The terminal table (bytes keys and values).
+        table: The terminal table's store (bytes keys and values).
         send: Queues a message on the producer (dead letters).
         dlq: The dead-letter topic.
         metrics: The worker's metrics.
@@ -64,7 +64,7 @@ class TerminalStage:
         self,
         *,
         windows: EntityWindows,
-        table: Any,
+        table: PartitionStore,
         send: Send,
         dlq: str,
         metrics: PipelineMetrics,
@@ -82,16 +82,6 @@ class TerminalStage:
         )
         self.access = TableAccess(table)
         self.decoded = DecodedStates("terminal")
-        #: Per terminal partition, whether its reports partition is read to its end, as
-        #: this worker's watermark tick last saw it (`streams.pipeline.watermarks`).
-        self.reports_read_to_end: dict[int, bool] = {}
-        #: When the tick read them (wall clock, epoch ms).
-        self.reports_read_at_ms = 0
-        #: The high watermark of a reports partition as this worker's consumer last
-        #: fetched it (None: unknown); with the next offset after the last report
-        #: applied, it tells at every batch whether the partition is read to its end.
-        self.reports_highwater: Callable[[int], int | None] = lambda partition: None
-        self._reports_next: dict[int, int] = {}
 
     async def process_transactions(self, events: Sequence[EventT[Any]]) -> None:
         """Record a micro-batch of forward messages; skip rows already applied."""
@@ -112,8 +102,6 @@ class TerminalStage:
                 sources.add(row.source_partition)
             for source in sources:
                 batch.want(event, mark_key(partition, source))
-            if self._read_to_end(partition) is not None:
-                batch.want(event, report_key(partition))
         batch.load()
         late: list[tuple[EventT[Any], DecodeError, bytes]] = []
         skipped = applied = 0
@@ -143,10 +131,6 @@ class TerminalStage:
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
         for event, problem, value in late:
             await send_dead_letter(self.send, self.dlq, event, problem, self.metrics, value=value)
-        # No await from here to the write: the report entry is read, changed and written
-        # in one step, so the reports agent's own changes to it are not lost.
-        for event, _, _ in decoded:
-            batch.note_reports_read(event, self._read_to_end(event.message.partition))
         batch.write()
         self.metrics.terminal_transactions.inc(applied)
         if skipped:
@@ -201,38 +185,24 @@ class TerminalStage:
             else:
                 duplicates += 1
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
-        # No await from here to the write (see process_transactions).
-        following = self._reports_next
+        # Every report of the batch is applied (or refused): the partition's report entry
+        # moves to the next offset and the newest report time applied.
+        following: dict[int, EventT[Any]] = {}
         for event in events:
-            message = event.message
-            if message.offset >= following.get(message.partition, 0):
-                following[message.partition] = message.offset + 1
+            last = following.get(event.message.partition)
+            if last is None or event.message.offset > last.message.offset:
+                following[event.message.partition] = event
+        newest: dict[int, int] = {}
         for event, report in decoded:
-            batch.note_report(event, report.reported_at)
-            batch.note_reports_read(event, self._read_to_end(event.message.partition))
+            partition = event.message.partition
+            if report.reported_at > newest.get(partition, -1):
+                newest[partition] = report.reported_at
+        for partition, event in following.items():
+            batch.note_reports(event, newest.get(partition, -1), event.message.offset + 1)
         batch.write()
         self.metrics.fraud_reports.inc(stored)
         if duplicates:
             self.metrics.duplicates_skipped.labels(source="fraud_reports").inc(duplicates)
-
-    def forget_reports(self, assigned: Iterable[int]) -> None:
-        """Drop the progress of reports partitions no longer assigned to this worker."""
-        kept = set(assigned)
-        self._reports_next = {p: o for p, o in self._reports_next.items() if p in kept}
-
-    def _read_to_end(self, partition: int) -> tuple[bool, int] | None:
-        """Whether reports partition ``partition`` is read to its end (None: not known).
-
-        From this worker's own progress and its consumer's last fetched high watermark,
-        which every batch has at hand; else as the watermark tick last read it.
-        """
-        following = self._reports_next.get(partition)
-        if following is not None:
-            highwater = self.reports_highwater(partition)
-            if highwater is not None:
-                return following >= highwater, int(time.time() * 1000)
-        read = self.reports_read_to_end.get(partition)
-        return None if read is None else (read, self.reports_read_at_ms)
 
 
 class _Batch:
@@ -295,25 +265,12 @@ class _Batch:
             mark = self.reports[slot] = ReportMark.from_bytes(self.access.get(event, slot[1]))
         return slot, mark
 
-    def note_report(self, event: EventT[Any], reported_at: int) -> None:
-        """A report of ``event``'s partition was applied."""
+    def note_reports(self, event: EventT[Any], reported_at: int, following: int) -> None:
+        """``event``'s partition applied its reports up to ``following`` (the next offset)."""
         slot, mark = self._report(event)
-        if reported_at > mark.reported_at:
-            self.reports[slot] = ReportMark(reported_at, mark.read_to_end, mark.checked_ms)
-            self.last[slot] = event
-
-    def note_reports_read(self, event: EventT[Any], reading: tuple[bool, int] | None) -> None:
-        """Whether the reports partition of ``event``'s partition is read to its end, and when."""
-        if reading is None:
-            return
-        read_to_end, at_ms = reading
-        slot, mark = self._report(event)
-        if read_to_end:
-            if not mark.read_to_end or at_ms > mark.checked_ms:
-                self.reports[slot] = ReportMark(mark.reported_at, True, at_ms)
-                self.last[slot] = event
-        elif mark.read_to_end:
-            self.reports[slot] = ReportMark(mark.reported_at, False, mark.checked_ms)
+        changed = mark.advanced(reported_at, following)
+        if changed is not mark:
+            self.reports[slot] = changed
             self.last[slot] = event
 
     def changed(self, event: EventT[Any], key: bytes) -> None:

@@ -13,7 +13,7 @@ store flushes a partition's entries in one atomic script), terminal partition p 
   watermark W(s) as the scorer of s last declared it, or *idle*;
 - a report entry (`report_key`): the newest ``reported_at`` applied (reports are
   applied in their partition's order; the product's producers send them in report-time
-  order), and whether the reports partition was read to its end when last looked at.
+  order), and the offset of its reports partition up to which everything is applied.
 
 **Where source watermarks come from.** The scorer of source partition s declares, on
 every forward message and on a tick every `TICK_S` to every terminal partition
@@ -26,8 +26,12 @@ whose partition is read to its end declares itself idle: it holds nothing back.
 transactions up to ``t - forwards_lag`` (the 7-day delay of the terminal windows) and
 reports up to ``t - reports_lag`` (the hour after which the known-fraud counts and the
 risk count a report). They are final when every non-idle source's W(s) on p is at least
-``t - forwards_lag`` and the report entry's time is at least ``t - reports_lag``, or the
-reports partition is read to its end (live, reports an hour old are applied long ago).
+``t - forwards_lag`` and the report entry's time is at least ``t - reports_lag``, or p
+has applied its reports partition up to the end it had once every report the read
+needs had been sent (`ReportEnds`: for a live transaction, reports an hour old were
+sent long ago; for a replayed one, before the transaction itself). That end is read
+from the broker, one request for all partitions, only when the newest applied report is
+too old (reports are sparse), and reused while it is recent enough.
 
 **Holding** (`WatermarkGate`, ``streams.pipeline.score``): the scorer scores, per source
 partition, the prefix of its transactions whose reads are final and holds the rest in
@@ -44,22 +48,27 @@ transactions are dropped at a rebalance: every partition is then read again from
 offsets stored with its state (``streams.tablestore.resume``), which never pass a held
 transaction.
 
-Idle handling is what keeps this from deadlocking: a source with nothing to score, or a
-reports partition read to its end, holds no reader back. A source that receives events
-again declares its watermark on its next forward; until those are applied, reads that
-needed them may be inexact (as in Flink, idleness is declared, not proven).
+Idle handling is what keeps this from deadlocking: a source with nothing to score holds
+no reader back, and sparse reports are covered by their partition's end. A source that
+receives events again declares its watermark on its next forward; until those are
+applied, reads that needed them may be inexact (as in Flink, idleness is declared, not
+proven; with a week of slack for transactions, it takes a source idle for days).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from features.aggregations import FraudRisk, KnownFrauds
 from features.spec import Entity, FeatureSet
+
+if TYPE_CHECKING:
+    from streams.tablestore.partition_store import PeekableStore
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +84,6 @@ LIVE_WITHIN_MS: Final = 30 * 60_000
 REPORT_DELIVERY_MS: Final = 5 * 60_000
 #: Age of the high watermark a read-to-the-end finding was made against, at most: one
 #: fetch wait (``fetch_max_wait_ms``, 25 ms by default) and some.
-CLAIM_MARGIN_MS: Final = 100
 #: Seconds between two readings of the watermarks while transactions are held.
 RECHECK_S: Final = 0.05
 
@@ -133,55 +141,43 @@ class ReportMark:
 
     Attributes:
         reported_at: The newest ``reported_at`` applied (-1: none).
-        read_to_end: Whether the reports partition was read to its end when the entry
-            was last written.
-        checked_ms: When (wall clock, epoch ms) it was last found read to its end (0:
-            never).
+        applied_to: The offset of the reports partition after the last report applied
+            (the next to apply; 0: none).
     """
 
     reported_at: int = -1
-    read_to_end: bool = False
-    checked_ms: int = 0
+    applied_to: int = 0
 
     def to_bytes(self) -> bytes:
-        """``b"<reported_at> <0|1> <checked_ms>"``."""
-        return f"{self.reported_at} {int(self.read_to_end)} {self.checked_ms}".encode()
+        """``b"<reported_at> <applied_to>"``."""
+        return f"{self.reported_at} {self.applied_to}".encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> ReportMark:
-        """Read a report entry (absent: nothing applied, not known to be read to the end)."""
+        """Read a report entry (absent: nothing applied)."""
         if raw is None:
             return cls()
-        fields = raw.split(b" ")
-        checked = int(fields[2]) if len(fields) > 2 else 0
-        return cls(int(fields[0]), len(fields) > 1 and fields[1] == b"1", checked)
+        reported_at, _, applied_to = raw.partition(b" ")
+        return cls(int(reported_at), int(applied_to or 0))
 
-    def covers(self, time_ms: int, produced_ms: int | None, lag_ms: int) -> bool:
+    def advanced(self, reported_at: int, applied_to: int) -> ReportMark:
+        """The entry after applying reports up to ``applied_to``, the newest at ``reported_at``."""
+        newest = max(self.reported_at, reported_at)
+        following = max(self.applied_to, applied_to)
+        if newest == self.reported_at and following == self.applied_to:
+            return self
+        return ReportMark(newest, following)
+
+    def covers(self, time_ms: int, lag_ms: int, reports_end: int | None) -> bool:
         """Whether every report a read at ``time_ms`` needs (to ``time_ms - lag_ms``) is applied.
 
-        Either one that late is applied (reports are applied in their partition's order),
-        or the partition was found read to its end after every such report was sent:
-
-        - a transaction produced within `LIVE_WITHIN_MS` of its event time is live, and so
-          are the reports: one reported at or before ``time_ms - lag_ms`` was sent at the
-          latest `REPORT_DELIVERY_MS` later;
-        - any other (a replay, a backlog produced late) is sent after the reports before
-          it in event time: the partition must have been found read to its end after the
-          transaction was produced.
-
-        In both cases the finding must be `CLAIM_MARGIN_MS` newer still, for the age of
-        the high watermark it was made against.
+        Either a report that late is applied (reports are applied in their partition's
+        order), or everything the partition held when the transaction was known to be
+        sent is (``reports_end``, its end offset then: `ReportEnds`).
         """
-        needed = time_ms - lag_ms
-        if self.reported_at >= needed:
+        if self.reported_at >= time_ms - lag_ms:
             return True
-        if not self.read_to_end:
-            return False
-        if produced_ms is not None and produced_ms - time_ms > LIVE_WITHIN_MS:
-            sent_by = produced_ms
-        else:
-            sent_by = needed + REPORT_DELIVERY_MS
-        return self.checked_ms >= sent_by + CLAIM_MARGIN_MS
+        return reports_end is not None and self.applied_to >= reports_end
 
 
 # --- what reads need ---------------------------------------------------------------------
@@ -237,19 +233,20 @@ class PartitionWatermarks:
     forwards: int | None
     reports: ReportMark
 
-    def covers(self, time_ms: int, needs: TerminalNeeds, produced_ms: int | None = None) -> bool:
+    def covers(self, time_ms: int, needs: TerminalNeeds, reports_end: int | None = None) -> bool:
         """Whether a read at ``time_ms`` of this partition's terminals is final.
 
         Args:
             time_ms: The transaction's time.
             needs: What the terminal features read.
-            produced_ms: When the transaction was produced, if known (`ReportMark.covers`).
+            reports_end: The reports partition's end offset when the transaction was
+                known to be sent, if read (`ReportMark.covers`).
         """
         lag = needs.forwards_lag_ms
         if lag is not None and (self.forwards is None or self.forwards < time_ms - lag):
             return False
         reports_lag = needs.reports_lag_ms
-        return reports_lag is None or self.reports.covers(time_ms, produced_ms, reports_lag)
+        return reports_lag is None or self.reports.covers(time_ms, reports_lag, reports_end)
 
 
 #: Watermark of a partition whose every source is idle.
@@ -271,19 +268,11 @@ def partition_watermarks(
     return PartitionWatermarks(lowest, ReportMark.from_bytes(report))
 
 
-class PeekableStore(Protocol):
-    """What watermark reads need of the terminal table's store."""
-
-    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
-        """Entries of any partitions, in the order asked."""
-        ...
-
-
 class TerminalWatermarks:
     """Reads terminal partitions' watermarks, one round trip for many partitions.
 
     Args:
-        store: The terminal table's store.
+        store: The terminal table's store (read with ``peek``).
         sources: Partition count of the transactions topic (one mark per source).
         mark_key: The mark key of (terminal partition, source partition).
     """
@@ -307,11 +296,17 @@ class TerminalWatermarks:
             self.known[partition] = partition_watermarks(values[:-1], values[-1])
 
     def covers(
-        self, partition: int, time_ms: int, needs: TerminalNeeds, produced_ms: int | None = None
+        self, partition: int, time_ms: int, needs: TerminalNeeds, reports_end: int | None = None
     ) -> bool:
         """Whether the last reading of ``partition`` makes a read at ``time_ms`` final."""
         known = self.known.get(partition)
-        return known is not None and known.covers(time_ms, needs, produced_ms)
+        return known is not None and known.covers(time_ms, needs, reports_end)
+
+    def reports_cover(self, partition: int, time_ms: int, needs: TerminalNeeds) -> bool:
+        """Whether the last reading's newest report alone covers a read at ``time_ms``."""
+        known = self.known.get(partition)
+        lag = needs.reports_lag_ms
+        return lag is None or (known is not None and known.reports.reported_at >= time_ms - lag)
 
 
 # --- the scorer's side -------------------------------------------------------------------
@@ -416,18 +411,72 @@ class SourceClock:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pending:
     """A transaction waiting on terminal watermarks: its source, time and terminal partition.
 
     Attributes:
         produced_ms: When it was produced, as well as the record says (None: unknown).
+        reports_end: Its terminal's reports partition's end offset read after it was
+            known to be sent (`ReportEnds`; None: not read, not needed yet).
     """
 
     source: int
     time_ms: int
     terminal_partition: int
     produced_ms: int | None = None
+    reports_end: int | None = None
+
+
+class ReportEnds:
+    """The reports partitions' end offsets, read when a transaction's reads need them.
+
+    A transaction at t reads reports up to t - ``lag_ms``. When its terminal partition's
+    newest applied report is older than that (reports are sparse, or that partition has
+    none), its reads are final once the partition has applied everything its reports
+    partition held at a moment when every report it needs had been sent:
+
+    - a live transaction (produced within `LIVE_WITHIN_MS` of its event time) reads
+      live reports, sent by t - ``lag_ms`` + `REPORT_DELIVERY_MS`;
+    - any other (a replay, a backlog produced late) comes after the reports before it in
+      event time, which were sent before it was.
+
+    One broker request reads every partition's end; a reading taken after the moment a
+    transaction needs is reused for it (live, one an hour).
+
+    Args:
+        read: Reads the end offset of every reports partition.
+        lag_ms: How far behind t the reports a read needs are (`TerminalNeeds`).
+    """
+
+    def __init__(self, read: Callable[[], Awaitable[Mapping[int, int]]], lag_ms: int) -> None:
+        self._read = read
+        self.lag_ms = lag_ms
+        self._at_ms = -1
+        self._ends: Mapping[int, int] = {}
+
+    def sent_by(self, pending: Pending) -> int:
+        """When (wall clock, epoch ms) every report ``pending`` reads had been sent."""
+        produced = pending.produced_ms
+        if produced is None or produced - pending.time_ms > LIVE_WITHIN_MS:
+            return produced if produced is not None else int(time.time() * 1000)
+        return pending.time_ms - self.lag_ms + REPORT_DELIVERY_MS
+
+    async def attach(self, pending: Sequence[Pending]) -> None:
+        """Give each of ``pending`` its reports partition's end, reading it if needed."""
+        if not pending:
+            return
+        if self._at_ms < max(self.sent_by(p) for p in pending):
+            at_ms = int(time.time() * 1000)
+            try:
+                self._ends = await self._read()
+            except Exception as exc:  # a broker outage: these wait for their reports
+                logger.debug("reports partitions' ends not read: %r", exc)
+                return
+            self._at_ms = at_ms
+        for p in pending:
+            if self._at_ms >= self.sent_by(p):
+                p.reports_end = self._ends.get(p.terminal_partition)
 
 
 class WatermarkGate:
@@ -460,6 +509,18 @@ class WatermarkGate:
         """Whether any terminal feature depends on other agents' progress."""
         return self.needs.forwards_lag_ms is not None or self.needs.reports_lag_ms is not None
 
+    def read(self, pending: Sequence[Pending]) -> None:
+        """Read again the watermarks of the partitions the last reading does not cover."""
+        watermarks = self.watermarks
+        needs = self.needs
+        stale = {
+            p.terminal_partition
+            for p in pending
+            if not watermarks.covers(p.terminal_partition, p.time_ms, needs, p.reports_end)
+        }
+        if stale:
+            watermarks.read(stale)
+
     def split(self, pending: Sequence[Pending], *, read: bool = True) -> list[bool]:
         """Which of ``pending`` (in batch order) can be scored now.
 
@@ -471,19 +532,13 @@ class WatermarkGate:
         watermarks = self.watermarks
         needs = self.needs
         if read:
-            stale = {
-                p.terminal_partition
-                for p in pending
-                if not watermarks.covers(p.terminal_partition, p.time_ms, needs, p.produced_ms)
-            }
-            if stale:
-                watermarks.read(stale)
+            self.read(pending)
         blocked: set[int] = set()
         out: list[bool] = []
         for p in pending:
             if p.source in blocked:
                 out.append(False)
-            elif watermarks.covers(p.terminal_partition, p.time_ms, needs, p.produced_ms):
+            elif watermarks.covers(p.terminal_partition, p.time_ms, needs, p.reports_end):
                 out.append(True)
             else:
                 blocked.add(p.source)

@@ -58,6 +58,7 @@ from streams.pipeline.score import ScoreStage, ScoreTopics
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import TerminalLookup, mark_key, terminal_partition
 from streams.pipeline.watermarks import (
+    ReportEnds,
     ReportMark,
     SourceClock,
     SourceMark,
@@ -160,9 +161,9 @@ class Rig:
     stage: ScoreStage
 
 
-def rig(slot: ModelSlot, *, topics: ScoreTopics = TOPICS, prefetch: bool = True) -> Rig:
+def rig(slot: ModelSlot, *, topics: ScoreTopics = TOPICS) -> Rig:
     recorder = Recorder()
-    customers = TableDouble(recorder, prefetch=prefetch)
+    customers = TableDouble(recorder)
     peek = PeekStore(PARTITIONS)
     metrics = PipelineMetrics()
     stage = ScoreStage(
@@ -521,12 +522,11 @@ async def test_a_mixed_batch_is_scored_dead_lettered_and_stored_in_order(
         assert w.event is by_id[last_change[customer]].event
         assert w.value == engine.states[Entity.CUSTOMER][customer].to_bytes(), customer
     # Reads: the customers of valid transactions, in their own partitions, one each.
-    assert sorted((p, k) for p, k, _ in r.customers.reads) == sorted(
+    assert sorted(r.customers.reads) == sorted(
         (CUSTOMER_PARTITIONS[c], c.encode()) for c in ("C1", "C2", "C3", "C6")
     )
-    assert all(e.key == k for _, k, e in r.customers.reads)
     # One prefetch of the decoded customers and one peek of the batch's terminals.
-    [prefetched] = r.customers.data.prefetched
+    [prefetched] = r.customers.prefetched
     assert {p: set(keys) for p, keys in prefetched.items()} == {
         0: {b"C1"},
         1: {b"C2"},
@@ -568,10 +568,10 @@ def two_transactions(now_ms: int) -> Batch:
     return batch
 
 
-async def test_without_score_records_or_prefetch_the_rest_is_sent_and_stored(
+async def test_without_score_records_the_rest_is_sent_and_stored(
     slot: ModelSlot,
 ) -> None:
-    r = rig(slot, topics=replace(TOPICS, scores=None), prefetch=False)
+    r = rig(slot, topics=replace(TOPICS, scores=None))
     batch = two_transactions(int(time.time() * 1000))
 
     await r.stage.process(as_events(batch.events))
@@ -720,7 +720,7 @@ async def test_a_batch_of_bad_events_only_sends_dead_letters(slot: ModelSlot) ->
     assert r.recorder.sends() == dlq
     assert r.recorder.writes() == []
     assert r.customers.reads == []
-    assert r.customers.data.prefetched == []
+    assert r.customers.prefetched == []
     assert r.peek.asked == []
     assert counter(r.metrics, "fraudstream_transactions_total") == 0
     assert counter(r.metrics, "fraudstream_batch_size_sum") == 5
@@ -1167,26 +1167,32 @@ async def test_held_transactions_are_dropped_at_a_rebalance_and_their_partition_
     assert scored == ["a1", "b1", "b2"]
 
 
-async def test_reports_found_read_to_the_end_after_a_transaction_was_produced_hold_it_not(
+async def test_a_transaction_waits_for_the_reports_its_partition_held_when_it_was_sent(
     slot: ModelSlot,
 ) -> None:
     r = watermarked_rig(slot)
-    terminals_applied(r.peek, T0 - 7 * DAY, T0 - 30 * DAY)
-    produced = int(time.time() * 1000)
+    terminals_applied(r.peek, T0 - 7 * DAY, T0 - 30 * DAY)  # no report that late applied
+    reads = []
 
-    def found_read(at_ms: int) -> None:
+    async def ends() -> dict[int, int]:
+        reads.append(time.time())
+        return dict.fromkeys(range(PARTITIONS), 5)
+
+    r.stage.report_ends = ReportEnds(ends, HOUR)
+
+    def applied_to(offset: int) -> None:
         for p in range(PARTITIONS):
-            mark = ReportMark(T0 - 30 * DAY, read_to_end=True, checked_ms=at_ms)
-            r.peek.entries[p][report_key(p)] = mark.to_bytes()
+            r.peek.entries[p][report_key(p)] = ReportMark(T0 - 30 * DAY, offset).to_bytes()
 
-    found_read(produced - 1000)  # found before the transaction was sent: not enough
+    applied_to(4)  # one report of the partition's five not applied yet
     batch = Batch(T0)
-    batch.add("C1", encode(payload("a1", "C1", "T1", T0)), sent_ms=produced)
+    batch.add("C1", encode(payload("a1", "C1", "T1", T0)), sent_ms=int(time.time() * 1000))
     await r.stage.process(as_events(batch.events))
     assert decoded_scores(r.recorder) == {}
 
-    found_read(produced + 500)  # found again since: every report sent before it is applied
+    applied_to(5)
     await r.stage.release_held()
 
     assert set(decoded_scores(r.recorder)) == {"a1"}
+    assert len(reads) == 1  # the reading taken after it was sent is kept for it
     assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 1

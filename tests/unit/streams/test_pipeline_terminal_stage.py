@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipeline_doubles import (
@@ -39,6 +37,7 @@ from streams.pipeline.intake import Intake
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import mark_key, terminal_partition
 from streams.pipeline.watermarks import IDLE, ReportMark, SourceMark, report_key
+from streams.tablestore.fausttable import FaustTableStore, partition_store_of
 
 PARTITIONS = 6
 FORWARDS = "transactions-by-terminal"
@@ -77,9 +76,9 @@ class Rig:
     stage: TerminalStage
 
 
-def rig(*, prefetch: bool = True) -> Rig:
+def rig() -> Rig:
     recorder = Recorder()
-    table = TableDouble(recorder, prefetch=prefetch)
+    table = TableDouble(recorder)
     metrics = PipelineMetrics()
     stage = TerminalStage(
         windows=windows(), table=table, send=recorder.send, dlq=DLQ, metrics=metrics
@@ -144,9 +143,9 @@ def copy(state: EntityState) -> EntityState:
     return EntityState.from_bytes(state.to_bytes())
 
 
-def written(recorder: Recorder) -> dict[tuple[int, bytes], tuple[bytes, Any]]:
+def written(recorder: Recorder) -> dict[tuple[int, bytes], tuple[bytes | None, Any]]:
     """Table writes by (partition, key), each written at most once."""
-    out: dict[tuple[int, bytes], tuple[bytes, Any]] = {}
+    out: dict[tuple[int, bytes], tuple[bytes | None, Any]] = {}
     for w in recorder.writes():
         assert (w.partition, w.key) not in out, f"{w.key!r} written twice"
         out[(w.partition, w.key)] = (w.value, w.event)
@@ -200,7 +199,7 @@ async def test_forwards_are_recorded_and_marks_advance() -> None:
         [T0 - 2 * DAY, T0 - DAY, T0, T0 - 3 * DAY, T0 + 5 * SECOND]
     )
     # One prefetch of every state and mark the batch needs, by partition.
-    [prefetched] = r.table.data.prefetched
+    [prefetched] = r.table.prefetched
     assert {p: set(keys) for p, keys in prefetched.items()} == {
         PA: {TA.encode(), TA2.encode(), mark_key(PA, 0), mark_key(PA, 1), mark_key(PA, 2)},
         PB: {TB.encode(), mark_key(PB, 0), mark_key(PB, 1)},
@@ -211,7 +210,7 @@ async def test_forwards_are_recorded_and_marks_advance() -> None:
 
 
 async def test_replayed_rows_at_or_below_the_mark_are_skipped() -> None:
-    r = rig(prefetch=False)
+    r = rig()
     stored = state_of((T0 - DAY, 20.0, "C9"))
     r.table.values[(PA, TA.encode())] = stored.to_bytes()
     r.table.values[(PA, mark_key(PA, 3))] = b"40"
@@ -396,7 +395,7 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
     r.table.values[(PA, TA.encode())] = stored_a.to_bytes()
     r.table.values[(PB, TB.encode())] = stored_b.to_bytes()
     batch = Batch(REPORTS)
-    first = batch.fraud_report(TA, report("f1", TA, T0 - 2 * DAY))
+    batch.fraud_report(TA, report("f1", TA, T0 - 2 * DAY))
     second = batch.fraud_report(
         TA, report("f2", TA, T0 - 2 * DAY)
     )  # same time, another transaction
@@ -408,6 +407,7 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
 
     await r.stage.process_reports(as_events(batch.events))
 
+    last = {e.message.partition: e for e in batch.events}
     expected_a, expected_b = copy(stored_a), copy(stored_b)
     w = windows()
     assert w.record_fraud(expected_a, T0 - 2 * DAY, "f1", T0 - DAY)
@@ -417,9 +417,16 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
         (PA, TA.encode()): (expected_a.to_bytes(), second),
         (PB, TB.encode()): (expected_b.to_bytes(), later),
         # Each partition's report watermark: its newest reported_at applied, duplicates
-        # included (they were read), written under the report that moved it.
-        (PA, report_key(PA)): (ReportMark(T0 - DAY).to_bytes(), first),
-        (PB, report_key(PB)): (ReportMark(T0 + 2 * DAY).to_bytes(), later),
+        # included (they were read), and the offset after its last report, written under
+        # that report.
+        (PA, report_key(PA)): (
+            ReportMark(T0 - DAY, last[PA].message.offset + 1).to_bytes(),
+            last[PA],
+        ),
+        (PB, report_key(PB)): (
+            ReportMark(T0 + 2 * DAY, last[PB].message.offset + 1).to_bytes(),
+            last[PB],
+        ),
     }
     assert len(EntityState.from_bytes(r.table.values[(PA, TA.encode())]).fraud_times) == 2
     dlq = r.recorder.sends(DLQ)
@@ -438,14 +445,16 @@ async def test_fraud_reports_are_recorded_once_each() -> None:
 
 
 async def test_reports_that_change_nothing_write_nothing() -> None:
-    r = rig(prefetch=False)
+    r = rig()
     stored = state_of((T0, 20.0, "C9"))
     assert windows().record_fraud(stored, T0, "f0", T0 + DAY)
     r.table.values[(PA, TA.encode())] = stored.to_bytes()
-    r.table.values[(PA, report_key(PA))] = ReportMark(T0 + DAY).to_bytes()
     batch = Batch(REPORTS)
     batch.fraud_report(TA, report("f0", TA, T0))
-    batch.fraud_report(TA, report("f0", TA, T0))
+    again = batch.fraud_report(TA, report("f0", TA, T0))
+    # Those reports were applied before: the entry says so.
+    applied = ReportMark(T0 + DAY, again.message.offset + 1).to_bytes()
+    r.table.values[(PA, report_key(PA))] = applied
 
     await r.stage.process_reports(as_events(batch.events))
 
@@ -454,9 +463,8 @@ async def test_reports_that_change_nothing_write_nothing() -> None:
     assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="fraud_reports") == 2
 
 
-@pytest.mark.parametrize("prefetch", [True, False])
-async def test_an_unreadable_terminal_state_starts_afresh(prefetch: bool) -> None:
-    r = rig(prefetch=prefetch)
+async def test_an_unreadable_terminal_state_starts_afresh() -> None:
+    r = rig()
     r.table.values[(PA, TA.encode())] = b"\x09 not a state"
     batch = Batch(FORWARDS)
     event = batch.forward(PA, row((0, 1), "1", "C1", TA, T0, 1.0))
@@ -466,26 +474,18 @@ async def test_an_unreadable_terminal_state_starts_afresh(prefetch: bool) -> Non
     assert written(r.recorder)[(PA, TA.encode())] == (state_of((T0, 1.0, "C1")).to_bytes(), event)
 
 
-class MemoryStoreTable:
-    """A table over a real Faust ``memory://`` store, as `build_pipeline` gets with it."""
-
-    def __init__(self) -> None:
-        app = faust.App("pipeline-unit-memory", broker="kafka://127.0.0.1:1", store="memory://")
-        self.data: Any = app.Table(
-            "terminal_windows", key_type=bytes, value_type=bytes, partitions=PARTITIONS
-        ).data
-
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        value: bytes | None = self.data.get(key, default)
-        return value
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.data[key] = value
+def memory_store() -> FaustTableStore:
+    """The store of a table on Faust's ``memory://``, as `build_pipeline` gets it."""
+    app = faust.App("pipeline-unit-memory", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("terminal_windows", key_type=bytes, value_type=bytes, partitions=PARTITIONS)
+    store = partition_store_of(table)
+    assert isinstance(store, FaustTableStore)
+    return store
 
 
 async def test_with_a_memory_store_forwards_to_two_terminal_partitions_all_count() -> None:
     recorder = Recorder()
-    table = MemoryStoreTable()
+    table = memory_store()
     stage = TerminalStage(
         windows=windows(), table=table, send=recorder.send, dlq=DLQ, metrics=PipelineMetrics()
     )
@@ -505,10 +505,11 @@ async def test_with_a_memory_store_forwards_to_two_terminal_partitions_all_count
     metrics = stage.metrics
     assert counter(metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 0
     assert counter(metrics, "fraudstream_terminal_transactions_total") == 3
-    assert table.get(TA.encode()) == state_of((T0 - SECOND, 0.5, "C2"), (T0, 1.0, "C1")).to_bytes()
-    assert table.get(TB.encode()) == state_of((T0 + SECOND, 2.0, "C1")).to_bytes()
-    assert table.get(mark_key(PA, 0)) == b"10"
-    assert table.get(mark_key(PB, 0)) == b"11"
+    expected_a = state_of((T0 - SECOND, 0.5, "C2"), (T0, 1.0, "C1"))
+    assert table.get_in(PA, TA.encode()) == expected_a.to_bytes()
+    assert table.get_in(PB, TB.encode()) == state_of((T0 + SECOND, 2.0, "C1")).to_bytes()
+    assert table.get_in(PA, mark_key(PA, 0)) == b"10"
+    assert table.get_in(PB, mark_key(PB, 0)) == b"11"
 
     # Both replayed: every row is skipped, in both partitions.
     await stage.process_transactions(as_events([early, late]))
@@ -553,7 +554,8 @@ async def test_a_report_from_the_future_or_too_large_changes_nothing() -> None:
     assert [s.value for s in dlq] == [too_large.value, future.value]
     assert [s.header("fraudstream-problem") for s in dlq] == [b"too_large", b"future_event"]
     assert [w.event for w in r.recorder.writes()] == [fine, fine]  # the state, the watermark
-    assert r.table.values[(PA, report_key(PA))] == ReportMark(T0 + DAY).to_bytes()
+    applied = ReportMark(T0 + DAY, fine.message.offset + 1).to_bytes()
+    assert r.table.values[(PA, report_key(PA))] == applied
     state = EntityState.from_bytes(r.table.values[(PA, TA.encode())])
     assert len(state.fraud_times) == 1
     assert list(state.fraud_times) == [T0]  # reports move no clock: watermark_ms stays None
@@ -570,7 +572,8 @@ async def test_a_report_on_its_terminals_wrong_partition_is_rerouted() -> None:
     (moved,) = r.recorder.sends(REPORTS)
     assert (moved.key, moved.value, moved.partition) == (TA.encode(), stray.value, PA)
     assert moved.header("fraudstream-rerouted-from") == f"{REPORTS}/{PB}/51".encode()
-    assert r.recorder.writes() == []
+    # Only the partition's report watermark moves past the re-routed record.
+    assert [w.key for w in r.recorder.writes()] == [report_key(PB)]
     assert counter(r.metrics, "fraudstream_records_rerouted_total", topic=REPORTS) == 1
 
 
@@ -646,20 +649,6 @@ async def test_declared_source_watermarks_are_written_with_the_rows_they_cover()
     assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 1
 
 
-async def test_a_forward_writes_whether_its_partitions_reports_are_read_to_the_end() -> None:
-    r = rig()
-    r.table.values[(PA, report_key(PA))] = ReportMark(T0).to_bytes()
-    r.stage.reports_read_to_end = {PA: True, PB: False}
-    batch = Batch(FORWARDS)
-    tick = batch.add(PA, None, encode_forwards([], {0: T0}))
-    batch.add(PB, None, encode_forwards([], {0: T0}))  # PB: not read to its end, as stored
-
-    await r.stage.process_transactions(as_events(batch.events))
-
-    reports = {k: v for k, v in written(r.recorder).items() if k[1].startswith(b"#reports")}
-    assert reports == {(PA, report_key(PA)): (ReportMark(T0, True).to_bytes(), tick)}
-
-
 @given(st.lists(st.one_of(st.just(IDLE), st.integers(0, 10**6)), min_size=1, max_size=8))
 @settings(max_examples=50, deadline=None)
 def test_a_source_watermark_only_goes_forward_while_the_source_is_active(
@@ -678,28 +667,3 @@ def test_a_source_watermark_only_goes_forward_while_the_source_is_active(
     assert SourceMark.from_bytes(r.table.values.get((PA, mark_key(PA, 0)))) == expected
     if IDLE not in declarations:
         assert expected.watermark == max(declarations)
-
-
-async def test_a_report_batch_that_reaches_the_high_watermark_says_its_partition_is_read() -> None:
-    r = rig()
-    highwaters = {PA: 53}
-    r.stage.reports_highwater = highwaters.get
-    batch = Batch(REPORTS)
-    batch.fraud_report(TA, report("f1", TA, T0))  # offset 51 of PA
-    last = batch.fraud_report(TA, report("f2", TA, T0 + HOUR))  # offset 52: read to the end
-
-    await r.stage.process_reports(as_events(batch.events))
-
-    before = int(time.time() * 1000)
-    mark = ReportMark.from_bytes(r.table.values[(PA, report_key(PA))])
-    assert (mark.reported_at, mark.read_to_end) == (T0 + HOUR + DAY, True)
-    assert before - 5000 <= mark.checked_ms <= before
-    assert written(r.recorder)[(PA, report_key(PA))][1] is last
-
-    highwaters[PA] = 60  # more reports arrived: the next forward on PA says so
-    forwards = Batch(FORWARDS)
-    tick = forwards.add(PA, None, encode_forwards([], {0: T0}))
-    await r.stage.process_transactions(as_events(forwards.events))
-    after = ReportMark.from_bytes(r.table.values[(PA, report_key(PA))])
-    assert after == ReportMark(T0 + HOUR + DAY, False, mark.checked_ms)
-    assert r.recorder.writes()[-1].event is tick

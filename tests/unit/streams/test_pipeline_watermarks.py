@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 
 from hypothesis import given
@@ -10,10 +12,11 @@ from hypothesis import strategies as st
 from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES, Entity
 from streams.pipeline.terminals import mark_key
 from streams.pipeline.watermarks import (
-    CLAIM_MARGIN_MS,
     IDLE,
+    LIVE_WITHIN_MS,
     REPORT_DELIVERY_MS,
     Pending,
+    ReportEnds,
     ReportMark,
     SourceClock,
     SourceMark,
@@ -53,35 +56,26 @@ def test_declarations_move_forward_except_from_idle() -> None:
     assert SourceMark(7).declared(50) == SourceMark(7, 50)
 
 
-@given(st.integers(-1, 2**45), st.booleans(), st.integers(0, 2**45))
-def test_a_report_mark_reads_back_as_written(
-    reported_at: int, read_to_end: bool, checked_ms: int
-) -> None:
-    mark = ReportMark(reported_at, read_to_end, checked_ms)
+@given(st.integers(-1, 2**45), st.integers(0, 2**45))
+def test_a_report_mark_reads_back_as_written(reported_at: int, applied_to: int) -> None:
+    mark = ReportMark(reported_at, applied_to)
     assert ReportMark.from_bytes(mark.to_bytes()) == mark
-    assert ReportMark.from_bytes(None) == ReportMark(-1, False, 0)
-    assert ReportMark.from_bytes(b"12 1") == ReportMark(12, True, 0)  # the older format
+    assert ReportMark.from_bytes(None) == ReportMark(-1, 0)
 
 
-def test_reports_cover_a_read_when_one_that_late_is_applied() -> None:
-    mark = ReportMark(T0 - HOUR, read_to_end=False)
-    assert mark.covers(T0, None, HOUR)
-    assert not mark.covers(T0 + 1, None, HOUR)
+def test_a_report_mark_only_moves_forward() -> None:
+    mark = ReportMark(T0, 40)
+    assert mark.advanced(T0 - DAY, 30) is mark
+    assert mark.advanced(T0 - DAY, 41) == ReportMark(T0, 41)
+    assert mark.advanced(T0 + 1, 40) == ReportMark(T0 + 1, 40)
 
 
-def test_a_live_transaction_needs_a_finding_newer_than_the_reports_it_reads_were_sent() -> None:
-    # Live: produced a second after its time; the reports it reads (to T0 - 1 h) were
-    # sent by T0 - 1 h + the delivery allowance.
-    sent_by = T0 - HOUR + REPORT_DELIVERY_MS + CLAIM_MARGIN_MS
-    assert ReportMark(T0 - 30 * DAY, True, sent_by).covers(T0, T0 + 1000, HOUR)
-    assert not ReportMark(T0 - 30 * DAY, True, sent_by - 1).covers(T0, T0 + 1000, HOUR)
-    assert not ReportMark(T0 - 30 * DAY, False, T0).covers(T0, T0 + 1000, HOUR)
-
-
-def test_a_replayed_transaction_needs_a_finding_newer_than_itself() -> None:
-    produced = T0 + 400 * DAY
-    assert ReportMark(T0 - DAY, True, produced + CLAIM_MARGIN_MS).covers(T0, produced, HOUR)
-    assert not ReportMark(T0 - DAY, True, produced + CLAIM_MARGIN_MS - 1).covers(T0, produced, HOUR)
+def test_reports_cover_a_read_when_one_that_late_is_applied_or_the_partition_is_read() -> None:
+    mark = ReportMark(T0 - HOUR, 40)
+    assert mark.covers(T0, HOUR, None)
+    assert not mark.covers(T0 + 1, HOUR, None)  # and the end is not known
+    assert mark.covers(T0 + 1, HOUR, 40)  # everything up to the end read is applied
+    assert not mark.covers(T0 + 1, HOUR, 41)
 
 
 # --- what reads need -----------------------------------------------------------------------
@@ -110,14 +104,11 @@ def test_a_partition_covers_a_read_when_each_active_source_and_the_reports_are_f
     reports = ReportMark(t - HOUR).to_bytes()
     assert partition_watermarks(marks, reports).covers(t, needs)
     assert not partition_watermarks(marks, reports).covers(t + 1, needs)  # source 0 behind
-    late_reports = ReportMark(t - HOUR - 1).to_bytes()
+    late_reports = ReportMark(t - HOUR - 1, 12).to_bytes()
     assert not partition_watermarks(marks, late_reports).covers(t, needs)
-    # Found read to the end after the transaction was produced (a replay, sent now):
-    produced = t + 3 * DAY
-    read_to_end = ReportMark(t - 30 * DAY, True, produced + CLAIM_MARGIN_MS).to_bytes()
-    assert partition_watermarks(marks, read_to_end).covers(t, needs, produced)
-    stale = ReportMark(t - 30 * DAY, True, produced + CLAIM_MARGIN_MS - 1).to_bytes()
-    assert not partition_watermarks(marks, stale).covers(t, needs, produced)
+    # The reports partition applied to the end it had when the transaction was sent:
+    assert partition_watermarks(marks, late_reports).covers(t, needs, 12)
+    assert not partition_watermarks(marks, late_reports).covers(t, needs, 13)
     undeclared = [*marks[:2], SourceMark(3).to_bytes()]
     assert not partition_watermarks(undeclared, reports).covers(t, needs)
     absent = [*marks[:2], None]
@@ -237,3 +228,42 @@ def test_each_source_partition_goes_as_far_as_its_first_transaction_that_must_wa
     assert store.peeks == 1
     assert g.split(pending, read=False) == [True, False, True, False, False]
     assert store.peeks == 1
+
+
+def test_report_ends_are_read_after_every_report_a_transaction_reads_was_sent() -> None:
+    reads: list[int] = []
+    now = int(time.time() * 1000)
+
+    async def read() -> dict[int, int]:
+        reads.append(int(time.time() * 1000))
+        return {0: 7, 1: 9}
+
+    ends = ReportEnds(read, HOUR)
+    live = Pending(0, now - 1000, 1, produced_ms=now)  # needs reports sent by now - 55 min
+    replayed = Pending(0, T0, 0, produced_ms=now)  # needs reports sent before it: now
+    assert ends.sent_by(live) == now - 1000 - HOUR + REPORT_DELIVERY_MS
+    assert ends.sent_by(replayed) == now
+    assert ends.sent_by(Pending(0, now - LIVE_WITHIN_MS - 1, 0, now)) == now
+
+    asyncio.run(ends.attach([live, replayed]))
+    assert (live.reports_end, replayed.reports_end) == (9, 7)
+    assert len(reads) == 1
+    # A live one later: the reading is recent enough, no new request.
+    later = Pending(0, now, 0, produced_ms=now + 10)
+    asyncio.run(ends.attach([later]))
+    assert later.reports_end == 7
+    assert len(reads) == 1
+    # One sent after the reading, replayed: a new reading, still older than it.
+    newer = Pending(0, T0, 1, produced_ms=int(time.time() * 1000) + 60_000)
+    asyncio.run(ends.attach([newer]))
+    assert len(reads) == 2
+    assert newer.reports_end is None
+
+
+def test_report_ends_that_cannot_be_read_leave_transactions_waiting() -> None:
+    async def down() -> dict[int, int]:
+        raise ConnectionError("broker down")
+
+    pending = Pending(0, T0, 0, produced_ms=int(time.time() * 1000))
+    asyncio.run(ReportEnds(down, HOUR).attach([pending]))
+    assert pending.reports_end is None
