@@ -22,68 +22,55 @@ waits on Redis.
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from prometheus_client import Gauge
 
-
-def entries_in_memory(store: Any) -> int | None:
-    """Entries a table store holds in memory, or None for a store of another kind."""
-    cache = getattr(store, "cache", None)  # redis:// (streams.tablestore.WriteBackCache)
-    if cache is not None:
-        return len(cache)
-    data = getattr(store, "data", None)  # memory:// keeps a dict
-    if isinstance(data, dict):
-        return len(data)
-    return None
+from streams.tablestore import RedisStore
+from streams.tablestore.partition_store import PartitionStore
 
 
-def waiting_on_redis(store: Any) -> bool | None:
+def waiting_on_redis(store: object) -> bool | None:
     """Whether a redis:// store is in an outage, or None for a store without Redis.
 
     Reads the backend's outage state (``RedisBackend.in_outage``); read only, the
     backend decides when an outage starts and ends.
     """
-    backend = getattr(store, "backend", None)
-    if backend is None:
+    if not isinstance(store, RedisStore):
         return None
-    return bool(getattr(backend, "in_outage", False))
+    return store.backend.in_outage
 
 
-def redis_down_since(store: Any) -> float | None:
+def redis_down_since(store: object) -> float | None:
     """When a redis:// store's current outage began (monotonic seconds), or None.
 
     None for a store without Redis, or while its Redis answers. Reads the backend's
     outage state (``RedisBackend.down_since``) without changing it: a plain attribute
     read, safe from the web server's threads.
     """
-    since = getattr(getattr(store, "backend", None), "down_since", None)
-    return since if isinstance(since, float) else None
+    if not isinstance(store, RedisStore):
+        return None
+    return store.backend.down_since
 
 
-def observe_tables(tables: Iterable[Any], entries: Gauge, redis_available: Gauge) -> None:
-    """Make ``entries`` (labelled ``table``) and ``redis_available`` read ``tables`` on scrape.
+def observe_tables(
+    stores: Mapping[str, PartitionStore], entries: Gauge, redis_available: Gauge
+) -> None:
+    """Make ``entries`` (labelled ``table``) and ``redis_available`` read ``stores`` on scrape.
 
     Args:
-        tables: Faust tables (their ``data`` is the store).
+        stores: The tables' stores, by table name.
         entries: ``fraudstream_table_entries``.
         redis_available: ``fraudstream_redis_available``.
     """
-    tables = list(tables)
-    stores = [table.data for table in tables]
-    for table, store in zip(tables, stores, strict=True):
-        if entries_in_memory(store) is not None:
-            entries.labels(table=table.name).set_function(
-                _safe(functools.partial(entries_in_memory, store))
-            )
-    if any(waiting_on_redis(store) is not None for store in stores):
+    for table, store in stores.items():
+        entries.labels(table=table).set_function(_safe(store.entries_in_memory))
+    redis = [store for store in stores.values() if isinstance(store, RedisStore)]
+    if redis:
 
         def available() -> float:
-            outages = [waiting_on_redis(store) for store in stores]
-            return 0.0 if any(outages) else 1.0
+            return 0.0 if any(waiting_on_redis(store) for store in redis) else 1.0
 
         redis_available.set_function(_safe(available))
 

@@ -66,6 +66,9 @@ from streams.rebalance import RebalanceReporter, RebalanceTracker, watch_rebalan
 from streams.settings import Settings
 from streams.stall import StallDetector, StallReporter, watch_partitions
 from streams.tablestats import observe_tables
+from streams.tablestore import RedisStore
+from streams.tablestore.fausttable import FaustTableStore, partition_store_of
+from streams.tablestore.partition_store import PartitionStore
 from streams.tracing import batch_spans
 from streams.watermarktick import tick_watermarks
 from streams.webserver import WebServer
@@ -108,21 +111,6 @@ class Pipeline:
     spans: BatchSpans | None = None
 
 
-class _LocalPeek:
-    """`TerminalLookup` over a store without ``peek`` (memory://): this worker's data only.
-
-    Right with one worker, which holds every partition; with several, terminal
-    features would miss the partitions of others, so the pipeline warns.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def peek(self, partition_keys: Any) -> dict[int, list[bytes | None]]:
-        data = self.table.data  # memory://: a dict of the raw entries
-        return {p: [data.get(k) for k in keys] for p, keys in partition_keys.items()}
-
-
 def build_pipeline(
     app: faust.App, settings: Settings, *, features: FeatureSet = DEFAULT_FEATURES
 ) -> Pipeline:
@@ -147,8 +135,17 @@ def build_pipeline(
         # changelog: the agents encode states themselves (EntityState.to_bytes).
         return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions)
 
-    customers = raw_table(CUSTOMER_TABLE)
-    terminals = raw_table(TERMINAL_TABLE)
+    # The agents use each table through its store's PartitionStore interface.
+    customers = partition_store_of(raw_table(CUSTOMER_TABLE))
+    terminals = partition_store_of(raw_table(TERMINAL_TABLE))
+    if isinstance(terminals, FaustTableStore):
+        # Its peek reads this worker's partitions only: terminal features would miss
+        # the partitions of other workers.
+        logger.warning(
+            "table store %s cannot read other workers' partitions: run one worker only, "
+            "or use redis:// (the default)",
+            settings.table_store,
+        )
 
     partition_of = OutputPartitions(app)
     spans = batch_spans(settings)
@@ -167,15 +164,6 @@ def build_pipeline(
     # Traced batches count their own sends (dead letters, alerts) by topic.
     send = produce if spans is None else spans.counting(produce)
 
-    store = terminals.data
-    peekable = store if hasattr(store, "peek") else _LocalPeek(terminals)
-    if peekable is not store:
-        logger.warning(
-            "table store %s cannot read other workers' partitions: run one worker only, "
-            "or use redis:// (the default)",
-            settings.table_store,
-        )
-
     def on_swap(version: str, previous: str | None) -> None:
         metrics.set_model_version(version)
         if previous is not None:  # the first model a worker activates replaces none
@@ -192,7 +180,7 @@ def build_pipeline(
     clock = SourceClock(features.policies[Entity.CUSTOMER].allowed_lateness_ms)
     needs = TerminalNeeds.of(features)
     gate = WatermarkGate(
-        TerminalWatermarks(peekable, partitions, mark_key),
+        TerminalWatermarks(terminals, partitions, mark_key),
         needs,
         max_wait_s=settings.watermark_wait_max_s,
         observe_wait=metrics.watermark_wait.observe,
@@ -200,7 +188,7 @@ def build_pipeline(
     score_stage = ScoreStage(
         online=online,
         customers=customers,
-        terminals=TerminalLookup(peekable, partitions),
+        terminals=TerminalLookup(terminals, partitions),
         slot=slot,
         send=send,
         topics=ScoreTopics(
@@ -382,13 +370,14 @@ def build_pipeline(
             details["model_fallback"] = fallback.as_dict()
         return details
 
-    for table in (customers, terminals):
-        _observe_flushes(table, metrics)
-    observe_tables((customers, terminals), metrics.table_entries, metrics.redis_available)
+    stores = {CUSTOMER_TABLE: customers, TERMINAL_TABLE: terminals}
+    for name, store in stores.items():
+        _observe_flushes(name, store, metrics)
+    observe_tables(stores, metrics.table_entries, metrics.redis_available)
     heartbeat = LoopHeartbeat()
     health = WorkerHealth(
         heartbeat,
-        Outages([customers.data, terminals.data]),
+        Outages(stores.values()),
         readiness,
         model_details,
         stuck_after_s=settings.loop_stuck_after_s,
@@ -437,11 +426,8 @@ class OutputPartitions:
         return partitioner
 
 
-def _observe_flushes(table: Any, metrics: PipelineMetrics) -> None:
+def _observe_flushes(table: str, store: PartitionStore, metrics: PipelineMetrics) -> None:
     """Time the Redis flushes of a table, and count its refused partitions (redis:// only)."""
-    store = table.data
-    if hasattr(store, "flush_observer"):
-        histogram = metrics.redis_flush.labels(table=table.name)
-        store.flush_observer = histogram.observe
-    if hasattr(store, "refusal_observer"):
-        store.refusal_observer = metrics.refused_partitions.labels(table=table.name).set
+    if isinstance(store, RedisStore):
+        store.flush_observer = metrics.redis_flush.labels(table=table).observe
+        store.refusal_observer = metrics.refused_partitions.labels(table=table).set

@@ -3,8 +3,9 @@
 Two costs dominate a table entry's round trip through an agent once Redis is batched
 away (prefetch, flushes): Faust's table layers (``Table.__getitem__`` and its codecs,
 and making the event current so the store knows the partition and offset), and decoding
-and re-encoding the window state. `TableAccess` skips the first where the store allows
-it; `DecodedStates` the second, for the entities an agent owns.
+and re-encoding the window state. `TableAccess` skips the first: it hands each read and
+write to the table's `PartitionStore` with the event's position. `DecodedStates` skips
+the second, for the entities an agent owns.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any, Final
 from faust.types import EventT
 
 from features.online import EntityState
-from streams.faustcompat.eventctx import restore_current_event, set_current_event
 from streams.pipeline.outputs import decode_state
+from streams.tablestore.partition_store import PartitionStore
 
 #: Decoded states kept per table (bounded memory; about 2-3 KB each at most).
 DEFAULT_DECODED_LIMIT: Final = 100_000
@@ -25,67 +26,40 @@ DEFAULT_DECODED_LIMIT: Final = 100_000
 class TableAccess:
     """Get and put one table's raw entries on behalf of a given event.
 
-    With a ``redis://`` store without changelog, entries go straight to the store's
-    write-back cache with the event's position (``RedisStore.get_in`` / ``put_at``).
-    Any other store (memory://, or redis:// with changelog=true, whose writes must also
-    reach the changelog) goes through the Faust table with the event made current.
+    Reads go to the event's table partition (``get_in``), writes carry the event's
+    source partition and offset (``put_at``): the store records that the state covers
+    the event. Every store behaves alike (``streams.tablestore.partition_store``).
 
     Args:
-        table: A Faust table with bytes keys and values.
+        store: The table's store (``streams.tablestore.fausttable.partition_store_of``).
     """
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        store = table.data
-        direct = hasattr(store, "put_at") and not getattr(store, "uses_changelog", True)
-        self._store = store if direct else None
-        self._prefetch = getattr(store, "prefetch", None)
-
-    @property
-    def direct(self) -> bool:
-        """Whether entries bypass Faust's table layers."""
-        return self._store is not None
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
 
     def prefetch(self, partition_keys: Mapping[int, Iterable[bytes]]) -> None:
-        """Load the entries a batch will read, in one round trip where the store can."""
-        if self._prefetch is not None and partition_keys:
-            self._prefetch(partition_keys)
+        """Load the entries a batch will read, in one round trip."""
+        if partition_keys:
+            self.store.prefetch(partition_keys)
 
     def get(self, event: EventT[Any], key: bytes) -> bytes | None:
         """The entry of ``key`` in the partition of ``event``."""
-        if self._store is not None:
-            value: bytes | None = self._store.get_in(event.message.partition, key)
-            return value
-        token = set_current_event(event)
-        try:
-            value = self.table.get(key)
-        finally:
-            restore_current_event(token)
-        return value
+        return self.store.get_in(event.message.partition, key)
 
     def note_position(self, event: EventT[Any]) -> None:
         """Make sure the store resumes ``event``'s partition no later than it (held, unwritten).
 
-        Only a direct ``redis://`` store keeps resume offsets of its own; for the
-        others Faust's committed offsets are the resume point, and those move past held
-        events (memory:// is for one worker in development, where a restart loses the
-        state anyway).
+        A store that keeps its own resume offsets (``redis://``) records it; with
+        ``memory://`` Faust's committed offsets are the resume point, and those move
+        past held events (``memory://`` is for one worker in development).
         """
-        if self._store is not None:
-            message = event.message
-            self._store.note_position(message.tp, message.offset)
+        message = event.message
+        self.store.note_position(message.tp, message.offset)
 
     def put(self, event: EventT[Any], key: bytes, value: bytes) -> None:
         """Write ``key`` as a state change made by ``event`` (its partition and offset)."""
-        if self._store is not None:
-            message = event.message
-            self._store.put_at(message.tp, message.offset, key, value)
-            return
-        token = set_current_event(event)
-        try:
-            self.table[key] = value
-        finally:
-            restore_current_event(token)
+        message = event.message
+        self.store.put_at(message.tp, message.offset, key, value)
 
 
 class DecodedStates:

@@ -23,13 +23,14 @@ flushed in one atomic write, and a row at or below the mark is a duplicate, skip
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Final, Protocol
+from collections.abc import Iterable
+from typing import Final
 
 from aiokafka.partitioner import murmur2
 
 from features.online import EntityState
 from streams.pipeline.tables import DecodedStates
+from streams.tablestore.partition_store import PeekableStore
 
 #: Prefix of replay-mark keys; ``#`` cannot occur in an id (``streams.contracts.ID_PATTERN``).
 _MARK_PREFIX: Final = b"#source:"
@@ -74,19 +75,11 @@ def mark_key(partition: int, source_partition: int) -> bytes:
     return _MARK_PREFIX + f"{partition}:{source_partition}".encode()
 
 
-class PeekableStore(Protocol):
-    """What `TerminalLookup` needs of a table store (``RedisStore.peek``)."""
-
-    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
-        """Entries of any partitions, in the order asked."""
-        ...
-
-
 class TerminalLookup:
     """Reads the states of a micro-batch's terminals, wherever their partitions are.
 
     Args:
-        store: The terminal table's store.
+        store: The terminal table's store (read with ``peek``).
         partitions: Partition count of the terminal-keyed topics.
     """
 

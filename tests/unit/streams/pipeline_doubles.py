@@ -2,23 +2,23 @@
 
 - `Recorder`: the ``send`` callable of the stages, and one log shared with the tables, so
   a test sees the order of every output send and every table write of a batch.
-- `TableDouble`: a bytes table partitioned like the ``redis://`` store: reads and writes go
-  to the partition of Faust's current event, and a use outside an event fails (the store
-  needs the event's partition); writes record the event that was current.
+- `TableDouble`: a table's `PartitionStore` that records what the stages do with it:
+  reads, prefetches, and writes (in the shared log, each with the event at its position).
 - `PeekStore`: the ``peek`` of a terminal table store, for `TerminalLookup`.
-- `Event` and `Message`: what ``stream.take_events`` yields, weak-referenceable.
+- `Event` and `Message`: what ``stream.take_events`` yields, weak-referenceable; each event
+  is found by its position (`event_at`), which is all a store is told of it.
 - `hostile_values`: a hypothesis strategy of message values a stage must survive.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from faust.streams import current_event
-from faust.types import EventT
+from faust.types import TP, EventT
 from hypothesis import strategies as st
 
 from features.online import EntityState
@@ -44,18 +44,36 @@ class Message:
         self.headers: Headers = [] if headers is None else headers
         self.timestamp = timestamp
 
+    @property
+    def tp(self) -> TP:
+        """The topic partition."""
+        return TP(self.topic, self.partition)
+
+
+#: Every live event double by its position (topic, partition, offset).
+_EVENTS: weakref.WeakValueDictionary[tuple[str, int, int], Event] = weakref.WeakValueDictionary()
+
 
 class Event:
-    """An event of a micro-batch (a plain class: `set_current_event` takes a weakref)."""
+    """An event of a micro-batch (a plain class, weak-referenceable).
+
+    The newest event made at a position is the one `event_at` finds there.
+    """
 
     def __init__(self, key: bytes | None, value: bytes | None, message: Message) -> None:
         self.key = key
         self.value = value
         self.message = message
+        _EVENTS[(message.topic, message.partition, message.offset)] = self
 
     def __repr__(self) -> str:
         m = self.message
         return f"Event({self.key!r}, {m.topic}:{m.partition}:{m.offset})"
+
+
+def event_at(tp: TP, offset: int) -> Event | None:
+    """The event at ``offset`` of ``tp``, None when no live event double is there."""
+    return _EVENTS.get((tp.topic, tp.partition, offset))
 
 
 def as_events(events: Sequence[Event]) -> Sequence[EventT[Any]]:
@@ -83,11 +101,11 @@ class Sent:
 
 @dataclass(frozen=True)
 class Write:
-    """One table write: where it went and the event current while it was made."""
+    """One table write: where it went and the event it was made for (found by position)."""
 
     partition: int
     key: bytes
-    value: bytes
+    value: bytes | None
     event: Any
 
 
@@ -123,49 +141,61 @@ class Recorder:
         assert all(not sent for sent in kinds[first_write:]), [type(e).__name__ for e in self.log]
 
 
-class Store:
-    """The ``data`` of a table double with a ``prefetch`` that records what it was asked."""
-
-    def __init__(self) -> None:
-        self.prefetched: list[dict[int, list[bytes]]] = []
-
-    def prefetch(self, partition_keys: Mapping[int, Sequence[bytes]]) -> None:
-        """Record the request (the double holds everything in memory already)."""
-        self.prefetched.append({p: list(keys) for p, keys in partition_keys.items()})
-
-
 class TableDouble:
-    """A bytes table whose entries live in the partition of Faust's current event.
+    """A table's `PartitionStore` for the stage tests, over one dict; records its use.
+
+    Entries live in `values` by (partition, key): a test puts what the table holds
+    before a batch there, and reads what the batch wrote. `put_at` also appends a `Write`
+    to the shared log, naming the event at the write's position; `get_in` records the
+    read in `reads`, `prefetch` the request in `prefetched`, `note_position` the position
+    in `noted`. Flushing is left to the store tests: it does nothing here.
 
     Args:
         recorder: The shared log, which receives every write.
-        prefetch: Give ``data`` a recording ``prefetch`` (else ``data`` has none).
     """
 
-    def __init__(self, recorder: Recorder, *, prefetch: bool = True) -> None:
+    def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.values: dict[tuple[int, bytes], bytes] = {}
-        self.data: Any = Store() if prefetch else object()
-        self.reads: list[tuple[int, bytes, Any]] = []
+        self.reads: list[tuple[int, bytes]] = []
+        self.prefetched: list[dict[int, list[bytes]]] = []
+        self.noted: list[tuple[TP, int]] = []
 
-    @staticmethod
-    def _current() -> Any:
-        event = current_event()
-        assert event is not None, "table used outside an event: the store needs its partition"
-        return event
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        """The entry of ``key`` in ``partition``; the read is recorded."""
+        self.reads.append((partition, key))
+        return self.values.get((partition, key))
 
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        """The entry of ``key`` in the current event's partition."""
-        event = self._current()
-        partition = event.message.partition
-        self.reads.append((partition, key, event))
-        return self.values.get((partition, key), default)
+    def prefetch(self, partition_keys: Mapping[int, Iterable[bytes]]) -> None:
+        """Record the request (everything is in memory already)."""
+        self.prefetched.append({p: list(keys) for p, keys in partition_keys.items()})
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        event = self._current()
-        partition = event.message.partition
-        self.recorder.log.append(Write(partition, key, value, event))
-        self.values[(partition, key)] = value
+    def peek(self, partition_keys: Mapping[int, Sequence[bytes]]) -> dict[int, list[bytes | None]]:
+        """Entries of any partitions, in the order asked."""
+        return {p: [self.values.get((p, k)) for k in keys] for p, keys in partition_keys.items()}
+
+    def put_at(self, tp: TP, offset: int, key: bytes, value: bytes | None) -> None:
+        """Write the entry, and log the write with the event at ``offset`` of ``tp``."""
+        self.recorder.log.append(Write(tp.partition, key, value, event_at(tp, offset)))
+        if value is None:
+            self.values.pop((tp.partition, key), None)
+        else:
+            self.values[(tp.partition, key)] = value
+
+    def note_position(self, tp: TP, offset: int) -> None:
+        """Record the position."""
+        self.noted.append((tp, offset))
+
+    async def flush(self) -> None:
+        """Nothing to flush."""
+
+    def stored_offsets(self, partition: int) -> dict[TP, int]:
+        """No offsets are kept."""
+        return {}
+
+    def entries_in_memory(self) -> int:
+        """Every entry."""
+        return len(self.values)
 
 
 class PeekStore:

@@ -12,6 +12,7 @@ from typing import Any
 from streams.health import LoopHeartbeat, Outages, WorkerHealth
 from streams.kafkalog import OutageLog
 from streams.metrics import PipelineMetrics
+from streams.tablestore import RedisStore
 from streams.tablestore.backend import Client, RedisBackend
 
 
@@ -27,10 +28,10 @@ def never_connects() -> Client:
     raise AssertionError("no Redis call in these tests")
 
 
-class Store:
-    """A redis:// store's shape, as far as the outage reading goes."""
+class Store(RedisStore):
+    """A redis:// store as far as the outage reading goes: its backend."""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # no app, no table: nothing else is read
         self.backend = RedisBackend(never_connects, ttl_ms=1000, description="test")
 
 
@@ -52,7 +53,9 @@ def health(
     beat = LoopHeartbeat(clock=clock)
     clock.now += silent_s
     outages = Outages(
-        [store or Store(), object()], kafka or OutageLog(), wall=lambda: 1_700_000_000.0
+        [Store() if store is None else store, object()],  # a store is a mapping: "or" counts it
+        kafka or OutageLog(),
+        wall=lambda: 1_700_000_000.0,
     )
     return WorkerHealth(
         beat,

@@ -1,7 +1,7 @@
-"""TableAccess (direct store calls or the Faust table) and DecodedStates (decoded-state reuse).
+"""TableAccess (the event's position handed to the table's store) and DecodedStates.
 
-Pure: a fake store with the ``redis://`` store's direct calls stands in for Redis, and the
-table doubles of ``pipeline_doubles`` for a table reached through Faust's current event.
+Pure: ``MemoryPartitionStore``, the in-memory implementation of the stores' contract,
+stands in for Redis.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import pytest
-from faust.streams import current_event
 from faust.types import TP, EventT
-from pipeline_doubles import Event, Message, Recorder, Store, TableDouble, Write
+from pipeline_doubles import Event, Message
 
 from features.online import EntityState, OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity
-from streams.faustcompat.eventctx import restore_current_event, set_current_event
 from streams.pipeline.tables import DecodedStates, TableAccess
+from streams.tablestore import MemoryPartitionStore
 
 T0 = 1_700_000_000_000
 SECOND = 1000
@@ -43,210 +42,64 @@ def distinct_copy(raw: bytes) -> bytes:
     return copy
 
 
-class PositionedMessage(Message):
-    """A message that also has the ``tp`` of a real Kafka message (the direct path's)."""
-
-    @property
-    def tp(self) -> TP:
-        return TP(self.topic, self.partition)
-
-
 def event(partition: int, offset: int, topic: str = "transactions") -> EventT[Any]:
-    return cast("EventT[Any]", Event(b"k", b"v", PositionedMessage(topic, partition, offset)))
+    return cast("EventT[Any]", Event(b"k", b"v", Message(topic, partition, offset)))
 
 
-class DirectStore:
-    """What TableAccess needs of a ``redis://`` store without changelog; records calls."""
+class PrefetchRecorder(MemoryPartitionStore):
+    """A MemoryPartitionStore that records the prefetches asked of it."""
 
-    def __init__(self, *, uses_changelog: bool = False) -> None:
-        self.uses_changelog = uses_changelog
-        self.values: dict[tuple[int, bytes], bytes | None] = {}
-        self.calls: list[tuple[Any, ...]] = []
-
-    def get_in(self, partition: int, key: bytes) -> bytes | None:
-        self.calls.append(("get_in", partition, key, current_event()))
-        return self.values.get((partition, key))
-
-    def put_at(self, tp: TP, offset: int, key: bytes, value: bytes | None) -> None:
-        self.calls.append(("put_at", tp, offset, key, value, current_event()))
-        self.values[(tp.partition, key)] = value
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefetched: list[dict[int, list[bytes]]] = []
 
     def prefetch(self, partition_keys: Mapping[int, Iterable[bytes]]) -> None:
-        self.calls.append(("prefetch", {p: list(keys) for p, keys in partition_keys.items()}))
+        self.prefetched.append({p: list(keys) for p, keys in partition_keys.items()})
 
 
-class UntouchableTable:
-    """A table that must not be used: the direct path bypasses it."""
-
-    def __init__(self, data: Any) -> None:
-        self.data = data
-
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        raise AssertionError("the table was read: the direct path should bypass it")
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        raise AssertionError("the table was written: the direct path should bypass it")
+# --- TableAccess -----------------------------------------------------------------------------
 
 
-class FailingTable(TableDouble):
-    """A table double whose reads and writes fail after checking the current event."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        super().__init__(recorder)
-        self.seen: list[Any] = []
-
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        self.seen.append(current_event())
-        raise RuntimeError("read failed")
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.seen.append(current_event())
-        raise RuntimeError("write failed")
-
-
-# --- TableAccess: the direct path ----------------------------------------------------------
-
-
-def test_a_store_with_put_at_and_no_changelog_is_used_directly() -> None:
-    store = DirectStore()
-    access = TableAccess(UntouchableTable(store))
-    assert access.direct
+async def test_entries_are_read_and_written_in_the_events_partition() -> None:
+    store = MemoryPartitionStore()
+    access = TableAccess(store)
 
     e = event(partition=4, offset=17)
     access.put(e, b"C1", b"state-1")
     assert access.get(e, b"C1") == b"state-1"
     assert access.get(event(partition=2, offset=18), b"C1") is None  # another partition
-
-    assert store.calls == [
-        ("put_at", TP("transactions", 4), 17, b"C1", b"state-1", None),
-        ("get_in", 4, b"C1", None),
-        ("get_in", 2, b"C1", None),
-    ]
+    assert store.get_in(4, b"C1") == b"state-1"
+    await store.flush()
+    assert store.stored_offsets(4) == {TP("transactions", 4): 18}  # covers the event
 
 
-def test_the_direct_path_uses_each_event_s_own_position() -> None:
-    store = DirectStore()
-    access = TableAccess(UntouchableTable(store))
-    later, earlier = event(1, 40, "a"), event(3, 7, "b")
-    access.put(later, b"K1", b"x")
-    access.put(earlier, b"K2", b"y")  # an earlier event written after a later one
-    assert [c[1:3] for c in store.calls] == [(TP("a", 1), 40), (TP("b", 3), 7)]
+async def test_each_write_carries_its_own_events_position() -> None:
+    store = MemoryPartitionStore()
+    access = TableAccess(store)
+    access.put(event(1, 40, "a"), b"K1", b"x")
+    access.put(event(3, 7, "b"), b"K2", b"y")
+    access.put(event(1, 38, "a"), b"K3", b"z")  # an earlier event written after a later one
+    await store.flush()
+    assert store.stored_offsets(1) == {TP("a", 1): 41}
+    assert store.stored_offsets(3) == {TP("b", 3): 8}
 
 
-def test_the_direct_path_prefetches_through_the_store() -> None:
-    store = DirectStore()
-    access = TableAccess(UntouchableTable(store))
+async def test_a_held_events_position_is_noted_before_any_write() -> None:
+    store = MemoryPartitionStore()
+    access = TableAccess(store)
+    access.note_position(event(2, 30))
+    assert store.stored_offsets(2) == {TP("transactions", 2): 30}
+    access.put(event(2, 31), b"C", b"v")
+    await store.flush()
+    assert store.stored_offsets(2) == {TP("transactions", 2): 32}
+
+
+def test_a_batch_prefetches_through_the_store_once_and_nothing_for_nothing() -> None:
+    store = PrefetchRecorder()
+    access = TableAccess(store)
     access.prefetch({0: [b"A", b"B"], 5: (k for k in [b"C"])})
     access.prefetch({})  # nothing to load: no call
-    assert store.calls == [("prefetch", {0: [b"A", b"B"], 5: [b"C"]})]
-
-
-# --- TableAccess: through the Faust table --------------------------------------------------
-
-
-def table_with(data: Any) -> tuple[Recorder, TableDouble]:
-    recorder = Recorder()
-    table = TableDouble(recorder)
-    table.data = data
-    return recorder, table
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        pytest.param(DirectStore(uses_changelog=True), id="redis-with-changelog"),
-        pytest.param(Store(), id="store-without-put_at"),
-        pytest.param(object(), id="store-without-anything"),
-    ],
-)
-def test_other_stores_go_through_the_table_with_the_event_current(data: Any) -> None:
-    recorder, table = table_with(data)
-    access = TableAccess(table)
-    assert not access.direct
-
-    e = event(partition=2, offset=9)
-    assert current_event() is None
-    access.put(e, b"C1", b"state-1")
-    assert current_event() is None  # restored after the call
-    assert access.get(e, b"C1") == b"state-1"
-    assert current_event() is None
-    assert access.get(event(partition=1, offset=10), b"C1") is None
-
-    assert recorder.writes() == [Write(2, b"C1", b"state-1", e)]
-    assert [(p, k) for p, k, _ in table.reads] == [(2, b"C1"), (1, b"C1")]
-    assert table.reads[0][2] is e  # the event was current inside the table's get
-    if isinstance(data, DirectStore):
-        assert data.calls == []  # its direct calls would skip the changelog
-
-
-def test_a_store_with_put_at_but_no_uses_changelog_is_not_used_directly() -> None:
-    class Unknown(DirectStore):
-        pass
-
-    store = Unknown()
-    del store.uses_changelog  # whether it writes a changelog is unknown: assume it does
-    recorder, table = table_with(store)
-    access = TableAccess(table)
-    assert not access.direct
-    access.put(event(0, 1), b"K", b"v")
-    assert len(recorder.writes()) == 1
-    assert store.calls == []
-
-
-def test_an_outer_current_event_is_restored_after_each_call() -> None:
-    recorder, table = table_with(Store())
-    access = TableAccess(table)
-    outer = cast("EventT[Any]", Event(b"outer", None, PositionedMessage("transactions", 0, 99)))
-    token = set_current_event(outer)
-    try:
-        e = event(partition=1, offset=3)
-        access.put(e, b"C", b"v")
-        assert current_event() is outer
-        assert access.get(e, b"C") == b"v"
-        assert current_event() is outer
-        assert recorder.writes()[0].event is e
-        assert table.reads[0][2] is e
-    finally:
-        restore_current_event(token)
-    assert current_event() is None
-
-
-def test_the_current_event_is_restored_when_the_table_fails() -> None:
-    table = FailingTable(Recorder())
-    access = TableAccess(table)
-    e = event(partition=1, offset=3)
-    with pytest.raises(RuntimeError, match="write failed"):
-        access.put(e, b"C", b"v")
-    assert current_event() is None
-    with pytest.raises(RuntimeError, match="read failed"):
-        access.get(e, b"C")
-    assert current_event() is None
-    assert table.seen == [e, e]
-
-
-def test_prefetch_goes_to_a_store_that_has_it_even_through_the_table() -> None:
-    store = DirectStore(uses_changelog=True)
-    _, table = table_with(store)
-    TableAccess(table).prefetch({1: [b"K"]})
-    assert store.calls == [("prefetch", {1: [b"K"]})]
-
-    plain = Store()
-    _, table = table_with(plain)
-    access = TableAccess(table)
-    access.prefetch({3: [b"A", b"B"]})
-    access.prefetch({})
-    assert plain.prefetched == [{3: [b"A", b"B"]}]
-
-
-def test_prefetch_is_a_no_op_on_a_store_without_it() -> None:
-    recorder = Recorder()
-    table = TableDouble(recorder, prefetch=False)
-    access = TableAccess(table)
-    assert not hasattr(table.data, "prefetch")
-    access.prefetch({0: [b"A"]})
-    access.prefetch({})
-    assert recorder.log == []
-    assert table.reads == []
+    assert store.prefetched == [{0: [b"A", b"B"], 5: [b"C"]}]
 
 
 # --- DecodedStates: take and keep -----------------------------------------------------------

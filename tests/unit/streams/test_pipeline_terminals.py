@@ -14,7 +14,6 @@ from pipeline_doubles import PeekStore
 
 from features.online import EntityState, EntityWindows
 from features.spec import DEFAULT_FEATURES, Entity
-from streams import pipeline
 from streams.contracts import ID_PATTERN
 from streams.pipeline import terminals
 from streams.pipeline.terminals import (
@@ -23,6 +22,7 @@ from streams.pipeline.terminals import (
     mark_key,
     terminal_partition,
 )
+from streams.tablestore.fausttable import partition_store_of
 
 PARTITION_COUNTS = (1, 3, 6, 7)
 T0 = 1_700_000_000_000
@@ -160,12 +160,12 @@ def test_a_corrupt_stored_state_is_logged_and_read_as_empty(
     assert "unreadable state" in caplog.text
 
 
-def test_the_local_peek_finds_states_in_a_memory_store() -> None:
+def test_the_lookup_finds_states_in_a_memory_store() -> None:
     app = faust.App("pipeline-unit-local-peek", broker="kafka://127.0.0.1:1", store="memory://")
     table = app.Table("terminal_windows", key_type=bytes, value_type=bytes, partitions=3)
     state = terminal_state(T0 - 8 * DAY)
     table.data[b"T1"] = state.to_bytes()  # where a memory:// table keeps its entries
-    peek = pipeline._LocalPeek(table)
+    peek = partition_store_of(table)
     partition = terminal_partition(b"T1", 3)
     states = TerminalLookup(peek, 3).states([b"T1"])
     assert peek.peek({partition: [b"T1"]}) == {partition: [state.to_bytes()]}
