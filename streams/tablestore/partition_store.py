@@ -65,9 +65,9 @@ class PartitionStore(PeekableStore, Protocol):
         This store's own writes come first: after ``put_at`` of ``key`` in
         ``partition``, the value written (None after a deletion), flushed or not.
         Otherwise the durable entry, as last flushed by whichever store wrote it. A
-        store may keep serving an entry it has read (a cache) until it loses the
-        partition; the partition's owner is its only writer, so the owner's reads are
-        exact. A write in another partition never answers.
+        store may keep serving an entry it has read (a cache) until the next rebalance;
+        the partition's owner is its only writer, so the owner's reads are exact. A
+        write in another partition never answers.
         """
         ...
 
