@@ -118,19 +118,21 @@ class PartitionStore(PeekableStore, Protocol):
         has not read before) and `stored_offsets` holds the new offsets. This store's
         own reads do not change. A store whose writes stand for events whose outputs
         must be delivered first waits for them (``RedisStore`` waits for Faust's
-        producer). With nothing written since the last flush, nothing changes.
+        producer). With nothing written since the last flush, nothing changes. (A store
+        that has lost a partition to another owner meanwhile drops its writes of it
+        instead: ``RedisStore``'s fencing.)
         """
         ...
 
     def stored_offsets(self, partition: int) -> dict[TP, int]:
         """Where each source partition that wrote table ``partition`` resumes, as durable now.
 
-        For a source flushed at least once, the offset after the highest one the last
-        flush covered: its events up to there are in the durable entries, the next
-        owner reads on from it. For a source only written or noted since, where its
-        first `put_at` or `note_position` recorded it. Unflushed writes do not move it.
-        A store whose sources resume at the consumer group's committed offsets instead
-        (Faust's ``memory://``) returns no offsets.
+        For a source flushed at least once, the offset after the highest one written
+        before the last flush that covered it: its events up to there are in the
+        durable entries, the next owner reads on from it. For a source only written or
+        noted since, where its first `put_at` or `note_position` recorded it. Unflushed
+        writes do not move it. A store whose sources resume at the consumer group's
+        committed offsets instead (Faust's ``memory://``) returns no offsets.
         """
         ...
 
