@@ -203,8 +203,19 @@ class TerminalNeeds:
         A window with delay d over transactions needs them up to t - d; a known-fraud
         count with delay d needs reports up to t - d; the risk needs both, reports up
         to t minus its known delay.
+
+        Forwards are asked for up to t - min(d, half the terminal's allowed lateness)
+        all the same: that keeps every scorer within half that lateness (plus a card's)
+        of the slowest source partition, so the terminal states it moves ahead stay
+        within the lateness of the slowest one's later reads, even after a crash makes
+        it read again from its stored offsets (a worker SIGKILLed during a catch-up:
+        with d alone the survivors ran six days ahead and the partitions they took over
+        read states more than the week of lateness past them).
         """
-        forwards: list[int] = []
+        policy = features.policies.get(Entity.TERMINAL)
+        forwards: list[int] = [] if policy is None else [policy.allowed_lateness_ms // 2]
+        if forwards and not any(f.entity is Entity.TERMINAL for f in features):
+            forwards = []
         reports: list[int] = []
         for feature in features:
             if feature.entity is not Entity.TERMINAL:

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.error import HTTPError, URLError
 
 import numpy as np
@@ -27,13 +28,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.cluster import RedisCluster
 
 from features import dataset
+from features.offline import compute_features
 from features.online import EntityState
+from features.simulator import SimulationConfig, simulate, write_dataset
 from features.spec import DEFAULT_FEATURES, Entity
 from models.estimators import BASELINE_PARAMS, ModelKind, feature_matrix, fit, fraud_labels
 from models.registry import ModelRegistry
 from models.training import feature_baseline
 from streams.contracts import DecodeError, decode_alert, decode_score
-from streams.kafka import client_options
+from streams.kafka import client_options, ensure_topics, product_topics
 from streams.pipeline import TERMINAL_TABLE
 from streams.pipeline.terminals import terminal_partition
 from streams.records import alert_id
@@ -50,6 +53,47 @@ class Message:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A simulated dataset on disk with what a test compares the workers with.
+
+    Attributes:
+        transactions: The dataset.
+        path: Where it is written (parquet), for ``fraudstream replay``.
+        offline: The offline engine's features of it.
+        version: The model fitted on them, registered and promoted.
+        settings: The test's settings, pointing at that registry.
+    """
+
+    transactions: pl.DataFrame
+    path: Path
+    offline: pl.DataFrame
+    version: str
+    settings: Settings
+
+
+def scenario(
+    settings: Settings,
+    tmp_path: Path,
+    data: SimulationConfig,
+    *,
+    alert_share: float,
+    **overrides: Any,
+) -> Scenario:
+    """Simulate ``data``, write it, compute its offline features, promote a model fitted on
+    them, and create the product's topics under settings with ``overrides``."""
+    transactions = simulate(data)
+    path = tmp_path / "transactions.parquet"
+    write_dataset(transactions, path)
+    offline = compute_features(transactions)
+    version = register_model(tmp_path / "registry", offline, alert_share=alert_share)
+    settings = settings.model_copy(
+        update={"model_registry_dir": tmp_path / "registry", **overrides}
+    )
+    asyncio.run(ensure_topics(settings, product_topics(settings)))
+    return Scenario(transactions, path, offline, version, settings)
 
 
 def register_model(

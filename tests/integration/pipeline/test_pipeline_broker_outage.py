@@ -7,7 +7,8 @@ scores a paced replay; the test SIGKILLs that broker mid-stream, keeps it down f
 outage is not a hang); once the worker's clients have failed to reach the broker,
 /ready is 503 with "kafka unavailable since ..." and ``fraudstream_kafka_available``
 reads 0 until the broker is back, then 200 and 1. Afterwards every transaction of the
-replay has exactly one score record: the outage neither lost nor repeated an event.
+replay has exactly one score record, with the offline engine's features: the outage
+neither lost nor repeated an event, nor made a terminal read that was not final.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pipeline_harness import (
     Answer,
     Poller,
     Workers,
+    check_outputs,
     read_topic,
     register_model,
     replay,
@@ -78,7 +80,8 @@ def test_pages_answer_through_a_broker_outage_and_every_event_scores_once(
     transactions = simulate(DATA)
     path = tmp_path / "transactions.parquet"
     write_dataset(transactions, path)
-    register_model(tmp_path / "registry", compute_features(transactions), alert_share=0.05)
+    offline = compute_features(transactions)
+    version = register_model(tmp_path / "registry", offline, alert_share=0.05)
     settings = settings.model_copy(
         update={
             "model_registry_dir": tmp_path / "registry",
@@ -155,3 +158,6 @@ def test_pages_answer_through_a_broker_outage_and_every_event_scores_once(
         f"score records for {len(transactions)} transactions; max event loop silence "
         f"{max(json.loads(a.body)['event_loop_silent_s'] for a in poller.of('/health')):.1f} s"
     )
+
+    # Through the outage, every transaction has the offline engine's features and alerts.
+    check_outputs(settings, offline, version)

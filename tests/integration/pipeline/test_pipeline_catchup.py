@@ -12,26 +12,24 @@ and restarted in the middle of the catch-up.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from pipeline_harness import Message, Workers, read_topic, register_model, replay
+from pipeline_harness import Message, Workers, read_topic, replay, scenario
 
 from features import dataset
-from features.offline import compute_features
-from features.simulator import SimulationConfig, simulate, write_dataset
+from features.simulator import SimulationConfig
 from features.spec import DEFAULT_FEATURES
 from models.registry import ModelRegistry
 from models.scoring import BatchScorer
 from streams.contracts import DecodeError, decode_alert, decode_score
-from streams.kafka import ensure_topics, product_topics
 from streams.records import Score
 from streams.settings import Settings
 
@@ -52,22 +50,18 @@ DATA = SimulationConfig(
 def test_a_preloaded_backlog_is_scored_as_the_offline_engine_scores_it(
     settings: Settings, tmp_path: Path, free_port: Callable[[], int], kill: bool
 ) -> None:
-    transactions = simulate(DATA)
-    assert transactions.height >= 100_000
-    path = tmp_path / "transactions.parquet"
-    write_dataset(transactions, path)
-    offline = compute_features(transactions)
-    version = register_model(tmp_path / "registry", offline, alert_share=0.03)
-    settings = settings.model_copy(
-        update={
-            "model_registry_dir": tmp_path / "registry",
-            "topic_partitions": 6,
-            # A killed worker's partitions move after 6 s, the broker's minimum.
-            "kafka_session_timeout_s": 6.0,
-            "kafka_heartbeat_interval_s": 1.0,
-        }
+    case = scenario(
+        settings,
+        tmp_path,
+        DATA,
+        alert_share=0.03,
+        topic_partitions=6,
+        # A killed worker's partitions move after 6 s, the broker's minimum.
+        kafka_session_timeout_s=6.0,
+        kafka_heartbeat_interval_s=1.0,
     )
-    asyncio.run(ensure_topics(settings, product_topics(settings)))
+    transactions, path, offline, version, settings = astuple(case)
+    assert transactions.height >= 100_000
     loader = replay(settings, path, "--max")
     output, _ = loader.communicate(timeout=300)
     assert loader.returncode == 0, output.decode()

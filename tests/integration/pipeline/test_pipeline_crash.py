@@ -10,9 +10,9 @@ terminal's transactions exactly once, with the replayed forwards skipped.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -20,15 +20,13 @@ import redis
 from pipeline_harness import (
     Workers,
     check_outputs,
-    register_model,
     replay,
+    scenario,
     terminal_mismatches,
     wait_until_applied,
 )
 
-from features.offline import compute_features
-from features.simulator import SimulationConfig, simulate, write_dataset
-from streams.kafka import ensure_topics, product_topics
+from features.simulator import SimulationConfig
 from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -50,20 +48,16 @@ def test_sigkilled_workers_lose_no_alert_and_count_nothing_twice(
     free_port: Callable[[], int],
     redis_client: redis.Redis,
 ) -> None:
-    transactions = simulate(DATA)
-    path = tmp_path / "transactions.parquet"
-    write_dataset(transactions, path)
-    offline = compute_features(transactions)
-    version = register_model(tmp_path / "registry", offline, alert_share=0.05)
-    settings = settings.model_copy(
-        update={
-            "model_registry_dir": tmp_path / "registry",
-            # A killed worker's partitions move after 6 s, the broker's minimum.
-            "kafka_session_timeout_s": 6.0,
-            "kafka_heartbeat_interval_s": 1.0,
-        }
+    case = scenario(
+        settings,
+        tmp_path,
+        DATA,
+        alert_share=0.05,
+        # A killed worker's partitions move after 6 s, the broker's minimum.
+        kafka_session_timeout_s=6.0,
+        kafka_heartbeat_interval_s=1.0,
     )
-    asyncio.run(ensure_topics(settings, product_topics(settings)))
+    transactions, path, offline, version, settings = astuple(case)
     rng = random.Random(5)
 
     workers = Workers(settings, tmp_path, free_port)

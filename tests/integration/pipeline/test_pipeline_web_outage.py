@@ -6,7 +6,8 @@ again, while a thread asks the three pages every half second. Every answer comes
 a second; /health stays 200 (an outage is not a hang); /ready is 503 with "redis
 unavailable since ..." during the outage and 200 again after it;
 ``fraudstream_redis_available`` reads 0 during it. After the outage the worker scores
-every transaction of the replay.
+every transaction of the replay, each with the offline engine's features (the scorer
+holds what it cannot read final until Redis is back).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline_harness import (
     Answer,
     Poller,
     Workers,
+    check_outputs,
     register_model,
     replay,
     sample,
@@ -80,7 +82,8 @@ def test_pages_answer_through_a_redis_outage_and_the_worker_scores_everything(
     transactions = simulate(DATA)
     path = tmp_path / "transactions.parquet"
     write_dataset(transactions, path)
-    register_model(tmp_path / "registry", compute_features(transactions), alert_share=0.05)
+    offline = compute_features(transactions)
+    version = register_model(tmp_path / "registry", offline, alert_share=0.05)
     redis_url = f"redis://{spare_redis.address}/0"
     settings = settings.model_copy(
         update={
@@ -144,3 +147,6 @@ def test_pages_answer_through_a_redis_outage_and_the_worker_scores_everything(
         f"{first_ok_after - up_at:.1f} s after the restart; max event loop silence "
         f"{max(json.loads(a.body)['event_loop_silent_s'] for a in poller.of('/health')):.1f} s"
     )
+
+    # Through the outage, every transaction has the offline engine's features and alerts.
+    check_outputs(settings, offline, version)

@@ -1039,6 +1039,10 @@ async def test_alerts_and_scores_carry_the_transactions_trace_as_a_child(slot: M
 # --- terminal watermarks ----------------------------------------------------------------------
 
 
+#: How far behind a read the terminal partitions must have applied forwards.
+LAG = TerminalNeeds.of(DEFAULT_FEATURES).forwards_lag_ms or 0
+
+
 def watermarked_rig(slot: ModelSlot, max_wait_s: float = 5.0) -> Rig:
     """A rig whose scorer waits for terminal watermarks and declares its own."""
     r = rig(slot)
@@ -1076,7 +1080,7 @@ async def test_transactions_are_held_per_source_partition_until_their_terminal_r
     slot: ModelSlot,
 ) -> None:
     r = watermarked_rig(slot)
-    terminals_applied(r.peek, T0 - 7 * DAY, T0)  # final for reads up to T0
+    terminals_applied(r.peek, T0 - LAG, T0)  # final for reads up to T0
     batch = Batch(T0)
     batch.add("C1", encode(payload("a1", "C1", "T1", T0 - SECOND)))
     batch.add("C2", encode(payload("b1", "C2", "T2", T0 + 2 * HOUR)))
@@ -1109,7 +1113,7 @@ async def test_transactions_are_held_per_source_partition_until_their_terminal_r
     await r.stage.release_held()  # nothing final yet: nothing moves
     assert [w.key for w in r.recorder.writes()] == [b"C1", b"C1"]
 
-    terminals_applied(r.peek, T0 + 2 * HOUR - 7 * DAY, T0 + HOUR)
+    terminals_applied(r.peek, T0 + 2 * HOUR - LAG, T0 + HOUR)
     await r.stage.release_held()
 
     assert [w.key for w in r.recorder.writes()] == [b"C1", b"C1", b"C2"]
@@ -1125,7 +1129,7 @@ async def test_transactions_are_held_per_source_partition_until_their_terminal_r
 
 async def test_a_transaction_held_too_long_is_scored_and_counted_inexact(slot: ModelSlot) -> None:
     r = watermarked_rig(slot, max_wait_s=0.05)
-    terminals_applied(r.peek, T0 - 7 * DAY, T0)
+    terminals_applied(r.peek, T0 - LAG, T0)
     batch = Batch(T0)
     batch.add("C1", encode(payload("a1", "C1", "T1", T0)))
     batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
@@ -1143,7 +1147,7 @@ async def test_held_transactions_are_dropped_at_a_rebalance_and_their_partition_
     slot: ModelSlot,
 ) -> None:
     r = watermarked_rig(slot)
-    terminals_applied(r.peek, T0 - 7 * DAY, T0)
+    terminals_applied(r.peek, T0 - LAG, T0)
     generation = 1
     r.stage.generation = lambda: generation
     batch = Batch(T0)
@@ -1151,7 +1155,7 @@ async def test_held_transactions_are_dropped_at_a_rebalance_and_their_partition_
     await r.stage.process(as_events(batch.events))
 
     generation = 2  # the partitions are read again from the stored offsets
-    terminals_applied(r.peek, T0 + 2 * DAY - 7 * DAY, T0 + 2 * DAY)
+    terminals_applied(r.peek, T0 + 2 * DAY - LAG, T0 + 2 * DAY)
     await r.stage.release_held()
     # Still on its way from before the seek: a later transaction of b1's partition.
     stale = Batch(T0)
@@ -1171,7 +1175,7 @@ async def test_a_transaction_waits_for_the_reports_its_partition_held_when_it_wa
     slot: ModelSlot,
 ) -> None:
     r = watermarked_rig(slot)
-    terminals_applied(r.peek, T0 - 7 * DAY, T0 - 30 * DAY)  # no report that late applied
+    terminals_applied(r.peek, T0 - LAG, T0 - 30 * DAY)  # no report that late applied
     reads = []
 
     async def ends() -> dict[int, int]:

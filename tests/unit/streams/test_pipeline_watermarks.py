@@ -81,8 +81,9 @@ def test_reports_cover_a_read_when_one_that_late_is_applied_or_the_partition_is_
 # --- what reads need -----------------------------------------------------------------------
 
 
-def test_the_default_features_need_forwards_a_week_back_and_reports_an_hour_back() -> None:
-    assert TerminalNeeds.of(DEFAULT_FEATURES) == TerminalNeeds(7 * DAY, HOUR)
+def test_the_default_features_need_forwards_half_a_week_back_and_reports_an_hour_back() -> None:
+    # Forwards: the 7-day delay, capped at half the terminal's 7 days of lateness.
+    assert TerminalNeeds.of(DEFAULT_FEATURES) == TerminalNeeds(7 * DAY // 2, HOUR)
 
 
 def test_features_without_terminal_windows_need_nothing() -> None:
@@ -90,7 +91,7 @@ def test_features_without_terminal_windows_need_nothing() -> None:
         [f.name for f in DEFAULT_FEATURES if f.entity is not Entity.TERMINAL]
     )
     assert TerminalNeeds.of(customer_only) == TerminalNeeds(None, None)
-    assert TerminalNeeds.of(HANDBOOK_FEATURES).forwards_lag_ms == 7 * DAY
+    assert TerminalNeeds.of(HANDBOOK_FEATURES).forwards_lag_ms == 7 * DAY // 2
 
 
 def test_a_partition_covers_a_read_when_each_active_source_and_the_reports_are_far_enough() -> None:
