@@ -13,11 +13,11 @@ neither lost nor repeated an event, nor made a terminal read that was not final.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -28,18 +28,16 @@ from pipeline_harness import (
     Workers,
     check_outputs,
     read_topic,
-    register_model,
     replay,
     sample,
+    scenario,
     wait_until_applied,
 )
 from spare_kafka import kill_broker, spare_broker
 
 from features import dataset
-from features.offline import compute_features
-from features.simulator import SimulationConfig, simulate, write_dataset
+from features.simulator import SimulationConfig
 from streams.contracts import DecodeError, decode_score
-from streams.kafka import ensure_topics, product_topics
 from streams.localinfra import LocalKafka
 from streams.settings import Settings
 
@@ -77,18 +75,10 @@ def test_pages_answer_through_a_broker_outage_and_every_event_scores_once(
     free_port: Callable[[], int],
     broker: LocalKafka,
 ) -> None:
-    transactions = simulate(DATA)
-    path = tmp_path / "transactions.parquet"
-    write_dataset(transactions, path)
-    offline = compute_features(transactions)
-    version = register_model(tmp_path / "registry", offline, alert_share=0.05)
-    settings = settings.model_copy(
-        update={
-            "model_registry_dir": tmp_path / "registry",
-            "kafka_bootstrap_servers": broker.address,
-        }
+    case = scenario(
+        settings, tmp_path, DATA, alert_share=0.05, kafka_bootstrap_servers=broker.address
     )
-    asyncio.run(ensure_topics(settings, product_topics(settings)))
+    transactions, path, offline, version, settings = astuple(case)
     client = redis.Redis.from_url(settings.redis_url)
 
     workers = Workers(settings, tmp_path, free_port)

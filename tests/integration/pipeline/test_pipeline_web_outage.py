@@ -12,11 +12,11 @@ holds what it cannot read final until Redis is back).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -26,15 +26,13 @@ from pipeline_harness import (
     Poller,
     Workers,
     check_outputs,
-    register_model,
     replay,
     sample,
+    scenario,
     wait_until_applied,
 )
 
-from features.offline import compute_features
-from features.simulator import SimulationConfig, simulate, write_dataset
-from streams.kafka import ensure_topics, product_topics
+from features.simulator import SimulationConfig
 from streams.localinfra.redis import LocalRedis
 from streams.settings import Settings
 
@@ -79,20 +77,11 @@ def test_pages_answer_through_a_redis_outage_and_the_worker_scores_everything(
     free_port: Callable[[], int],
     spare_redis: LocalRedis,
 ) -> None:
-    transactions = simulate(DATA)
-    path = tmp_path / "transactions.parquet"
-    write_dataset(transactions, path)
-    offline = compute_features(transactions)
-    version = register_model(tmp_path / "registry", offline, alert_share=0.05)
     redis_url = f"redis://{spare_redis.address}/0"
-    settings = settings.model_copy(
-        update={
-            "model_registry_dir": tmp_path / "registry",
-            "redis_url": redis_url,
-            "table_store": redis_url,
-        }
+    case = scenario(
+        settings, tmp_path, DATA, alert_share=0.05, redis_url=redis_url, table_store=redis_url
     )
-    asyncio.run(ensure_topics(settings, product_topics(settings)))
+    transactions, path, offline, version, settings = astuple(case)
     client = redis.Redis.from_url(redis_url)
 
     workers = Workers(settings, tmp_path, free_port)
