@@ -253,7 +253,9 @@ class ScoreStage:
         for event, tx in valid:
             message = event.message
             produced = _sent_at(message, now_ms)
-            pending = Pending(message.partition, tx.tx_time, self._terminal_partition(tx), produced)
+            pending = Pending(
+                message.partition, tx.tx_time, self._terminal_partition(tx), produced, now_ms
+            )
             held.append(_Held(event, tx, pending, now))
         self._held = held
         await self._release(gate, rejected, model)

@@ -428,6 +428,8 @@ class Pending:
 
     Attributes:
         produced_ms: When it was produced, as well as the record says (None: unknown).
+        received_ms: When this worker had it (epoch ms, this worker's clock; None:
+            unknown).
         reports_end: Its terminal's reports partition's end offset read after it was
             known to be sent (`ReportEnds`; None: not read, not needed yet).
     """
@@ -436,6 +438,7 @@ class Pending:
     time_ms: int
     terminal_partition: int
     produced_ms: int | None = None
+    received_ms: int | None = None
     reports_end: int | None = None
 
 
@@ -450,10 +453,14 @@ class ReportEnds:
     - a live transaction (produced within `LIVE_WITHIN_MS` of its event time) reads
       live reports, sent by t - ``lag_ms`` + `REPORT_DELIVERY_MS`;
     - any other (a replay, a backlog produced late) comes after the reports before it in
-      event time, which were sent before it was.
+      event time: they were in the log when this worker received it, or at the latest
+      `REPORT_DELIVERY_MS` after it was produced. The first holds because a replay
+      hands a transaction to its producer only once the reports before it are
+      acknowledged (``streams.replay.sender``; reports sent in the same breath as the
+      transaction, in another partition's batch, can reach the log after it).
 
-    One broker request reads every partition's end; a reading taken after the moment a
-    transaction needs is reused for it (live, one an hour).
+    One broker request reads every partition's end; a reading asked for after the moment
+    a transaction needs is reused for it (live, one an hour).
 
     Args:
         read: Reads the end offset of every reports partition.
@@ -468,16 +475,21 @@ class ReportEnds:
 
     def sent_by(self, pending: Pending) -> int:
         """When (wall clock, epoch ms) every report ``pending`` reads had been sent."""
-        produced = pending.produced_ms
-        if produced is None or produced - pending.time_ms > LIVE_WITHIN_MS:
-            return produced if produced is not None else int(time.time() * 1000)
-        return pending.time_ms - self.lag_ms + REPORT_DELIVERY_MS
+        produced, received = pending.produced_ms, pending.received_ms
+        if produced is not None and produced - pending.time_ms <= LIVE_WITHIN_MS:
+            return pending.time_ms - self.lag_ms + REPORT_DELIVERY_MS
+        if produced is None:
+            return received if received is not None else int(time.time() * 1000)
+        delivered = produced + REPORT_DELIVERY_MS
+        return delivered if received is None else min(received, delivered)
 
     async def attach(self, pending: Sequence[Pending]) -> None:
         """Give each of ``pending`` its reports partition's end, reading it if needed."""
         if not pending:
             return
-        if self._at_ms < max(self.sent_by(p) for p in pending):
+        # A reading counts for a transaction when asked for in a later millisecond than
+        # the one its reports were known to be in the log (clocks read in whole ms).
+        if self._at_ms <= max(self.sent_by(p) for p in pending):
             at_ms = int(time.time() * 1000)
             try:
                 self._ends = await self._read()
@@ -486,7 +498,7 @@ class ReportEnds:
                 return
             self._at_ms = at_ms
         for p in pending:
-            if self._at_ms >= self.sent_by(p):
+            if self._at_ms > self.sent_by(p):
                 p.reports_end = self._ends.get(p.terminal_partition)
 
 

@@ -342,6 +342,7 @@ class Sender:
         self._hashes = KeyHashes()
         self._open: dict[tuple[int, int], _OpenBatch] = {}
         self._in_flight: collections.deque[tuple[asyncio.Future[Any], int]] = collections.deque()
+        self._reports_in_flight: list[asyncio.Future[Any]] = []
         self._producer: AIOKafkaProducer | None = None
         self._fence: ProduceFence | None = None
         self._partitions: dict[int, int] = {}
@@ -464,6 +465,7 @@ class Sender:
         for future, _ in self._in_flight:  # their failures are known: the outage
             future.add_done_callback(_retrieve)
         self._in_flight.clear()
+        self._reports_in_flight = []
         if producer is not None:
             with contextlib.suppress(KafkaError, TimeoutError):  # failing already
                 await asyncio.wait_for(producer.stop(), timeout=STOP_TIMEOUT_S)
@@ -549,7 +551,7 @@ class Sender:
             targets = [targets[p] for p in keep]
             seqs = [seqs[p] for p in keep]
         times: list[int] = frame["time"].to_list()
-        pacer, open_batches = self._pacer, self._open
+        pacer = self._pacer
         total, start = len(times), 0
         while start < total:
             if stop.is_set():
@@ -565,22 +567,22 @@ class Sender:
                 self._check_delivered()
                 continue
             end = start + due
+            reports = [i for i in range(start, end) if kinds[i] == REPORT]
+            if reports:
+                # The slice's reports go first, and are acknowledged before its
+                # transactions are handed over: a worker that has received a transaction
+                # then finds every report before it in the log (`ReportEnds`).
+                sent_at = (SENT_AT_HEADER, str(time.time_ns() // 1_000_000).encode())
+                for index in reports:
+                    while not self._append(index, times, keys, values, targets, seqs, sent_at, now):
+                        await self._submit(targets[index])
+                await self._acknowledge_reports()
             sent_at = (SENT_AT_HEADER, str(time.time_ns() // 1_000_000).encode())
             for index in range(start, end):
-                target = targets[index]
-                record = {
-                    "timestamp": times[index],
-                    "key": keys[index],
-                    "value": values[index],
-                    "headers": [sent_at, (REPLAY_SEQ_HEADER, str(seqs[index]).encode())],
-                }
-                batch = open_batches.get(target)
-                if batch is None:
-                    batch = self._open_batch(target, now, seqs[index])
-                if batch.builder.append(**record) is None:
-                    await self._submit(target)
-                    batch = self._open_batch(target, now, seqs[index])
-                    batch.builder.append(**record)
+                if kinds[index] == REPORT:
+                    continue
+                while not self._append(index, times, keys, values, targets, seqs, sent_at, now):
+                    await self._submit(targets[index])
             fresh = [p for p in range(start, end) if seqs[p] >= self._fresh]
             if fresh:
                 count(frame[fresh] if len(fresh) < due else frame.slice(start, due), result.stats)
@@ -595,6 +597,40 @@ class Sender:
                 self._on_progress(result.stats, times[last])
             await asyncio.sleep(0)  # let the producer's sender task run
         return False
+
+    def _append(
+        self,
+        index: int,
+        times: list[int],
+        keys: list[bytes],
+        values: list[bytes],
+        targets: list[tuple[int, int]],
+        seqs: list[int],
+        sent_at: tuple[str, bytes],
+        now: float,
+    ) -> bool:
+        """Append event ``index`` to its partition's open batch; False if that batch is full."""
+        target = targets[index]
+        batch = self._open.get(target)
+        if batch is None:
+            batch = self._open_batch(target, now, seqs[index])
+        appended = batch.builder.append(
+            timestamp=times[index],
+            key=keys[index],
+            value=values[index],
+            headers=[sent_at, (REPLAY_SEQ_HEADER, str(seqs[index]).encode())],
+        )
+        return appended is not None
+
+    async def _acknowledge_reports(self) -> None:
+        """Submit the open report batches and wait until every report batch is acknowledged."""
+        for target in [t for t in self._open if t[0] == REPORT]:
+            await self._submit(target)
+        reports = [f for f in self._reports_in_flight if not f.done()]
+        self._reports_in_flight = []
+        if reports:
+            await asyncio.wait(reports)
+        self._check_delivered()
 
     def _open_batch(self, target: tuple[int, int], now: float, first_seq: int) -> _OpenBatch:
         assert self._producer is not None
@@ -617,6 +653,8 @@ class Sender:
                 raise _OutageError(exc) from exc
             raise
         self._in_flight.append((future, batch.first_seq))
+        if kind == REPORT:
+            self._reports_in_flight.append(future)
 
     async def _submit_stale(self, now: float) -> None:
         for target in [t for t, b in self._open.items() if now - b.opened_s >= LINGER_S]:

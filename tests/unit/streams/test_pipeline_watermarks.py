@@ -233,7 +233,7 @@ def test_each_source_partition_goes_as_far_as_its_first_transaction_that_must_wa
 
 def test_report_ends_are_read_after_every_report_a_transaction_reads_was_sent() -> None:
     reads: list[int] = []
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) - 5  # readings are asked for in later milliseconds
 
     async def read() -> dict[int, int]:
         reads.append(int(time.time() * 1000))
@@ -241,10 +241,16 @@ def test_report_ends_are_read_after_every_report_a_transaction_reads_was_sent() 
 
     ends = ReportEnds(read, HOUR)
     live = Pending(0, now - 1000, 1, produced_ms=now)  # needs reports sent by now - 55 min
-    replayed = Pending(0, T0, 0, produced_ms=now)  # needs reports sent before it: now
+    # Replayed: the reports before it were in the log when this worker received it.
+    replayed = Pending(0, T0, 0, produced_ms=now, received_ms=now)
     assert ends.sent_by(live) == now - 1000 - HOUR + REPORT_DELIVERY_MS
     assert ends.sent_by(replayed) == now
-    assert ends.sent_by(Pending(0, now - LIVE_WITHIN_MS - 1, 0, now)) == now
+    assert ends.sent_by(Pending(0, now - LIVE_WITHIN_MS - 1, 0, now, now)) == now
+    # Produced long before it was received (a backlog): delivered five minutes after.
+    backlog = Pending(0, T0, 0, produced_ms=now - HOUR, received_ms=now)
+    assert ends.sent_by(backlog) == now - HOUR + REPORT_DELIVERY_MS
+    # Receipt unknown: the reports' delivery bound after it was produced.
+    assert ends.sent_by(Pending(0, T0, 0, produced_ms=now)) == now + REPORT_DELIVERY_MS
 
     asyncio.run(ends.attach([live, replayed]))
     assert (live.reports_end, replayed.reports_end) == (9, 7)
@@ -255,7 +261,7 @@ def test_report_ends_are_read_after_every_report_a_transaction_reads_was_sent() 
     assert later.reports_end == 7
     assert len(reads) == 1
     # One sent after the reading, replayed: a new reading, still older than it.
-    newer = Pending(0, T0, 1, produced_ms=int(time.time() * 1000) + 60_000)
+    newer = Pending(0, T0, 1, produced_ms=now, received_ms=int(time.time() * 1000) + 60_000)
     asyncio.run(ends.attach([newer]))
     assert len(reads) == 2
     assert newer.reports_end is None
