@@ -63,10 +63,17 @@ class Settings(BaseSettings):
         description="Comma-separated host:port list; empty means the local broker "
         "(127.0.0.1:local_kafka_port).",
     )
-    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT",
+        description="How the Kafka clients connect: TLS with SSL and SASL_SSL, SASL "
+        "authentication with SASL_PLAINTEXT and SASL_SSL (which need the SASL mechanism, "
+        "user name and password).",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None, description="SASL mechanism of the SASL security protocols."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
     kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
     kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
@@ -86,12 +93,25 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(
         "", description="Prepended to every topic name (tests use it to keep runs apart)."
     )
-    topic_transactions: str = "transactions"
-    topic_fraud_reports: str = "fraud-reports"
-    topic_alerts: str = "alerts"
-    topic_scores: str = "scores"
-    topic_dlq: str = "transactions-dlq"
-    topic_model_control: str = "model-control"
+    topic_transactions: str = Field(
+        "transactions", description="Topic of the transactions (key customer_id)."
+    )
+    topic_fraud_reports: str = Field(
+        "fraud-reports", description="Topic of the fraud reports (key terminal_id)."
+    )
+    topic_alerts: str = Field(
+        "alerts", description="Topic the workers send alerts to (key customer_id)."
+    )
+    topic_scores: str = Field("scores", description="Topic of the score records (see emit_scores).")
+    topic_dlq: str = Field(
+        "transactions-dlq",
+        description="Dead-letter topic: bad input, with its original bytes and headers "
+        "and the reason.",
+    )
+    topic_model_control: str = Field(
+        "model-control",
+        description="Topic of model promotions, read in full by every worker.",
+    )
     topic_transactions_by_terminal: str = Field(
         "transactions-by-terminal",
         description="Valid transactions re-keyed by terminal_id, for the terminal agents.",
@@ -102,7 +122,9 @@ class Settings(BaseSettings):
         description="Partitions of every topic fraudstream declares; the most "
         "workers that can share the load.",
     )
-    topic_replication_factor: int = Field(1, ge=1)
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Replication factor of every topic fraudstream declares."
+    )
 
     # --- Redis ----------------------------------------------------------------------
     redis_url: str = Field(
@@ -110,7 +132,11 @@ class Settings(BaseSettings):
         description="redis:// or rediss:// URL without a password; empty means the local "
         "redis-server (redis://127.0.0.1:local_redis_port/0).",
     )
-    redis_password: SecretStr | None = None
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Redis AUTH password, for redis_url and the table store (refused "
+        "inside the URL).",
+    )
     redis_ssl_cafile: Path | None = Field(
         None,
         description="CA bundle to verify a rediss:// server (redis_url and the table "
@@ -131,7 +157,12 @@ class Settings(BaseSettings):
         Path("model-registry"), description="Directory holding versioned model artifacts."
     )
     web_host: str = Field("127.0.0.1", description="Address of the worker's web server.")
-    web_port: int = Field(6066, ge=1, le=65535)
+    web_port: int = Field(
+        6066,
+        ge=1,
+        le=65535,
+        description="Port of the worker's web server: /health, /ready, /metrics.",
+    )
 
     # --- the live pipeline ----------------------------------------------------------
     batch_max: int = Field(
@@ -183,7 +214,9 @@ class Settings(BaseSettings):
         "(future_event): no payment happens in the future, and one such event would move "
         "its card's and terminal's clocks ahead of every real one.",
     )
-    log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
+    log_level: Literal["debug", "info", "warn", "error", "crit"] = Field(
+        "info", description="Log level of every fraudstream process."
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="text: one line per record for people; json: one JSON object per "
@@ -220,11 +253,31 @@ class Settings(BaseSettings):
         PROJECT_ROOT / ".local",
         description="Where the local broker and redis-server keep jars, data and logs.",
     )
-    local_kafka_version: str = Field("4.4.0", pattern=r"^\d+\.\d+\.\d+$")
-    local_kafka_port: int = Field(9092, ge=1, le=65535)
-    local_kafka_controller_port: int = Field(9093, ge=1, le=65535)
-    local_kafka_heap: str = Field("1g", pattern=r"^\d+[mg]$")
-    local_redis_port: int = Field(6379, ge=1, le=65535)
+    local_kafka_version: str = Field(
+        "4.4.0",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="Apache Kafka version of the local broker, whose jars `infra up` "
+        "resolves with mvn.",
+    )
+    local_kafka_port: int = Field(
+        9092,
+        ge=1,
+        le=65535,
+        description="Client port of the local broker (kafka_bootstrap_servers follows it "
+        "unless set).",
+    )
+    local_kafka_controller_port: int = Field(
+        9093, ge=1, le=65535, description="KRaft controller port of the local broker."
+    )
+    local_kafka_heap: str = Field(
+        "1g", pattern=r"^\d+[mg]$", description="Largest JVM heap (-Xmx) of the local broker."
+    )
+    local_redis_port: int = Field(
+        6379,
+        ge=1,
+        le=65535,
+        description="Port of the local redis-server (redis_url follows it unless set).",
+    )
     local_redis_cluster_port: int = Field(
         7000,
         ge=1,
