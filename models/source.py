@@ -15,9 +15,6 @@ import polars as pl
 
 from features.dataset import DatasetError, DatasetReader
 
-# ``streams.cli.train`` imports the reader's error from here.
-__all__ = ["DatasetError", "DatasetFile", "read_dataset"]
-
 _CHUNK = 1 << 20
 
 

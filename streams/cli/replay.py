@@ -105,9 +105,10 @@ def replay(
     """
     settings: Settings = ctx.obj
     # Imported here: polars and aiokafka would slow down every other command's start.
+    from features.dataset import DatasetError, parse_mappings
     from streams.replay.events import merge_events
     from streams.replay.pacing import Pacer, Pacing
-    from streams.replay.reader import Dataset, DatasetError, Window, parse_mappings
+    from streams.replay.reader import Dataset, Window
 
     try:
         pacing = Pacing.from_options(
@@ -261,7 +262,7 @@ class _ProgressBar:
         if now - self._shown < 0.1:
             return
         self._shown = now
-        from streams.replay.reader import iso_ms
+        from features.dataset import iso_ms
 
         rate = stats.events / max(now - self._started, 1e-9)
         self._progress.update(
@@ -303,7 +304,7 @@ def _progress(survey: StreamStats | None) -> Iterator[_ProgressBar]:
 
 
 def _summarise(settings: Settings, path: Path, result: ReplayResult, pacing: Pacing) -> None:
-    from streams.replay.reader import iso_ms
+    from features.dataset import iso_ms
 
     stats = result.stats
     names = settings.topic_names
@@ -353,7 +354,7 @@ def _instant(text: str | None, option: str) -> int | None:
 def _nothing(dataset: Dataset, window: Window) -> str:
     if window.start_ms is None and window.end_ms is None:
         return f"{dataset.path} has no transactions"
-    from streams.replay.reader import iso_ms
+    from features.dataset import iso_ms
 
     start = iso_ms(window.start_ms) if window.start_ms is not None else "the start"
     end = iso_ms(window.end_ms) if window.end_ms is not None else "the end"

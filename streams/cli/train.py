@@ -82,6 +82,7 @@ def train(
 ) -> None:
     """Train a model on a dataset's offline features, assess it, register a version."""
     # Imported here: numpy, polars and scikit-learn would slow down every other command.
+    from features.dataset import DatasetError
     from features.offline import compute_features
     from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES
     from models.estimators import ModelKind
@@ -89,7 +90,7 @@ def train(
     from models.handbook import comparison_table as table
     from models.protocol import Protocol, ProtocolError, latest_train_start
     from models.registry import ModelRegistry, RegistryError
-    from models.source import DatasetError, read_dataset
+    from models.source import read_dataset
     from models.threshold import Objective, ThresholdError
     from models.training import ThresholdRequest, TrainingConfig
     from models.training import train as run_training

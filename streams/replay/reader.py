@@ -30,12 +30,9 @@ from typing import Final
 import polars as pl
 
 from features import dataset
-from features.dataset import DatasetError, DatasetReader, iso_ms, parse_mappings
+from features.dataset import DatasetError, DatasetReader, iso_ms
 from streams.contracts import FRAUD_REPORT
 from streams.replay import encoding
-
-# ``streams.cli.replay`` imports the reader's names from here.
-__all__ = ["Dataset", "DatasetError", "Window", "iso_ms", "parse_mappings"]
 
 #: Rows per batch handed to the sender (tens of MB encoded).
 DEFAULT_CHUNK_ROWS: Final = 65_536
