@@ -405,6 +405,26 @@ class PipelineMetrics:
             ["table"],
             registry=r,
         )
+        self.table_stored_entries = Gauge(
+            "fraudstream_table_stored_entries",
+            "Entries of this worker's table partitions in Redis at the last census "
+            "(FRAUDSTREAM_TABLE_CENSUS_INTERVAL_S), by table; sum over workers.",
+            ["table"],
+            registry=r,
+        )
+        self.table_stored_bytes = Gauge(
+            "fraudstream_table_stored_bytes",
+            "Bytes (keys plus values) of this worker's table partitions in Redis at the "
+            "last census, by table; sum over workers.",
+            ["table"],
+            registry=r,
+        )
+        self.table_census_seconds = Gauge(
+            "fraudstream_table_census_seconds",
+            "How long the last census of a table in Redis took (a SCAN), by table.",
+            ["table"],
+            registry=r,
+        )
         self.redis_available = Gauge(
             "fraudstream_redis_available",
             "0 while the tables' Redis fails calls (the worker waits for it), 1 otherwise; "

@@ -241,6 +241,13 @@ class Settings(BaseSettings):
         description="While a worker scores, one INFO line this often: transactions/s, "
         "alerts, dead letters and consumer lag over the interval.",
     )
+    table_census_interval_s: float = Field(
+        300.0,
+        ge=0,
+        description="How often each worker counts its table partitions' entries and "
+        "bytes in Redis (fraudstream_table_stored_entries, _bytes): a SCAN of the whole "
+        "keyspace, in a thread. 0 turns it off (a Redis of tens of millions of keys).",
+    )
     loop_stuck_after_s: float = Field(
         60.0,
         gt=0,

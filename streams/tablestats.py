@@ -4,9 +4,8 @@
 worker's memory: the redis:// store's write-back cache (bounded by its
 ``cache_entries`` option: the gauge near that bound means reads start going to Redis),
 or every entry of a memory:// table. It is not the table's size in Redis: counting
-those keys takes a SCAN of every partition's prefix, too dear to run on the event loop
-for a metric; docs/operations.md, "Sizing", gives bytes per card and per terminal instead.
-Bytes are not exported for the same reason (a walk over every cached value).
+those keys takes a SCAN of the keyspace, too dear for every scrape; a census every few
+minutes, in a thread, gives entries and bytes in Redis (``streams.tablecensus``).
 
 ``fraudstream_redis_available`` is 0 while the store is waiting on Redis: its last call
 failed and none has succeeded since (the store retries with backoff, and the worker

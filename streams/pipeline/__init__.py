@@ -65,6 +65,7 @@ from streams.progress import report_progress
 from streams.rebalance import RebalanceReporter, RebalanceTracker, watch_rebalances
 from streams.settings import Settings
 from streams.stall import StallDetector, StallReporter, watch_partitions
+from streams.tablecensus import take_censuses
 from streams.tablestats import observe_tables
 from streams.tablestore import RedisStore
 from streams.tablestore.fausttable import FaustTableStore, partition_store_of
@@ -343,6 +344,17 @@ def build_pipeline(
             transactions=names["transactions"],
             forwards=names["transactions_by_terminal"],
             partitions=partitions,
+        )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def count_tables() -> None:
+        await take_censuses(
+            {CUSTOMER_TABLE: customers, TERMINAL_TABLE: terminals},
+            entries=metrics.table_stored_entries,
+            size=metrics.table_stored_bytes,
+            seconds=metrics.table_census_seconds,
+            interval_s=settings.table_census_interval_s,
+            rebalancing=lambda: bool(app.rebalancing),
         )
 
     @app.task  # type: ignore[untyped-decorator]

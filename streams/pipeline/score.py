@@ -249,12 +249,13 @@ class ScoreStage:
         if self._behind:
             valid = self._after_rebalance(valid)
         now = time.monotonic()
-        now_ms = int(time.time() * 1000)
+        received = time.time() * 1000
+        now_ms = int(received)
         for event, tx in valid:
             message = event.message
             produced = _sent_at(message, now_ms)
             pending = Pending(
-                message.partition, tx.tx_time, self._terminal_partition(tx), produced, now_ms
+                message.partition, tx.tx_time, self._terminal_partition(tx), produced, received
             )
             held.append(_Held(event, tx, pending, now))
         self._held = held

@@ -428,8 +428,8 @@ class Pending:
 
     Attributes:
         produced_ms: When it was produced, as well as the record says (None: unknown).
-        received_ms: When this worker had it (epoch ms, this worker's clock; None:
-            unknown).
+        received_ms: When this worker had it (epoch ms with its fraction, this worker's
+            clock; None: unknown).
         reports_end: Its terminal's reports partition's end offset read after it was
             known to be sent (`ReportEnds`; None: not read, not needed yet).
     """
@@ -438,7 +438,7 @@ class Pending:
     time_ms: int
     terminal_partition: int
     produced_ms: int | None = None
-    received_ms: int | None = None
+    received_ms: float | None = None
     reports_end: int | None = None
 
 
@@ -470,16 +470,16 @@ class ReportEnds:
     def __init__(self, read: Callable[[], Awaitable[Mapping[int, int]]], lag_ms: int) -> None:
         self._read = read
         self.lag_ms = lag_ms
-        self._at_ms = -1
+        self._at_ms = -1.0
         self._ends: Mapping[int, int] = {}
 
-    def sent_by(self, pending: Pending) -> int:
+    def sent_by(self, pending: Pending) -> float:
         """When (wall clock, epoch ms) every report ``pending`` reads had been sent."""
         produced, received = pending.produced_ms, pending.received_ms
         if produced is not None and produced - pending.time_ms <= LIVE_WITHIN_MS:
             return pending.time_ms - self.lag_ms + REPORT_DELIVERY_MS
         if produced is None:
-            return received if received is not None else int(time.time() * 1000)
+            return received if received is not None else time.time() * 1000
         delivered = produced + REPORT_DELIVERY_MS
         return delivered if received is None else min(received, delivered)
 
@@ -487,10 +487,10 @@ class ReportEnds:
         """Give each of ``pending`` its reports partition's end, reading it if needed."""
         if not pending:
             return
-        # A reading counts for a transaction when asked for in a later millisecond than
-        # the one its reports were known to be in the log (clocks read in whole ms).
+        # A reading counts for a transaction when asked for after its reports were
+        # known to be in the log (strictly: the clock is read to the microsecond).
         if self._at_ms <= max(self.sent_by(p) for p in pending):
-            at_ms = int(time.time() * 1000)
+            at_ms = time.time() * 1000
             try:
                 self._ends = await self._read()
             except Exception as exc:  # a broker outage: these wait for their reports

@@ -21,7 +21,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 
-from streams.tablestore.keys import entry_pattern, offsets_key
+from streams.tablestore.keys import entry_pattern, offsets_key, partition_of_entry
 
 logger = logging.getLogger(__name__)
 
@@ -369,6 +369,42 @@ class RedisBackend:
             lambda: list(dict.fromkeys(self.client.scan_iter(match=pattern, count=1000)))
         )
         return keys
+
+    def entry_sizes(
+        self, pattern: bytes, partitions: Collection[int]
+    ) -> dict[int, tuple[int, int]]:
+        """Entries and bytes (keys plus values) per partition, of keys matching ``pattern``.
+
+        A census, not a hot-path call: one SCAN over the keyspace (on a cluster, every
+        master), and a pipelined STRLEN per thousand keys of ``partitions``; one
+        attempt, no retry (an outage fails it: the next census counts again). SCAN can
+        return a key twice while Redis resizes its table, so the count may be a little
+        high then; keys that expire meanwhile count as empty.
+        """
+        client = self.client
+        sizes: dict[int, list[int]] = {p: [0, 0] for p in partitions}
+        batch: list[tuple[int, bytes]] = []
+
+        def measure() -> None:
+            pipe = client.pipeline(transaction=False)
+            for _, key in batch:
+                pipe.strlen(key)
+            for (partition, key), length in zip(batch, pipe.execute(), strict=True):
+                if length:
+                    size = sizes[partition]
+                    size[0] += 1
+                    size[1] += len(key) + int(length)
+            batch.clear()
+
+        for key in client.scan_iter(match=pattern, count=1000):
+            partition = partition_of_entry(key)
+            if partition in sizes:
+                batch.append((partition, key))
+                if len(batch) >= 1000:
+                    measure()
+        if batch:
+            measure()
+        return {p: (keys, size) for p, (keys, size) in sizes.items()}
 
     def delete(self, keys: Sequence[bytes]) -> None:
         """Remove entries (used by clear(), with the keys of one partition).

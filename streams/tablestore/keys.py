@@ -58,6 +58,27 @@ def entry_pattern(prefix: bytes) -> bytes:
     return re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix) + b"k:*"
 
 
+def table_entry_pattern(namespace: str, app_id: str, table: str) -> bytes:
+    """A SCAN MATCH pattern for the entries of every partition of one table."""
+    prefix = partition_prefix(namespace, app_id, table, 0)
+    tagged = prefix[: prefix.rindex(b"/") + 1]  # up to the partition number in the tag
+    return re.sub(rb"([*?\[\]\\])", rb"\\\1", tagged) + b"*}:k:*"
+
+
+def partition_of_entry(key: bytes) -> int | None:
+    """The table partition of an entry key (the number ending its hash tag), or None.
+
+    Namespaces, app ids and table names hold no ``{``, ``}`` or ``/``, so the first
+    hash tag of a key is the layout's own.
+    """
+    start = key.find(b"{")
+    end = key.find(b"}", start + 1)
+    if start < 0 or end < 0:
+        return None
+    number = key[key.rfind(b"/", start, end) + 1 : end]
+    return int(number) if number.isdigit() else None
+
+
 def offsets_key(prefix: bytes) -> bytes:
     """The hash holding the partition's persisted offsets and owner generation."""
     return prefix + b"offsets"

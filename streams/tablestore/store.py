@@ -97,6 +97,7 @@ from streams.tablestore.keys import (
     parse_refused_field,
     partition_prefix,
     refused_field,
+    table_entry_pattern,
 )
 from streams.tablestore.lost import fenced_by_own_claim, plan_resume, sources_of, went_back
 from streams.tablestore.table import send_to_changelog
@@ -195,6 +196,19 @@ class RedisStore(base.SerializedStore[Any, Any]):
     def entries_in_memory(self) -> int:
         """Entries in the write-back cache (absences read from Redis included)."""
         return len(self.cache)
+
+    def stored_sizes(self) -> tuple[int, int]:
+        """Entries and bytes (keys plus values) this worker's partitions hold in Redis.
+
+        A census of the partitions owned at the call (`RedisBackend.entry_sizes`): one
+        SCAN, blocking; call it from a thread (``streams.tablecensus``).
+        """
+        owned = set(self._owned)
+        if not owned:
+            return 0, 0
+        pattern = table_entry_pattern(self.config.namespace, self.app.conf.id, self.table_name)
+        sizes = self.backend.entry_sizes(pattern, owned)
+        return sum(k for k, _ in sizes.values()), sum(b for _, b in sizes.values())
 
     def prefix(self, partition: int) -> bytes:
         """The Redis key prefix (hash tag included) of one partition of this table."""

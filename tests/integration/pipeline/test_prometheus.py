@@ -212,7 +212,9 @@ def test_every_dashboard_query_and_rule_evaluates_against_live_workers(
     path = tmp_path / "transactions.parquet"
     write_dataset(transactions, path)
     register_model(tmp_path / "registry", compute_features(transactions), alert_share=0.05)
-    settings = settings.model_copy(update={"model_registry_dir": tmp_path / "registry"})
+    settings = settings.model_copy(
+        update={"model_registry_dir": tmp_path / "registry", "table_census_interval_s": 5.0}
+    )
     asyncio.run(ensure_topics(settings, product_topics(settings)))
     targets = tmp_path / "prometheus" / "targets.json"
 

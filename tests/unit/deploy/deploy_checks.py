@@ -140,6 +140,9 @@ def exported_metrics() -> dict[str, frozenset[str]]:
     metrics.consumer_lag_seconds.labels(topic="t", partition="0").set(0)
     metrics.assigned_partitions.labels(topic="t").set(1)
     metrics.table_entries.labels(table="t").set(0)
+    metrics.table_stored_entries.labels(table="t").set(0)
+    metrics.table_stored_bytes.labels(table="t").set(0)
+    metrics.table_census_seconds.labels(table="t").set(0)
     metrics.partition_stalled.labels(topic="t", partition="0").set(0)
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(metrics.render()[0].decode()):
