@@ -11,19 +11,26 @@ another.
 A worker starts from the newest promotion on the topic, then the registry's
 (``current.json``, ``promotions.jsonl``); when that version does not load, it walks back
 that history to the newest version that does (`streams.modelfallback`), and reports the
-fallback until a promotion that loads arrives. It then follows the events after the
-topic's end. Every version is loaded and verified by the registry (artifact sha256,
-features against the running spec, trusted types) in a thread, since skops loading takes
-long enough to stall the event loop; only a model that passed is handed to ``activate``,
-on the event-loop thread, so the caller's swap falls between two micro-batches. A version
-that fails keeps the current model active: a bad promotion must not stop scoring. Every
-failed load is reported to ``on_load_failure`` (the worker's load-failure counter).
+fallback until a promotion that loads arrives, or until the refused version loads: it is
+tried again every ``model_retry_interval_s``, so an artifact repaired in the registry is
+picked up without a promotion (a promotion applied meanwhile supersedes the retry). It
+then follows the events after the topic's end.
+
+Every version is loaded and verified by the registry (artifact sha256, features against
+the running spec, trusted types) in a thread, since skops loading takes long enough to
+stall the event loop; only a model that passed is handed to ``activate``, on the
+event-loop thread, so the caller's swap falls between two micro-batches. A version that
+fails keeps the current model active: a bad promotion must not stop scoring. Every failed
+load, retries included, is reported to ``on_load_failure`` (the worker's load-failure
+counter).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -33,7 +40,7 @@ from aiokafka.errors import KafkaError
 
 from models.registry import LoadedModel, ModelRegistry, Promotion, RegistryError
 from streams.kafka import BrokerUnavailableError, client_options
-from streams.modelfallback import Fallback, Refusal, start_candidates
+from streams.modelfallback import Fallback, Refusal, ReportedReasons, start_candidates
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -118,6 +125,9 @@ class ModelFollower:
             fails to load or activate (a metric).
         on_fallback: Called with the new state each time it changes: a `Fallback` while
             an older version scores because the newest promotion was refused, else None.
+        retry_interval_s: How often `follow` tries the refused newest promotion again;
+            ``settings.model_retry_interval_s`` when None. The `retry_interval_s`
+            attribute can be changed before `follow` starts.
     """
 
     def __init__(
@@ -128,6 +138,7 @@ class ModelFollower:
         *,
         on_load_failure: Callable[[str, str], None] | None = None,
         on_fallback: Callable[[Fallback | None], None] | None = None,
+        retry_interval_s: float | None = None,
     ) -> None:
         self._settings = settings
         self._topic = settings.topic_names["model_control"]
@@ -140,10 +151,20 @@ class ModelFollower:
         self._active: str | None = None
         self._refused: Refusal | None = None
         self._failures = 0
+        self.retry_interval_s = (
+            settings.model_retry_interval_s if retry_interval_s is None else retry_interval_s
+        )
+        # A retry's result stands only if no promotion was applied while it loaded: the
+        # epoch counts promotions, and `_applying` names the one being loaded.
+        self._epoch = 0
+        self._applying: str | None = None
+        self._tried_at = 0.0  # monotonic time of the refused version's last load
+        self._reported = ReportedReasons()
+        self._fallback_reported: Fallback | None = None  # the last state given on_fallback
 
     @property
     def failures(self) -> int:
-        """How many promotions could not be activated (malformed, unknown, refused)."""
+        """How many loads or promotions failed (malformed, unknown, refused, retried)."""
         return self._failures
 
     @property
@@ -159,8 +180,8 @@ class ModelFollower:
     @property
     def fallback(self) -> Fallback | None:
         """Set while an older version scores because the newest promotion was refused."""
-        if self._refused is None or self._active is None:
-            return None
+        if self._refused is None or self._active in (None, self._refused.version):
+            return None  # (the refused version active: swapped in, the refusal not yet ended)
         return Fallback(self._active, self._refused.version, self._refused.reason)
 
     async def load_initial(self) -> LoadedModel | None:
@@ -236,14 +257,24 @@ class ModelFollower:
 
         A broker that goes away is waited for (aiokafka reconnects; a broker missing when
         this starts is retried every `RECONNECT_BACKOFF_S`); the consumer is closed when
-        the task is cancelled.
+        the task is cancelled. Meanwhile a refused newest promotion is tried again every
+        `retry_interval_s` (`retry_refused`), broker or not.
 
         Raises:
             RuntimeError: `load_initial` has not completed.
         """
         if self._positions is None:
             raise RuntimeError("call load_initial() before follow()")
-        positions = self._positions
+        retrying = asyncio.create_task(self._retry_periodically(), name="model-retry")
+        try:
+            await self._follow(self._positions)
+        finally:
+            retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retrying
+
+    async def _follow(self, positions: dict[TopicPartition, int]) -> None:
+        """Read the control topic from ``positions`` on and apply each promotion."""
         while True:
             try:
                 consumer = await self._started_consumer()
@@ -278,10 +309,12 @@ class ModelFollower:
         except RegistryError as exc:
             self._reject(f"record at offset {record.offset}", str(exc))
             return
+        self._epoch += 1  # a retry loading meanwhile is superseded
         if promotion.version == self._active:
             logger.info("model %s is already active; promotion ignored", promotion.version)
             self._set_refused(None)  # promoted again (a rollback): no longer a fallback
             return
+        self._applying = promotion.version
         try:
             model = await asyncio.to_thread(
                 self._registry.load, promotion.version, self._feature_names
@@ -292,6 +325,8 @@ class ModelFollower:
         except Exception as exc:  # a bug or an OS failure must not end the follower
             self._refuse(promotion.version, _describe(exc))
             return
+        finally:
+            self._applying = None
         try:
             self._swap(model)
         except Exception as exc:  # the caller's swap failed: its old model is still in use
@@ -301,11 +336,83 @@ class ModelFollower:
             return
         self._set_refused(None)  # the newest promotion is the active model
 
-    def _swap(self, model: LoadedModel) -> None:
+    async def retry_refused(self) -> bool:
+        """Try once more to load the refused newest promotion; swap to it if it loads now.
+
+        The swap is a promotion's (``activate``, then the fallback ends). A promotion
+        applied while the retry loads supersedes it: its model is dropped, since it may
+        no longer be the newest. A failure is counted like any other (``on_load_failure``)
+        and logged once per distinct reason.
+
+        Returns:
+            True when the refused version is now active.
+        """
+        refused = self._refused
+        if refused is None:
+            return False
+        self._tried_at = time.monotonic()  # the next retry is an interval from now
+        if self._applying is not None:
+            return False  # a promotion being loaded decides which version is the newest
+        epoch = self._epoch
+        try:
+            model = await asyncio.to_thread(
+                self._registry.load, refused.version, self._feature_names
+            )
+        except Exception as exc:  # a refused artifact, a bug or an OS failure alike
+            self._retry_failed(refused.version, _describe(exc), epoch)
+            return False
+        if epoch != self._epoch:
+            logger.info(
+                "model control: %s loads now, but a newer promotion arrived meanwhile",
+                refused.version,
+            )
+            return False
+        try:
+            self._swap(model, f" ({refused.version}, the newest promotion, loads now)")
+        except Exception as exc:  # the caller's swap failed: its old model is still in use
+            reason = f"activate() raised {type(exc).__name__}: {_describe(exc)}"
+            self._retry_failed(refused.version, reason, epoch)
+            return False
+        self._set_refused(None)
+        return True
+
+    def _retry_failed(self, version: str, reason: str, epoch: int) -> None:
+        """A retry failed: count it; report it unless superseded or already reported."""
+        self._failures += 1
+        self._load_failed(version, reason)
+        if epoch != self._epoch:
+            return  # a newer promotion was applied: this version is not the newest now
+        if self._reported.first(version, reason):
+            logger.warning(
+                "model control: %s, the newest promotion, still does not load: %s; %s, "
+                "retrying every %g s",
+                version,
+                reason,
+                f"model {self._active} stays active" if self._active else "no model is active",
+                self.retry_interval_s,
+            )
+        self._set_refused(Refusal(version, reason))  # the reason may have changed
+
+    async def _retry_periodically(self) -> None:
+        """Call `retry_refused` `retry_interval_s` after each load of the refused version."""
+        while True:
+            if self._refused is None:
+                wait = self.retry_interval_s
+            else:
+                wait = self._tried_at + self.retry_interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await self.retry_refused()
+            except Exception:  # a failing callback must not end the retries
+                logger.exception("model control: retrying the refused model failed")
+
+    def _swap(self, model: LoadedModel, note: str = "") -> None:
         """Hand a verified model to the worker; it is active from now on."""
         self._activate(model)
         previous, self._active = self._active, model.metadata.version
-        logger.info("model %s -> %s active", previous or "none", self._active)
+        logger.info("model %s -> %s active%s", previous or "none", self._active, note)
 
     def _refuse(self, version: str, reason: str) -> None:
         """A promoted version did not load: count it, keep the model, report a fallback."""
@@ -328,11 +435,15 @@ class ModelFollower:
 
     def _set_refused(self, refused: Refusal | None) -> None:
         """Record the newest promotion's refusal (or its end); report a changed fallback."""
-        before = self.fallback
         self._refused = refused
+        if refused is not None:  # its next retry is an interval after this load
+            self._tried_at = time.monotonic()
+            self._reported.first(refused.version, refused.reason)
         after = self.fallback
-        if after != before and self._on_fallback is not None:
-            self._on_fallback(after)
+        if after != self._fallback_reported:
+            self._fallback_reported = after
+            if self._on_fallback is not None:
+                self._on_fallback(after)
 
     def _registry_promotions(self) -> tuple[Promotion | None, list[Promotion]]:
         """The registry's ``current.json`` and history; nothing when they are unreadable.

@@ -5,7 +5,9 @@ still fail on a worker afterwards: a file corrupted or replaced in the shared re
 worker whose libraries cannot read it. A worker starting then must not score nothing
 while its partitions' lag grows: it walks back the promotion history, newest first, to
 the newest version that loads and verifies, scores with it, and says so (`Fallback`, in
-``/ready`` and ``fraudstream_model_fallback``).
+``/ready`` and ``fraudstream_model_fallback``). It tries the refused version again on a
+timer, so an artifact repaired in the registry is picked up without a promotion; a retry
+that fails for a reason already reported is not logged again (`ReportedReasons`).
 
 The history is the model-control topic's promotions, then the registry's
 (``current.json``, then ``promotions.jsonl``). The topic comes first because workers
@@ -69,9 +71,34 @@ class Fallback:
             "reason": self.reason,
             "action": (
                 f"scoring with {self.active_version}, the last good model; promote a version "
-                f"that loads, or fix {self.refused_version} and promote it again"
+                f"that loads, or repair {self.refused_version} in the registry: the worker "
+                "tries it again periodically and swaps to it once it loads"
             ),
         }
+
+
+class ReportedReasons:
+    """The reasons a refused version was already reported with: each is logged once.
+
+    A worker retries its refused version on a timer; an artifact that stays broken fails
+    every retry the same way, and one WARNING per distinct reason says it all.
+    """
+
+    def __init__(self) -> None:
+        self._version: str | None = None
+        self._reasons: set[str] = set()
+
+    def first(self, version: str, reason: str) -> bool:
+        """Record a refusal; True unless ``version`` was already refused for ``reason``.
+
+        Another version starts afresh: only the refused version's reasons are kept.
+        """
+        if version != self._version:
+            self._version, self._reasons = version, set()
+        if reason in self._reasons:
+            return False
+        self._reasons.add(reason)
+        return True
 
 
 def start_candidates(

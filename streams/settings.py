@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     model_registry_dir: Path = Field(
         Path("model-registry"), description="Directory holding versioned model artifacts."
     )
+    model_retry_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="While the newest promoted model does not load on a worker (it scores "
+        "with an older one, or none), the worker tries that version again this often: an "
+        "artifact repaired in the registry is picked up without a promotion or a restart.",
+    )
     web_host: str = Field("127.0.0.1", description="Address of the worker's web server.")
     web_port: int = Field(
         6066,

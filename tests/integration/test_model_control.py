@@ -1,7 +1,8 @@
 """Model control against the real broker: publish promotions, followers swap models live.
 
 A follower starting after a promotion that does not load falls back to the newest
-promoted version that does (the topic's promotions, then the registry's history).
+promoted version that does (the topic's promotions, then the registry's history), and
+swaps to the refused version once it loads again, unless a newer promotion came first.
 """
 
 from __future__ import annotations
@@ -199,6 +200,72 @@ async def test_a_worker_starting_after_a_bad_promotion_falls_back_to_the_last_go
         await wait_until(lambda: follower.fallback is None)
     assert activations.versions == [v1]
     assert states[-1] is None
+
+
+async def test_a_worker_in_fallback_swaps_to_the_refused_version_once_it_is_repaired(
+    control: Settings,
+) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1, v2 = register(registry, 1), register(registry, 2)
+    await publish_promotion(control, promotion(v1))
+    await publish_promotion(control, promotion(v2))
+    artifact = registry.root / "versions" / v2 / "model.skops"
+    intact = artifact.read_bytes()
+    corrupt(registry, v2)
+    activations = Activations()
+    failed: list[str] = []
+    states: list[Fallback | None] = []
+    follower = ModelFollower(
+        control,
+        NAMES,
+        activations,
+        on_load_failure=lambda version, reason: failed.append(version),
+        on_fallback=states.append,
+        retry_interval_s=0.2,
+    )
+    assert (await follower.load_initial()) is not None
+    fallback = follower.fallback
+    assert fallback is not None
+    assert (fallback.active_version, fallback.refused_version) == (v1, v2)
+
+    async with following(follower):
+        await wait_until(lambda: len(failed) >= 3)  # retried on the timer, each counted
+        assert activations.versions == [v1]
+        artifact.write_bytes(intact)  # the operator repairs the registry
+        await activations.wait_for(v2)
+    assert activations.versions == [v1, v2]
+    assert follower.fallback is None
+    assert states == [fallback, None]
+    assert set(failed) == {v2}
+
+
+async def test_a_newer_promotion_ends_the_retries_of_a_refused_one(control: Settings) -> None:
+    registry = ModelRegistry(control.model_registry_dir)
+    v1, v2, v3 = register(registry, 1), register(registry, 2), register(registry, 3)
+    await publish_promotion(control, promotion(v1))
+    await publish_promotion(control, promotion(v2))
+    artifact = registry.root / "versions" / v2 / "model.skops"
+    intact = artifact.read_bytes()
+    corrupt(registry, v2)
+    activations = Activations()
+    failed: list[str] = []
+    follower = ModelFollower(
+        control,
+        NAMES,
+        activations,
+        on_load_failure=lambda version, reason: failed.append(version),
+        retry_interval_s=0.1,
+    )
+    await follower.load_initial()
+    async with following(follower):
+        await publish_promotion(control, promotion(v3))
+        await activations.wait_for(v3)
+        retried = len(failed)
+        artifact.write_bytes(intact)  # too late: v3 is the newest promotion
+        await asyncio.sleep(0.5)
+    assert activations.versions == [v1, v3]
+    assert follower.fallback is None
+    assert len(failed) == retried  # no refusal left to retry
 
 
 async def test_the_registry_history_reaches_behind_a_compacted_topic(control: Settings) -> None:

@@ -3,7 +3,8 @@
 (1) The newest promoted version no longer loads (its artifact changed after the
 promotion): a worker started then scores with the newest earlier promotion, is ready,
 and says so in ``/ready`` and ``fraudstream_model_fallback``; every failed load is
-counted; a running worker keeps its model on another bad promotion, and leaves the
+counted, retries included; once the artifact is repaired the worker swaps to it by
+itself; a running worker keeps its model on another bad promotion, and leaves the
 fallback on a good one. (2) ``fraudstream train --promote`` publishes like ``model
 promote``: the running worker swaps to the new version, ``model list`` marks it, and a
 restarted worker runs it too.
@@ -42,6 +43,8 @@ from streams.settings import Settings
 pytestmark = pytest.mark.slow
 
 UNKNOWN = "20240101T000000Z-lr-00000000"
+#: How often the workers retry a refused version here (60 s by default).
+RETRY_S = 0.5
 
 
 @pytest.fixture
@@ -125,8 +128,12 @@ def test_a_worker_started_after_a_bad_promotion_scores_with_the_last_good_model(
     promote(control, good)
     bad = register_model(registry_dir, small, alert_share=0.2, promote=False)
     promote(control, bad)  # it loaded then; its artifact is damaged afterwards
+    artifact = registry_dir / "versions" / bad / "model.skops"
+    intact = artifact.read_bytes()
     corrupt(registry_dir, bad)
-    workers = Workers(control, tmp_path, free_port)
+    workers = Workers(
+        control.model_copy(update={"model_retry_interval_s": RETRY_S}), tmp_path, free_port
+    )
     _, port = workers.start()
     try:
         workers.wait_ready(port)
@@ -137,30 +144,46 @@ def test_a_worker_started_after_a_bad_promotion_scores_with_the_last_good_model(
         assert fallback["refused_version"] == bad
         assert "modified after registration" in fallback["reason"]
         assert series(port, "fraudstream_model_fallback") == {f'{{refused_version="{bad}"}}': 1}
-        assert series(port, "fraudstream_model_load_failures_total") == {"": 1}
         assert series(port, "fraudstream_model_swaps_total") == {"": 0}  # the first is none
         produce(control, transactions("a", 10))
         assert versions_scored(control, "a", 10) == {good}
+        # The worker tries the refused version again on its timer, each failure counted.
+        workers.wait_for_metric(port, "fraudstream_model_load_failures_total", 2, timeout_s=10)
+        assert series(port, "fraudstream_model_swaps_total") == {"": 0}
+
+        # The artifact is repaired in the registry: the worker swaps to it by itself.
+        artifact.write_bytes(intact)
+        workers.wait_for_metric(port, "fraudstream_model_swaps_total", 1, timeout_s=10 * RETRY_S)
+        status, body = ready(port)
+        assert (status, body) == (200, {"status": "ready", "model_version": bad})
+        assert series(port, "fraudstream_model_fallback") == {}
+        assert series(port, "fraudstream_model_info") == {f'{{version="{bad}"}}': 1}
+        produce(control, transactions("b", 10))
+        assert versions_scored(control, "b", 10) == {bad}
+        assert series(port, "fraudstream_model_swaps_total") == {"": 1}  # counted once
 
         # A running worker given a promotion that does not load keeps its model.
-        asyncio.run(publish_promotion(control, Promotion(UNKNOWN, "2024-05-01T00:00:00Z", good)))
-        workers.wait_for_metric(port, "fraudstream_model_load_failures_total", 2, timeout_s=20)
+        failures = workers.metric(port, "fraudstream_model_load_failures_total")
+        asyncio.run(publish_promotion(control, Promotion(UNKNOWN, "2024-05-01T00:00:00Z", bad)))
+        workers.wait_for_metric(
+            port, "fraudstream_model_load_failures_total", failures + 1, timeout_s=20
+        )
         status, body = ready(port)
         assert status == 200
         assert body["model_fallback"]["refused_version"] == UNKNOWN
-        produce(control, transactions("b", 10))
-        assert versions_scored(control, "b", 10) == {good}
+        produce(control, transactions("c", 10))
+        assert versions_scored(control, "c", 10) == {bad}
 
         # A promotion that loads ends the fallback.
         fixed = register_model(registry_dir, small, alert_share=0.1, promote=False)
         promote(control, fixed)
-        workers.wait_for_metric(port, "fraudstream_model_swaps_total", 1, timeout_s=20)
+        workers.wait_for_metric(port, "fraudstream_model_swaps_total", 2, timeout_s=20)
         status, body = ready(port)
         assert (status, body.get("model_fallback")) == (200, None)
         assert body["model_version"] == fixed
         assert series(port, "fraudstream_model_fallback") == {}
-        produce(control, transactions("c", 10))
-        assert versions_scored(control, "c", 10) == {fixed}
+        produce(control, transactions("d", 10))
+        assert versions_scored(control, "d", 10) == {fixed}
     finally:
         assert workers.stop_all() == [0], workers.log()
 
