@@ -8,7 +8,9 @@ with a link to the trace of each input that carries one (at most `MAX_LINKS`), s
 trace backend shows, from a payment's trace, the batch that scored it. Its attributes
 say what the batch did: records in, partitions, dead letters, and per agent what it
 applied (transactions scored and alerts sent with the model version; terminal
-transactions or fraud reports recorded).
+transactions or fraud reports recorded). The scorer's forward messages carry its batch
+span's ``traceparent`` (`BatchSpans.counting`), so a ``terminal_activity`` batch links to
+the score batches whose rows it applied.
 
 Only imported when tracing is configured (``streams.tracing``): with tracing off the
 worker neither imports OpenTelemetry nor calls anything here.
@@ -27,12 +29,19 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 from faust.types import EventT
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, Tracer
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    Tracer,
+    get_current_span,
+)
 from prometheus_client import Counter
 
 from streams.pipeline.guard import Process
 from streams.pipeline.outputs import Headers, Send
-from streams.tracecontext import parent_of
+from streams.tracecontext import TRACEPARENT, parent_of
 
 #: Most links a batch span carries: enough to find a payment's batch, bounded per span.
 MAX_LINKS: Final = 32
@@ -65,7 +74,17 @@ class BatchSpans:
         self.max_links = max_links
 
     def counting(self, send: Send) -> Send:
-        """``send`` that also counts each message into the sending task's batch, by topic."""
+        """``send`` that also counts each message into the sending task's batch, by topic.
+
+        A message a traced batch sends without headers gets the batch span's
+        ``traceparent``: those are the scorer's forwards (``streams.pipeline.forwards``),
+        one message for the rows of many transactions, so no transaction's trace is
+        theirs (each row carries its own); the terminal agent's batch span then links to
+        the score batches whose forwards it applied. Every other message the agents send
+        has headers of its own (alerts and score records a child of their transaction's
+        trace, dead letters their input's headers), and sends outside a batch (watermark
+        ticks) have no span to name.
+        """
 
         async def counted(
             topic: str,
@@ -77,6 +96,8 @@ class BatchSpans:
             counts = _sends.get()
             if counts is not None:
                 counts[topic] = counts.get(topic, 0) + 1
+                if headers is None:
+                    headers = _current_traceparent()
             return await send(topic, key, value, partition, headers)
 
         return counted
@@ -160,6 +181,16 @@ class BatchSpans:
         if self._close is not None:
             self._close()
             self._close = None
+
+
+def _current_traceparent() -> Headers | None:
+    """A ``traceparent`` header naming the current span (the batch's), if there is one."""
+    context = get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    flags = int(context.trace_flags)
+    value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
+    return [(TRACEPARENT, value.encode())]
 
 
 def _span_context(traceparent: bytes) -> SpanContext:

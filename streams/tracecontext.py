@@ -6,11 +6,14 @@ flags>``). The worker carries the trace onto the alert and the score record of t
 transaction as a child: same trace id and flags, a new parent id (the worker's hop), so
 a tracing backend links the payment to its alert. A transaction without a valid header
 starts a new trace, sampled off. Dead letters keep the input's own headers unchanged
-(``streams.pipeline.outputs``).
+(``streams.pipeline.outputs``). A transaction's forward row to the terminal agents
+carries its valid header as it came (``streams.pipeline.forwards``), and a terminal
+agent's dead letter of that row carries a child of it; a row without one has no trace
+and its dead letter makes none up.
 
-Only per alert and per score record, never for transactions that send nothing: the cost
-(a header scan and 8 random bytes) stays off the hot path of unalerted transactions when
-score records are off.
+A child (8 random bytes) is made per alert and per score record only, never for
+transactions that send nothing. The header scan for the forward row is only made for a
+transaction that has headers at all: one truth test for those that have none.
 """
 
 from __future__ import annotations

@@ -8,11 +8,29 @@ whole budget of a pass-through agent). So the scorer sends one message per micro
 and terminal partition, holding every transaction of the batch bound for that partition,
 with only what the terminal windows need.
 
-Format (internal; orjson): ``{"v": 1, "rows": [row, ...], "wm": {"<source>": ms}}``, each
-row a list ``[source_partition, source_offset, tx_id, customer_id, terminal_id, tx_time,
-amount]``; ``wm`` (optional) declares source partitions' event-time watermarks, -1 for a
-source read to its end (``streams.pipeline.watermarks``). A message may hold no rows: a
-scorer's watermark tick.
+Format (internal; orjson): ``{"v": 1, "rows": [row, ...], "wm": {"<source>": ms}, "tp":
+[[index, traceparent], ...]}``, each row a list ``[source_partition, source_offset, tx_id,
+customer_id, terminal_id, tx_time, amount]``; ``wm`` (optional) declares source
+partitions' event-time watermarks, -1 for a source read to its end
+(``streams.pipeline.watermarks``). A message may hold no rows: a scorer's watermark tick.
+``tp`` (optional, only when a row has one) gives the trace context of rows by their index
+in ``rows``: the ``traceparent`` header of the row's transaction as it came in (the
+parent, not a child: the terminal agents make a child of it for what they send for the
+row, a dead letter, just as the scorer does for the alert; ``streams.tracecontext``).
+Only transactions with a valid version-00 ``traceparent`` have an entry; a trace that is
+not one is ignored when read (never a reason to refuse the rows), but a ``tp`` that is not
+a list of ``[index, string]`` pairs with indexes of the message's rows is refused like any
+malformed message.
+
+Versions: ``tp`` came without a new `FORWARD_VERSION` because every decoder reads only
+``v``, ``rows`` and ``wm`` and ignores other keys, so workers of both kinds mix during a
+rolling upgrade: an older terminal agent applies a newer scorer's rows as before (its dead
+letters of them just carry no trace), and a newer one reads an older scorer's messages as
+rows without traces. The trace is not an 8th row element because decoders before it
+refuse a row that is not exactly 7 values, so they would dead-letter whole messages of a
+newer scorer and their rows would be missing from the terminal states. A change older
+decoders cannot read must raise `FORWARD_VERSION`: they then dead-letter every message of
+the new format whole (``bad_schema_version``), so all workers must be upgraded together.
 Rows are in source-offset order within each source partition, which replay marks rely
 on (``streams.pipeline.terminals``): after a scorer's crash a replayed batch may be cut
 differently, so a message can hold rows already applied and rows not; the source offset
@@ -28,6 +46,7 @@ from typing import Final, NamedTuple
 import orjson
 
 from streams.contracts import DecodeError, Problem
+from streams.tracecontext import TRACEPARENT, parent_of
 
 #: Version of the forward message format.
 FORWARD_VERSION: Final = 1
@@ -61,23 +80,39 @@ class ForwardRow(NamedTuple):
 
 
 class ForwardMessage(NamedTuple):
-    """A decoded forward message: its rows and the source watermarks it declares."""
+    """A decoded forward message: its rows, the source watermarks it declares, the traces.
+
+    ``traces`` maps the index of a row in ``rows`` to its transaction's ``traceparent``
+    (a valid version-00 one, as `streams.tracecontext.parent_of` gives it); rows without
+    one are not in it.
+    """
 
     rows: list[ForwardRow]
     watermarks: dict[int, int]
+    traces: dict[int, bytes]
 
 
-def encode_forwards(rows: Sequence[Row], watermarks: Mapping[int, int] | None = None) -> bytes:
+def encode_forwards(
+    rows: Sequence[Row],
+    watermarks: Mapping[int, int] | None = None,
+    traces: Sequence[tuple[int, str]] | None = None,
+) -> bytes:
     """One forward message holding ``rows`` (in source-offset order per source partition).
 
     Args:
         rows: The transactions bound for one terminal partition.
         watermarks: Source partition -> declared watermark (`IDLE` -1), if any.
+        traces: (index in ``rows``, the transaction's ``traceparent``) of the rows whose
+            transaction had a valid one, if any.
     """
-    if not watermarks:
+    if not watermarks and not traces:
         return orjson.dumps({"v": FORWARD_VERSION, "rows": rows})
-    declared = {str(source): value for source, value in watermarks.items()}
-    return orjson.dumps({"v": FORWARD_VERSION, "rows": rows, "wm": declared})
+    message: dict[str, object] = {"v": FORWARD_VERSION, "rows": rows}
+    if watermarks:
+        message["wm"] = {str(source): value for source, value in watermarks.items()}
+    if traces:
+        message["tp"] = traces
+    return orjson.dumps(message)
 
 
 def decode_forwards(raw: bytes | None) -> list[ForwardRow] | DecodeError:
@@ -133,12 +168,14 @@ def decode_forward_message(raw: bytes | None) -> ForwardMessage | DecodeError:
             row[6] = float(row[6])  # an int amount: orjson reads 12.0 as a float, 12 not
         out.append(ForwardRow(*row))
     declared = message.get("wm")
-    if declared is None:
-        return ForwardMessage(out, {})
-    watermarks = _watermarks(declared)
+    watermarks = {} if declared is None else _watermarks(declared)
     if isinstance(watermarks, DecodeError):
         return watermarks
-    return ForwardMessage(out, watermarks)
+    traced = message.get("tp")
+    traces = {} if traced is None else _traces(traced, len(out))
+    if isinstance(traces, DecodeError):
+        return traces
+    return ForwardMessage(out, watermarks, traces)
 
 
 def _watermarks(declared: object) -> dict[int, int] | DecodeError:
@@ -154,6 +191,33 @@ def _watermarks(declared: object) -> dict[int, int] | DecodeError:
                 Problem.WRONG_TYPE, f"wm of partition {source} must be an int >= -1", "wm"
             )
         out[int(source)] = value
+    return out
+
+
+def _traces(traced: object, rows: int) -> dict[int, bytes] | DecodeError:
+    """The ``tp`` list: [row index, traceparent] pairs; traces that are not valid are left out."""
+    if not isinstance(traced, list):
+        return DecodeError(Problem.WRONG_TYPE, "tp must be a list", "tp")
+    out: dict[int, bytes] = {}
+    for i, entry in enumerate(traced):
+        if not (
+            type(entry) is list
+            and len(entry) == 2
+            and type(entry[0]) is int
+            and type(entry[1]) is str
+        ):
+            return DecodeError(
+                Problem.WRONG_TYPE, f"tp entry {i} must be a [row index, traceparent] pair", "tp"
+            )
+        index, value = entry
+        if not 0 <= index < rows:
+            return DecodeError(
+                Problem.BAD_VALUE, f"tp entry {i} names row {index}, not one of the rows", "tp"
+            )
+        if value.isascii():
+            parent = parent_of(((TRACEPARENT, value.encode()),))
+            if parent is not None:
+                out[index] = parent
     return out
 
 

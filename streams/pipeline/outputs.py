@@ -21,6 +21,7 @@ from models.explain import Reason
 from streams.contracts import DecodeError
 from streams.metrics import PipelineMetrics
 from streams.records import SCHEMA_VERSION, Transaction, alert_id
+from streams.tracecontext import TRACEPARENT
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +66,21 @@ def dlq_record(
     partition: int,
     offset: int,
     headers: InputHeaders = None,
+    traceparent: bytes | None = None,
 ) -> tuple[bytes | None, Headers]:
     """The dead-letter value and headers of a bad input record.
 
     The value is the original bytes, unchanged (cut to `MAX_DLQ_VALUE_BYTES` with a
     header giving the original length); the headers are the input's own, in their order
     (``traceparent`` and the like: the record can be replayed as it was once fixed),
-    followed by ours saying what was wrong and where the record was.
+    followed by ours saying what was wrong and where the record was. A ``traceparent``
+    given replaces the input's (a forwarded row's dead letter carries its transaction's
+    trace, not its forward message's).
     """
     out = original_headers(headers)
+    if traceparent is not None:
+        out = [header for header in out if header[0] != TRACEPARENT]
+        out.append((TRACEPARENT, traceparent))
     out += problem.dlq_headers()
     out += [
         (SOURCE_TOPIC_HEADER, topic.encode()),
@@ -199,8 +206,12 @@ async def send_dead_letter(
     metrics: PipelineMetrics,
     *,
     value: bytes | None = None,
+    traceparent: bytes | None = None,
 ) -> None:
-    """Send one dead letter for ``event``: its bytes, or ``value`` for a part of it."""
+    """Send one dead letter for ``event``: its bytes, or ``value`` for a part of it.
+
+    ``traceparent``, if given, replaces the event's own (`dlq_record`).
+    """
     message = event.message
     value, headers = dlq_record(
         event.value if value is None else value,
@@ -209,6 +220,7 @@ async def send_dead_letter(
         partition=message.partition,
         offset=message.offset,
         headers=message.headers,
+        traceparent=traceparent,
     )
     await send(topic, event.key, value, None, headers)
     metrics.dlq.labels(problem=str(problem.problem)).inc()

@@ -22,7 +22,8 @@ Per micro-batch (``stream.take_events``), in this order:
 5. Score the batch with one ``predict_proba``; explain the alerted rows only.
 6. Send: alerts, forwards to the terminal agents (one message per terminal partition,
    ``streams.pipeline.forwards``), score records, dead letters. Alerts and score records
-   carry the transaction's ``traceparent`` as a child (``streams.tracecontext``).
+   carry the transaction's ``traceparent`` as a child (``streams.tracecontext``), forward
+   rows the ``traceparent`` itself.
 7. Only then write the customers' states to the table.
 
 Why 6 before 7: the ``redis://`` store commits table state together with the source
@@ -570,6 +571,9 @@ class ScoreStage:
         send = self.send
         partition_of = self.terminals.partition_of
         by_partition: dict[int, list[Row]] = {}
+        # A row carries its transaction's traceparent (`streams.pipeline.forwards`): headers
+        # are only scanned when there are any, so untraced traffic pays one test.
+        traces: dict[int, list[tuple[int, str]]] = {}
         for item in scored:
             message = item.event.message
             tx = item.transaction
@@ -585,13 +589,19 @@ class ScoreStage:
             partition = partition_of(tx.terminal_id.encode())
             rows = by_partition.get(partition)
             if rows is None:
-                by_partition[partition] = [row]
+                rows = by_partition[partition] = [row]
             else:
                 rows.append(row)
+            headers = message.headers
+            if headers:
+                parent = parent_of(headers)
+                if parent is not None:
+                    traces.setdefault(partition, []).append((len(rows) - 1, parent.decode()))
         clock = self.clock
         if clock is None:
             for partition, rows in by_partition.items():
-                await send(self.topics.forwards, None, encode_forwards(rows), partition, None)
+                value = encode_forwards(rows, None, traces.get(partition))
+                await send(self.topics.forwards, None, value, partition, None)
         else:
             # Each message declares its sources' watermarks with the rows they cover, so a
             # terminal partition applies both in one write; the clock moves only after
@@ -605,7 +615,7 @@ class ScoreStage:
                     newest[source] = tx_time
             declared = clock.declarations_after(newest)
             for partition, rows in by_partition.items():
-                value = encode_forwards(rows, declared)
+                value = encode_forwards(rows, declared, traces.get(partition))
                 await send(self.topics.forwards, None, value, partition, None)
             for source, tx_time in newest.items():
                 clock.saw(source, tx_time)

@@ -18,7 +18,9 @@ decode each touched state once and encode it once. Rows replayed after a scorer'
 crash are recognised by their source offset and skipped (``streams.pipeline.terminals``),
 so a terminal never counts a transaction twice. A row outside the terminal's retention
 is dead-lettered alone, as a JSON object of its fields with the forward message's
-position; a forward message that does not decode is dead-lettered whole.
+position and, when its transaction came with a valid ``traceparent`` (carried on the
+forward), a child of that trace as its own ``traceparent``; a forward message that does
+not decode is dead-lettered whole.
 
 The score agent reads these states for the terminal features once they are final. With
 the states, in the same write, each partition keeps its watermarks: per source partition
@@ -44,6 +46,7 @@ from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import mark_key
 from streams.pipeline.watermarks import ReportMark, SourceMark, report_key
 from streams.tablestore.partition_store import PartitionStore
+from streams.tracecontext import child_of
 
 
 class TerminalStage:
@@ -87,14 +90,14 @@ class TerminalStage:
         """Record a micro-batch of forward messages; skip rows already applied."""
         batch = _Batch(self)
         rejected: list[tuple[EventT[Any], DecodeError]] = []
-        decoded: list[tuple[EventT[Any], list[ForwardRow], dict[int, int]]] = []
+        decoded: list[tuple[EventT[Any], list[ForwardRow], dict[int, int], dict[int, bytes]]] = []
         for event in events:
             message = decode_forward_message(event.value)
             if isinstance(message, DecodeError):
                 rejected.append((event, message))
                 continue
-            rows, declared = message
-            decoded.append((event, rows, declared))
+            rows, declared, traces = message
+            decoded.append((event, rows, declared, traces))
             partition = event.message.partition
             sources = set(declared)
             for row in rows:
@@ -103,12 +106,12 @@ class TerminalStage:
             for source in sources:
                 batch.want(event, mark_key(partition, source))
         batch.load()
-        late: list[tuple[EventT[Any], DecodeError, bytes]] = []
+        late: list[tuple[EventT[Any], DecodeError, bytes, bytes | None]] = []
         skipped = applied = 0
         newest = 0
         record = self.windows.record
-        for event, rows, declared in decoded:
-            for row in rows:
+        for event, rows, declared, traces in decoded:
+            for index, row in enumerate(rows):
                 if row.source_offset <= batch.mark(event, row.source_partition).offset:
                     skipped += 1
                     continue
@@ -119,7 +122,9 @@ class TerminalStage:
                     record(state, row.tx_time, row.amount, row.customer_id)
                 except EventTooOldError as exc:
                     problem = DecodeError(Problem.TOO_LATE, str(exc), "tx_time")
-                    late.append((event, problem, row_value(row)))
+                    parent = traces.get(index)
+                    trace = None if parent is None else child_of(parent)
+                    late.append((event, problem, row_value(row), trace))
                     continue
                 batch.changed(event, key)
                 applied += 1
@@ -129,8 +134,10 @@ class TerminalStage:
             for source, watermark in declared.items():
                 batch.declare(event, source, watermark)
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
-        for event, problem, value in late:
-            await send_dead_letter(self.send, self.dlq, event, problem, self.metrics, value=value)
+        for event, problem, value, trace in late:
+            await send_dead_letter(
+                self.send, self.dlq, event, problem, self.metrics, value=value, traceparent=trace
+            )
         batch.write()
         self.metrics.terminal_transactions.inc(applied)
         if skipped:

@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from streams.contracts import DecodeError, Problem
 from streams.pipeline.forwards import (
     FORWARD_VERSION,
+    ForwardMessage,
     ForwardRow,
     Row,
+    decode_forward_message,
     decode_forwards,
     encode_forwards,
     row_value,
@@ -248,3 +250,137 @@ def test_rows_that_are_not_a_list_are_the_wrong_type() -> None:
     problem = decode_forwards(orjson.dumps({"v": 1, "rows": {}}))
     assert isinstance(problem, DecodeError)
     assert (problem.problem, problem.field) == (Problem.WRONG_TYPE, "rows")
+
+
+# --- trace context (#18) -------------------------------------------------------------------
+
+TRACED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+#: Valid version-00 traceparents (trace and parent ids not all zero).
+traceparents = st.builds(
+    lambda trace, parent, flags: f"00-{trace:032x}-{parent:016x}-{flags:02x}",
+    st.integers(1, 2**128 - 1),
+    st.integers(1, 2**64 - 1),
+    st.integers(0, 255),
+)
+
+
+def traced_message(rows: list[list[Any]], tp: Any) -> bytes:
+    return raw({"v": FORWARD_VERSION, "rows": rows, "tp": tp})
+
+
+def test_a_traced_row_is_named_by_its_index_beside_the_rows() -> None:
+    row: Row = (3, 41, "tx-1", "C1", "T1", T0, 12.5)
+    value = json.loads(encode_forwards([row, row], None, [(1, TRACED)]))
+    assert value == {"v": 1, "rows": [GOOD, GOOD], "tp": [[1, TRACED]]}
+    # With watermarks, and without any trace: no "tp" at all.
+    assert json.loads(encode_forwards([row], {0: 5}, [])) == {
+        "v": 1,
+        "rows": [GOOD],
+        "wm": {"0": 5},
+    }
+    assert json.loads(encode_forwards([row], None, None)) == {"v": 1, "rows": [GOOD]}
+
+
+@given(st.lists(st.tuples(any_rows, st.none() | traceparents), max_size=20), st.booleans())
+def test_rows_and_their_traces_round_trip(
+    written: list[tuple[Row, str | None]], declare: bool
+) -> None:
+    rows = [row for row, _ in written]
+    traces = [(i, trace) for i, (_, trace) in enumerate(written) if trace is not None]
+    watermarks = {0: T0} if declare else None
+    message = decode_forward_message(encode_forwards(rows, watermarks, traces))
+    assert isinstance(message, ForwardMessage)
+    assert message.rows == [ForwardRow(*row) for row in rows]
+    assert message.traces == {i: trace.encode() for i, trace in traces}
+    assert message.watermarks == (watermarks or {})
+    # The rows themselves are the same seven values, traced or not.
+    for row in orjson.loads(encode_forwards(rows, watermarks, traces))["rows"]:
+        assert len(row) == 7
+
+
+@given(st.lists(any_rows, max_size=10))
+def test_messages_without_traces_decode_with_none(written: list[Row]) -> None:
+    message = decode_forward_message(encode_forwards(written))
+    assert isinstance(message, ForwardMessage)
+    assert message.traces == {}
+
+
+def test_a_decoder_reads_only_the_keys_it_knows() -> None:
+    """What lets "tp" come without a new version: older decoders skip it as they skip any
+    key they do not know (a decoder of this version skips the next ones likewise)."""
+    message = decode_forward_message(
+        raw({"v": 1, "rows": [GOOD], "tp": [[0, TRACED]], "next": {"x": [1]}})
+    )
+    assert isinstance(message, ForwardMessage)
+    assert message.rows == [ForwardRow(*GOOD)]
+    assert message.traces == {0: TRACED.encode()}
+
+
+@pytest.mark.parametrize(
+    "trace",
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # cut short
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # unknown version
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+        TRACED + " ",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u0661",  # a non-ASCII digit
+        "",
+    ],
+)
+def test_a_trace_that_is_not_a_valid_traceparent_is_ignored_not_refused(trace: str) -> None:
+    message = decode_forward_message(traced_message([GOOD, GOOD], [[0, trace], [1, TRACED]]))
+    assert isinstance(message, ForwardMessage)
+    assert message.rows == [ForwardRow(*GOOD), ForwardRow(*GOOD)]
+    assert message.traces == {1: TRACED.encode()}
+
+
+@pytest.mark.parametrize(
+    ("tp", "problem"),
+    [
+        ({"0": TRACED}, Problem.WRONG_TYPE),  # an object, not a list
+        (TRACED, Problem.WRONG_TYPE),
+        ([TRACED], Problem.WRONG_TYPE),  # not a pair
+        ([[0]], Problem.WRONG_TYPE),
+        ([[0, TRACED, 1]], Problem.WRONG_TYPE),
+        ([[True, TRACED]], Problem.WRONG_TYPE),  # a bool is not an index
+        ([[0.0, TRACED]], Problem.WRONG_TYPE),
+        ([["0", TRACED]], Problem.WRONG_TYPE),
+        ([[0, None]], Problem.WRONG_TYPE),
+        ([[0, TRACED], [0, 5]], Problem.WRONG_TYPE),  # the second entry is bad
+        ([[1, TRACED]], Problem.BAD_VALUE),  # no row 1
+        ([[-1, TRACED]], Problem.BAD_VALUE),
+    ],
+)
+def test_a_trace_list_that_is_not_index_pairs_refuses_the_message(
+    tp: Any, problem: Problem
+) -> None:
+    error = problem_of(traced_message([GOOD], tp))
+    assert (error.problem, error.field) == (problem, "tp")
+
+
+def test_a_trace_list_names_rows_only_if_there_are_rows() -> None:
+    assert problem_of(traced_message([], [[0, TRACED]])).problem is Problem.BAD_VALUE
+    message = decode_forward_message(traced_message([], []))
+    assert message == ForwardMessage([], {}, {})
+
+
+#: Any JSON value, nested a little.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats() | texts | traceparents,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(json_values)
+def test_any_trace_list_decodes_or_refuses_the_message_never_raises(tp: Any) -> None:
+    message = decode_forward_message(orjson.dumps({"v": 1, "rows": [GOOD, GOOD], "tp": tp}))
+    if isinstance(message, DecodeError):
+        assert message.field == "tp"
+        return
+    assert message.rows == [ForwardRow(*GOOD), ForwardRow(*GOOD)]
+    assert set(message.traces) <= {0, 1}
+    assert all(
+        value[:3] == b"00-" and len(value) == len(TRACED) for value in message.traces.values()
+    )

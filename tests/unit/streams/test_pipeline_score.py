@@ -1036,6 +1036,91 @@ async def test_alerts_and_scores_carry_the_transactions_trace_as_a_child(slot: M
     assert fresh[3:35] != parent[3:35]
 
 
+async def test_forward_rows_carry_their_transactions_trace_to_the_terminals_dead_letters(
+    slot: ModelSlot,
+) -> None:
+    r = rig(slot)
+    now_ms = int(time.time() * 1000)
+    batch = Batch(now_ms)
+    trace_id = b"4bf92f3577b34da6a3ce929d0e0e4736"
+    parents = {
+        "a": b"00-" + trace_id + b"-00f067aa0ba902b7-01",
+        "c": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+    }
+    # tx_id -> (customer, terminal, headers besides the send time)
+    spec: dict[str, tuple[str, str, list[tuple[str, bytes | None]]]] = {
+        "a": ("C1", "T1", [("traceparent", parents["a"])]),
+        "b": ("C2", "T1", []),  # no trace
+        "c": ("C3", "T1", [("other", b"x"), ("traceparent", parents["c"])]),
+        "d": ("C4", "T1", [("traceparent", b"00-not-a-trace-01")]),  # invalid: none
+        "e": ("C1", "T2", [("traceparent", parents["a"])]),  # another terminal partition
+        "f": ("C5", "T2", [("traceparent", None)]),
+    }
+    for i, (tx_id, (customer, terminal, headers)) in enumerate(spec.items()):
+        event = batch.add(customer, encode(payload(tx_id, customer, terminal, T0 + i * SECOND)))
+        event.message.headers = [(SENT_AT_HEADER, str(now_ms).encode()), *headers]
+    batch.add("C6", encode(payload("g", "C6", "T2", T0)), sent_ms=None)  # no headers at all
+
+    await r.stage.process(as_events(batch.events))
+
+    forwards = r.recorder.sends(TOPICS.forwards)
+    assert len(forwards) == 2
+    traces: dict[str, bytes | None] = {}
+    for sent in forwards:
+        assert sent.headers is None  # the message itself: no transaction's trace is its own
+        message = decode_forward_message(sent.value)
+        assert not isinstance(message, DecodeError)
+        for index, row in enumerate(message.rows):
+            traces[row.tx_id] = message.traces.get(index)
+    assert traces == {
+        "a": parents["a"],
+        "b": None,
+        "c": parents["c"],
+        "d": None,
+        "e": parents["a"],
+        "f": None,
+        "g": None,
+    }
+
+    # A terminal agent that finds the rows too late dead-letters each with a child of the
+    # transaction's trace; rows without one get no traceparent.
+    terminal_recorder = Recorder()
+    table = TableDouble(terminal_recorder)
+    windows = EntityWindows(DEFAULT_FEATURES, Entity.TERMINAL)
+    ahead = EntityState()
+    windows.record(ahead, T0 + windows.retention_ms + DAY, 1.0, "C9")
+    for terminal in (b"T1", b"T2"):
+        table.values[(terminal_partition(terminal, PARTITIONS), terminal)] = ahead.to_bytes()
+    stage = TerminalStage(
+        windows=windows,
+        table=table,
+        send=terminal_recorder.send,
+        dlq=TOPICS.dlq,
+        metrics=PipelineMetrics(),
+    )
+    events = [
+        Event(None, sent.value, Message(TOPICS.forwards, sent.partition or 0, offset))
+        for offset, sent in enumerate(forwards)
+    ]
+    await stage.process_transactions(as_events(events))
+    dead = {
+        json.loads(sent.value or b"")["tx_id"]: header_dict(sent.headers)
+        for sent in terminal_recorder.sends(TOPICS.dlq)
+    }
+    assert sorted(dead) == [*sorted(spec), "g"]
+    for tx_id, headers in dead.items():
+        assert headers["fraudstream-problem"] == b"too_late"
+        parent = traces[tx_id]
+        if parent is None:
+            assert "traceparent" not in headers, tx_id
+            continue
+        child = headers["traceparent"]
+        assert child[3:35] == parent[3:35]  # the transaction's trace id
+        assert child[52:] == parent[52:]
+        assert child[36:52] != parent[36:52]
+    assert dead["a"]["traceparent"][3:35] == trace_id
+
+
 # --- terminal watermarks ----------------------------------------------------------------------
 
 

@@ -315,6 +315,51 @@ async def test_rows_older_than_the_retention_are_dead_lettered_alone() -> None:
     assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 2
 
 
+TRACE_ID = b"4bf92f3577b34da6a3ce929d0e0e4736"
+TRACED = b"00-" + TRACE_ID + b"-00f067aa0ba902b7-01"
+#: The traceparent a traced score batch puts on its forward messages (`BatchSpans.counting`).
+BATCH_SPAN = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def test_a_late_rows_dead_letter_carries_a_child_of_its_transactions_trace() -> None:
+    r = rig()
+    retention = windows().retention_ms
+    r.table.values[(PA, TA.encode())] = state_of((T0, 20.0, "C9")).to_bytes()
+    batch = Batch(FORWARDS)
+    late = T0 - retention
+    rows = [
+        row((0, 1), "traced", "C1", TA, late, 1.0),
+        row((0, 2), "untraced", "C2", TA, late, 2.0),
+        row((0, 3), "applied", "C3", TA, T0, 3.0),
+    ]
+    batch.add(PA, None, encode_forwards(rows, None, [(0, TRACED.decode())]))
+    # The same rows again in a message that came with a traceparent of its own (a traced
+    # score batch's span): the row's trace replaces it, and a row without one keeps it.
+    rows = [
+        row((0, 4), "traced2", "C1", TA, late, 1.0),
+        row((0, 5), "untraced2", "C2", TA, late, 2.0),
+    ]
+    batch.add(PA, None, encode_forwards(rows, None, [(0, TRACED.decode())]))
+    batch.events[-1].message.headers = [("traceparent", BATCH_SPAN)]
+
+    await r.stage.process_transactions(as_events(batch.events))
+
+    dead = {
+        json.loads(s.value or b"")["tx_id"]: header_dict(s.headers) for s in r.recorder.sends(DLQ)
+    }
+    assert sorted(dead) == ["traced", "traced2", "untraced", "untraced2"]
+    assert all(h["fraudstream-problem"] == b"too_late" for h in dead.values())
+    children = [dead["traced"]["traceparent"], dead["traced2"]["traceparent"]]
+    for child in children:
+        assert child[:36] == TRACED[:36]  # the transaction's trace id
+        assert child[52:] == TRACED[52:]  # and flags
+        assert child[36:52] not in (TRACED[36:52], BATCH_SPAN[36:52])  # the terminal's hop
+    assert children[0][36:52] != children[1][36:52]
+    assert "traceparent" not in dead["untraced"]
+    assert dead["untraced2"]["traceparent"] == BATCH_SPAN
+    assert counter(r.metrics, "fraudstream_dlq_records_total", problem=Problem.TOO_LATE) == 4
+
+
 def raw_forward(*rows: list[Any], v: Any = 1) -> bytes:
     return json.dumps({"v": v, "rows": rows}).encode()
 

@@ -265,6 +265,58 @@ async def test_sends_outside_a_traced_batch_are_not_counted(spans: BatchSpans) -
     assert len(recorder.sends(DLQ)) == 1
 
 
+async def test_forwards_name_the_score_batch_and_the_terminal_batch_links_to_it(
+    spans: BatchSpans, exporter: InMemorySpanExporter
+) -> None:
+    recorder, metrics = Recorder(), PipelineMetrics()
+    send = spans.counting(recorder.send)
+    own = [("traceparent", traceparent(7))]
+
+    async def scorer(events: Sequence[EventT[Any]]) -> None:
+        # Forwards go without headers; an alert has its own traceparent (kept as it is).
+        await send("forwards", None, b"rows", 2, None)
+        await send(ALERTS, b"k", b"{}", None, list(own))
+        metrics.transactions.inc(len(events))
+
+    await score_run(spans, send, metrics)(scorer, batch([b"a", b"b"], traced=False))
+    score_span = only(exporter)
+    forward, alert = recorder.sends()
+    context = score_span.context
+    assert context is not None
+    assert (
+        forward.header("traceparent")
+        == (
+            f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+        ).encode()
+    )
+    assert alert.headers == own
+
+    exporter.clear()
+    message = Message("forwards", 2, 0, forward.headers)
+    terminal = spans.wrap(
+        "terminal_activity",
+        BatchGuard("terminal_activity", send, DLQ, metrics).run,
+        source="forwards",
+        dlq=DLQ,
+        applied=metrics.terminal_transactions,
+        applied_as="applied",
+    )
+
+    async def apply(events: Sequence[EventT[Any]]) -> None:
+        metrics.terminal_transactions.inc(0)
+
+    await terminal(apply, as_events([Event(None, forward.value, message)]))
+    [link] = only(exporter).links
+    assert (link.context.trace_id, link.context.span_id) == (context.trace_id, context.span_id)
+
+
+async def test_sends_outside_a_traced_batch_get_no_traceparent(spans: BatchSpans) -> None:
+    recorder = Recorder()
+    await spans.counting(recorder.send)("forwards", None, b"tick", 0, None)
+    [tick] = recorder.sends()
+    assert tick.headers is None
+
+
 # --- configuration ------------------------------------------------------------------------
 
 
