@@ -38,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -76,6 +78,9 @@ logger = logging.getLogger(__name__)
 
 #: Most transactions held back at once; beyond it the agent waits (`ScoreStage.process`).
 HELD_MAX = 50_000
+#: Held transactions per source partition whose terminal partitions' watermarks a
+#: release reads in one round trip (`ScoreStage._release`).
+READ_AHEAD = 256
 #: Decoded customer states kept between micro-batches (`DecodedStates`).
 CUSTOMER_STATES_KEPT = 20_000
 #: Oldest producer send time (``fraudstream-sent-ms``, else the broker's timestamp) read as
@@ -103,18 +108,65 @@ class ScoreTopics:
 
 
 class _Held:
-    """A valid transaction held back until its terminal reads are final."""
+    """A valid transaction held back until its terminal reads are final.
 
-    __slots__ = ("event", "pending", "since", "transaction", "waited")
+    ``round`` is the scorer's hold round when it was taken: one still held when the
+    round ends (`ScoreStage._declare_held`) has waited, and its wait is timed.
+    """
+
+    __slots__ = ("event", "pending", "round", "since", "transaction")
 
     def __init__(
-        self, event: EventT[Any], transaction: Transaction, pending: Pending, since: float
+        self,
+        event: EventT[Any],
+        transaction: Transaction,
+        pending: Pending,
+        since: float,
+        round_: int,
     ) -> None:
         self.event = event
         self.transaction = transaction
         self.pending = pending
         self.since = since
-        self.waited = False
+        self.round = round_
+
+
+class _SourceHeld:
+    """The held transactions of one source partition, in offset order.
+
+    Only the first can be ready (a later one waits for it, so a card's transactions keep
+    their order), so each release looks at the first ones only, not at every held
+    transaction. ``lowest`` is a monotonic queue of the held event times (the classic
+    sliding-window minimum): its first element is the earliest held time at any moment,
+    kept in O(1) per transaction, for the watermark the source declares.
+    """
+
+    __slots__ = ("items", "latest", "lowest")
+
+    def __init__(self) -> None:
+        self.items: deque[_Held] = deque()
+        self.lowest: deque[_Held] = deque()
+        self.latest = -1
+
+    def append(self, held: _Held) -> None:
+        self.items.append(held)
+        time_ms = held.pending.time_ms
+        lowest = self.lowest
+        while lowest and lowest[-1].pending.time_ms >= time_ms:
+            lowest.pop()
+        lowest.append(held)
+        if time_ms > self.latest:
+            self.latest = time_ms
+
+    def popleft(self) -> _Held:
+        held = self.items.popleft()
+        if self.lowest[0] is held:
+            self.lowest.popleft()
+        return held
+
+    @property
+    def earliest(self) -> int:
+        return self.lowest[0].pending.time_ms
 
 
 class _Scored:
@@ -185,8 +237,10 @@ class ScoreStage:
         #: of an older one are dropped, since every partition is read again from the
         #: offsets stored with the state.
         self.generation: Callable[[], int] = lambda: 0
-        self._held: list[_Held] = []
+        self._held: dict[int, _SourceHeld] = {}
+        self._held_count = 0
         self._held_generation = 0
+        self._hold_round = 0
         self._behind: dict[int, int] = {}
         self._declared: dict[int, int] = {}
         self._holding = asyncio.Lock()
@@ -228,7 +282,6 @@ class ScoreStage:
         """
         gate = self.gate
         assert gate is not None
-        held = self._held
         generation = self.generation()
         if generation != self._held_generation:
             # A rebalance seeks every partition back to the offsets stored with the state
@@ -237,31 +290,33 @@ class ScoreStage:
             # transactions of their partitions already on their way here are dropped
             # too (they come again after those), so no card sees its transactions out
             # of order.
-            self._behind = {}
-            for h in held:
-                source = h.event.message.partition
-                offset = h.event.message.offset
-                if offset < self._behind.get(source, offset + 1):
-                    self._behind[source] = offset
-            if held:
-                logger.info("rebalanced: %d held transactions are read again", len(held))
-            held = []
+            self._behind = {
+                source: queue.items[0].event.message.offset for source, queue in self._held.items()
+            }
+            if self._held_count:
+                logger.info("rebalanced: %d held transactions are read again", self._held_count)
+            self._held = {}
+            self._held_count = 0
             self._held_generation = generation
         if self._behind:
             valid = self._after_rebalance(valid)
+        held = self._held
         now = time.monotonic()
         received = time.time() * 1000
         now_ms = int(received)
+        round_ = self._hold_round
         for event, tx in valid:
             message = event.message
             produced = _sent_at(message, now_ms)
-            pending = Pending(
-                message.partition, tx.tx_time, self._terminal_partition(tx), produced, received
-            )
-            held.append(_Held(event, tx, pending, now))
-        self._held = held
+            source = message.partition
+            pending = Pending(source, tx.tx_time, self._terminal_partition(tx), produced, received)
+            queue = held.get(source)
+            if queue is None:
+                queue = held[source] = _SourceHeld()
+            queue.append(_Held(event, tx, pending, now, round_))
+        self._held_count += len(valid)
         await self._release(gate, rejected, model)
-        while len(self._held) > HELD_MAX:
+        while self._held_count > HELD_MAX:
             await asyncio.sleep(gate.pause_s)
             await self._release(gate, [], model)
 
@@ -299,11 +354,24 @@ class ScoreStage:
         rejected: list[tuple[EventT[Any], DecodeError]],
         model: Any,
     ) -> None:
-        """Score the held transactions that are final (all, if one waited too long)."""
-        held = self._held
-        if held and time.monotonic() - held[0].since > gate.max_wait_s:
+        """Score the held transactions that are final (all, if one waited too long).
+
+        Per source partition, from its first held transaction on, as long as each reads
+        final state by the last reading of the watermarks. For the partitions whose first
+        one does not, the watermarks of the terminal partitions their next `READ_AHEAD`
+        transactions read are read again (one round trip), with the reports partitions'
+        ends if the first ones need them (`ReportEnds`), and they are looked at once
+        more. Only the first held transactions are looked at, never all of them: a
+        backlog can hold tens of thousands.
+        """
+        queues = self._held
+        if queues and time.monotonic() - min(q.items[0].since for q in queues.values()) > (
+            gate.max_wait_s
+        ):
+            held = [h for queue in queues.values() for h in queue.items]
             gate.gave_up(held)
-            self._held = []
+            self._held = {}
+            self._held_count = 0
             self._observe_holds(held)
             await self._score(
                 [(h.event, h.transaction) for h in held], rejected, model, final=False
@@ -312,33 +380,78 @@ class ScoreStage:
             if self.clock is not None:
                 self.clock.release()
             return
-        pending = [h.pending for h in held]
-        ends = self.report_ends
-        if ends is not None and held:
-            # Transactions whose terminal's newest applied report is too old for them need
-            # their reports partition's end (`ReportEnds`).
-            gate.read(pending)
-            watermarks, needs = gate.watermarks, gate.needs
-            await ends.attach(
-                [
-                    p
-                    for p in pending
-                    if p.reports_end is None
-                    and not watermarks.reports_cover(p.terminal_partition, p.time_ms, needs)
-                ]
-            )
-        ready = gate.split(pending, read=ends is None) if held else []
-        go = [h for h, r in zip(held, ready, strict=True) if r]
-        self._held = [h for h, r in zip(held, ready, strict=True) if not r]
+        go: list[_Held] = []
+        if queues:
+            blocked = self._take_final(gate, list(queues), go)
+            if blocked:
+                heads = [queues[source].items[0].pending for source in blocked]
+                gate.watermarks.read(self._terminal_partitions_ahead(blocked))
+                ends = self.report_ends
+                if ends is not None:
+                    watermarks, needs = gate.watermarks, gate.needs
+                    await ends.attach(
+                        [
+                            p
+                            for p in heads
+                            if p.reports_end is None
+                            and not watermarks.reports_cover(p.terminal_partition, p.time_ms, needs)
+                        ]
+                    )
+                self._take_final(gate, blocked, go)
         if go or rejected:
             self._observe_holds(go)
             await self._score([(h.event, h.transaction) for h in go], rejected, model)
         await self._declare_held()
 
+    def _terminal_partitions_ahead(self, sources: Sequence[int]) -> set[int]:
+        """The terminal partitions the next `READ_AHEAD` held transactions of ``sources`` read."""
+        queues = self._held
+        every = self.terminals.partition_of.partitions
+        partitions: set[int] = set()
+        for source in sources:
+            for held in islice(queues[source].items, READ_AHEAD):
+                partitions.add(held.pending.terminal_partition)
+            if len(partitions) >= every:
+                break
+        return partitions
+
+    def _take_final(
+        self, gate: WatermarkGate, sources: Sequence[int], go: list[_Held]
+    ) -> list[int]:
+        """Move the leading final transactions of ``sources`` to ``go``; return the blocked ones.
+
+        A transaction that lacks only its reports partition's end takes it from the last
+        reading when that reading is recent enough for it (`ReportEnds.attach_known`).
+        """
+        queues = self._held
+        covers = gate.covers
+        ends = self.report_ends
+        blocked: list[int] = []
+        moved = len(go)
+        for source in sources:
+            queue = queues[source]
+            items = queue.items
+            while items:
+                pending = items[0].pending
+                if not covers(pending) and not (
+                    ends is not None
+                    and pending.reports_end is None
+                    and ends.attach_known(pending)
+                    and covers(pending)
+                ):
+                    blocked.append(source)
+                    break
+                go.append(queue.popleft())
+            if not items:
+                del queues[source]
+        self._held_count -= len(go) - moved
+        return blocked
+
     def _observe_holds(self, released: Sequence[_Held]) -> None:
         """Time the holds that end (transactions scored as soon as read: no observation)."""
         now = time.monotonic()
-        waited = [now - h.since for h in released if h.waited]
+        round_ = self._hold_round
+        waited = [now - h.since for h in released if h.round < round_]
         if waited:
             self.gate.observe(max(waited))  # type: ignore[union-attr]
 
@@ -347,41 +460,33 @@ class ScoreStage:
 
         Without it a source that has sent nothing yet (every source, when workers start
         on a backlog) would hold every reader back, itself included. Sent when what the
-        held sources declare changes; the held ones are marked as waiting.
+        held sources declare changes. Ends the hold round: the transactions still held
+        have waited.
         """
+        self._hold_round += 1
         clock = self.clock
-        held = self._held
+        queues = self._held
         if clock is None:
             return
         clock.release()
-        if not held:
+        if not queues:
             self._declared.clear()
             return
-        times: dict[int, list[int]] = {}
-        for h in held:
-            h.waited = True
-            times.setdefault(h.pending.source, []).append(h.pending.time_ms)
-        for source, listed in times.items():
-            clock.hold(source, listed)
-            self._note_position(h.event for h in held if h.pending.source == source)
-        declared = clock.declarations(times)
+        for source, queue in queues.items():
+            clock.hold(source, (queue.earliest, queue.latest))
+            # The store remembers where a held partition resumes, before any write of
+            # it: Faust commits the offsets of held transactions (they were taken off
+            # the stream); the store's offsets, which a restarted or new owner resumes
+            # from, must not pass them (a partition whose every transaction is held has
+            # written nothing).
+            self._access.note_position(queue.items[0].event)
+        declared = clock.declarations(queues)
         if declared == self._declared:
             return
         self._declared = declared
         value = encode_forwards([], declared)
         for partition in range(self.terminals.partition_of.partitions):
             await self.send(self.topics.forwards, None, value, partition, None)
-
-    def _note_position(self, events: Iterable[EventT[Any]]) -> None:
-        """Have the store remember where a held partition resumes, before any write of it.
-
-        Faust commits the offsets of held transactions (they were taken off the
-        stream); the store's offsets, which a restarted or new owner resumes from, must
-        not: a partition whose every transaction so far is held has written nothing.
-        """
-        for event in events:
-            self._access.note_position(event)
-            return
 
     async def _intake(
         self, events: Sequence[EventT[Any]]

@@ -483,6 +483,13 @@ class ReportEnds:
         delivered = produced + REPORT_DELIVERY_MS
         return delivered if received is None else min(received, delivered)
 
+    def attach_known(self, pending: Pending) -> bool:
+        """Give ``pending`` its end from the last reading if recent enough; say if it did."""
+        if self._at_ms > self.sent_by(pending):
+            pending.reports_end = self._ends.get(pending.terminal_partition)
+            return pending.reports_end is not None
+        return False
+
     async def attach(self, pending: Sequence[Pending]) -> None:
         """Give each of ``pending`` its reports partition's end, reading it if needed."""
         if not pending:
@@ -531,6 +538,12 @@ class WatermarkGate:
     def active(self) -> bool:
         """Whether any terminal feature depends on other agents' progress."""
         return self.needs.forwards_lag_ms is not None or self.needs.reports_lag_ms is not None
+
+    def covers(self, pending: Pending) -> bool:
+        """Whether the last reading makes ``pending``'s terminal reads final."""
+        return self.watermarks.covers(
+            pending.terminal_partition, pending.time_ms, self.needs, pending.reports_end
+        )
 
     def read(self, pending: Sequence[Pending]) -> None:
         """Read again the watermarks of the partitions the last reading does not cover."""
