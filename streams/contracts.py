@@ -1,22 +1,34 @@
-"""Field rules of the event contracts, and the validating decoders of the Kafka edge.
+"""The event contracts: the one description of each event on the wire, and its decoders.
 
-Each record of ``streams.records`` gets a ``Contract``: one ``FieldRule`` per record field,
-in the record's field order (checked when this module is imported, so a field added to a
-record without a rule fails at once). The same rules produce both the published JSON
-Schema (``streams.schemas``) and the per-event checks of ``Contract.decode``, so the two
-cannot disagree: what the schema accepts the decoder accepts, and the unit tests hold
-each bad-input class against both.
+Each record of ``streams.records`` (a plain frozen dataclass: the event's Python shape)
+gets a ``Contract`` here: one ``FieldRule`` per record field, in the record's field order
+(checked when this module is imported, so a field added to a record without a rule fails
+at once). A rule says what the field means, which values are valid and how a value is
+written. Derived from the rules:
+
+- the validating decoders, ``Contract.decode`` (``decode_transaction`` and the others),
+  which every event read from Kafka goes through;
+- the encoders: ``Contract.encode`` (a record) and ``Contract.encode_fields`` (field
+  values, no record built: the workers' scores and alerts, ``streams.pipeline.outputs``),
+  compact JSON in the record's field order, null for None, amounts as decimal strings;
+- the published JSON Schemas (``streams.schemas`` writes ``schemas/*.json``; a unit test
+  fails when the files drift).
+
+So the schema and the decoder cannot disagree (what the schema accepts the decoder
+accepts; the unit tests hold each bad-input class against both), and what the encoders
+write decodes to the record again (tested on generated records of every kind).
 
 Why a hand-written decoder instead of running a JSON Schema validator per event: the
 worker decodes every transaction on the critical path. Measured on this 2-core machine
-for a 196-byte transaction (``bench/bench_decode.py``, best of five): stdlib ``json.loads``
-alone 2.9 us; ``decode_transaction`` (parse, every check, record built) 5.5 us;
-``json.loads`` + ``jsonschema`` 67 us; ``json.loads`` + ``fastjsonschema`` 6.5 us with no
-record built and vaguer errors; Faust's own ``Record.loads``, which checks nothing, 11.4 us.
-The decoder also gives one precise reason per bad event for the dead-letter topic. It
-parses with orjson (about 0.6 us against 1.9 us for the standard library's decoder on a
-transaction, measured later), and only what orjson refuses goes through the standard
-library, whose verdict (not JSON, or a number out of range) the dead-letter topic gives.
+for a 196-byte transaction (``bench/bench_decode.py``, best of five, load 1.7): stdlib
+``json.loads`` alone 2.3 us; ``decode_transaction`` (parse, every check, record built)
+3.4 us; ``json.loads`` and the record's own ``__init__``, which checks nothing but the
+amount, 5.4 us; ``json.loads`` + ``jsonschema`` 110 us; ``json.loads`` + ``fastjsonschema``
+7.7 us with no record built and vaguer errors. The decoder also gives one precise reason
+per bad event for the dead-letter topic. It parses with orjson (about 0.6 us against
+1.9 us for the standard library's decoder on a transaction), and only what orjson refuses
+goes through the standard library, whose verdict (not JSON, or a number out of range) the
+dead-letter topic gives.
 
 Bad input never raises: ``decode`` returns a ``DecodeError`` (problem class, one-line
 reason naming the field, the field) that the pipeline puts on the dead-letter topic with
@@ -25,6 +37,7 @@ the original bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -38,7 +51,6 @@ from typing import Any, Final, Generic, TypeVar
 import orjson
 from typing_extensions import override
 
-from streams.faustcompat.recordmodel import record_builder, record_defaults, record_fields
 from streams.records import (
     ALERT_ID_NAMESPACE,
     CENT,
@@ -467,23 +479,27 @@ def _refuse_constant(name: str) -> float:
 
 _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant)
 
+_new: Final = object.__new__
+_setattr: Final = object.__setattr__
+
 
 #: Checks across fields of a decoded mapping; raise ``FieldProblem`` to refuse it.
 CrossCheck = Callable[[dict[str, Any]], None]
 
 
 class Contract(Generic[R]):
-    """One record's wire contract: its field rules, schema identity and decoder.
+    """One record's wire contract: its field rules, schema identity, decoder and encoders.
 
     Args:
-        record: The Faust record class.
+        record: The record class: a frozen dataclass without slots (``streams.records``).
         name: File-name stem of the published schema (``transaction`` ->
             ``schemas/transaction.v1.json``).
         rules: One rule per record field, in the record's field order.
         checks: Cross-field checks run after every field passed.
 
     Raises:
-        TypeError: ``rules`` does not name exactly the record's fields, in order.
+        TypeError: ``record`` is not a frozen dataclass without slots, or ``rules`` does
+            not name exactly its fields, in order.
     """
 
     def __init__(
@@ -493,21 +509,30 @@ class Contract(Generic[R]):
         rules: Mapping[str, FieldRule],
         checks: tuple[CrossCheck, ...] = (),
     ) -> None:
-        fields = record_fields(record)
+        if not dataclasses.is_dataclass(record) or not record.__dataclass_params__.frozen:  # type: ignore[attr-defined]  # on every dataclass
+            raise TypeError(f"{record.__name__} is not a frozen dataclass")
+        if "__slots__" in vars(record):
+            raise TypeError(f"{record.__name__} has slots: the decoder sets its __dict__")
+        fields = tuple(field.name for field in dataclasses.fields(record))
         if tuple(rules) != fields:
             raise TypeError(
                 f"{record.__name__} fields {fields} and contract rules {tuple(rules)} differ"
             )
+        defaults = {
+            field.name: field.default
+            for field in dataclasses.fields(record)
+            if field.default is not dataclasses.MISSING
+        }
         self.record = record
         self.name = name
         self.title: str = record.__name__
         self.rules = dict(rules)
         self.checks = checks
+        #: The record's fields, in its order: the order of the JSON object's members.
+        self.fields = fields
         #: A field whose default is None may be absent or null on the wire; every other
         #: field is required (schema_version too, although Python fills it in).
-        self.optional = frozenset(
-            field for field, default in record_defaults(record).items() if default is None
-        )
+        self.optional = frozenset(field for field, default in defaults.items() if default is None)
         self.required = tuple(field for field in fields if field not in self.optional)
         # The decoding plan: schema_version first, so that an event of an unknown shape
         # is reported as such rather than as a missing field.
@@ -516,12 +541,7 @@ class Contract(Generic[R]):
             (field, self.rules[field].parse, field not in self.optional) for field in ordered
         )
         self._fieldset = frozenset(fields)
-        # Records are built without Faust's per-field setters (about 3.5 us for a
-        # transaction, more than parsing the JSON): the values are already checked and
-        # of the right types (streams.faustcompat.recordmodel).
-        self._build = record_builder(record)
-        self.fields = fields
-        encoders = _compile_encoders(self.title, fields, self.rules, record_defaults(record))
+        encoders = _compile_encoders(self.title, fields, self.rules, defaults)
         #: The JSON object of a record (or of any object with the record's attributes),
         #: as a dict in the record's field order; ``encode`` writes it.
         self.to_json: Callable[[Any], dict[str, Any]] = encoders[0]
@@ -615,7 +635,14 @@ class Contract(Generic[R]):
             if field:
                 problem.field = f"{field}{problem.field or ''}"
             raise
-        return self._build(values)
+        # The record is built without __init__: a frozen dataclass's sets each field
+        # through object.__setattr__ and runs __post_init__ (about 1.4 us for a
+        # transaction, a third of decoding it); the values are checked and of the
+        # fields' types already (amounts quantised by MoneyRule as money() would), so
+        # they become the instance's __dict__ as they are (0.1 us).
+        record = _new(self.record)
+        _setattr(record, "__dict__", values)
+        return record
 
 
 def _compile_encoders(

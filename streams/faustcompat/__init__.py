@@ -16,7 +16,6 @@ pinned in ``pyproject.toml``, and `check_versions` refuses any other version at 
 - ``commit``: committing chosen offsets to the consumer group.
 - ``pauses``: partitions kept paused whatever Faust resumes.
 - ``rejoin``: making the consumer rejoin its group.
-- ``recordmodel``: a record class's fields, and building a record without coercion.
 - ``metadata``: cluster metadata of the producer and of plain aiokafka consumers.
 - ``producerclient``: intercepting an aiokafka producer's requests.
 - ``groups``: deleting consumer groups (aiokafka's admin client cannot).

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from typer.testing import CliRunner
 
 from streams.cli import cli
+from streams.contracts import ALERT
 from streams.kafka import client_options, ensure_topics, product_topics
 from streams.records import Alert, AlertReason, alert_id
 from streams.settings import Settings, env_var
@@ -36,7 +38,7 @@ def _alert(index: int, score: float) -> Alert:
         tx_id=f"tx-{index}",
         customer_id=f"customer-{index}",
         terminal_id=f"terminal-{index % 3}",
-        amount=f"{10 + index}.25",
+        amount=Decimal(f"{10 + index}.25"),
         currency="EUR",
         tx_time=START_MS - 60_000,
         score=score,
@@ -69,7 +71,7 @@ async def _produce(settings: Settings, messages: Sequence[tuple[bytes, int]]) ->
 def _seed(settings: Settings) -> list[Alert]:
     """Eight alerts (scores 0.55 .. 0.90) over the partitions, a malformed message among them."""
     alerts = [_alert(i, score=0.55 + 0.05 * i) for i in range(8)]
-    messages = [(a.dumps(), START_MS + i * 60_000) for i, a in enumerate(alerts)]
+    messages = [(ALERT.encode(a), START_MS + i * 60_000) for i, a in enumerate(alerts)]
     messages.insert(3, (MALFORMED, START_MS + 150_000))
     asyncio.run(_produce(settings, messages))
     return alerts
@@ -123,7 +125,7 @@ def test_prints_every_alert_as_on_the_wire_and_skips_the_malformed_one(
     elapsed = time.monotonic() - started
     assert code == 0, stderr
     # Byte for byte the values the producer sent, one per line; partitions interleave.
-    assert sorted(stdout.encode().splitlines()) == sorted(a.dumps() for a in alerts)
+    assert sorted(stdout.encode().splitlines()) == sorted(ALERT.encode(a) for a in alerts)
     warnings = [line for line in stderr.splitlines() if "malformed" in line]
     assert len(warnings) == 2, stderr
     assert warnings[0].startswith("fraudstream alerts: skipped a malformed message (partition ")
@@ -199,7 +201,7 @@ def test_follow_prints_new_alerts_at_once_and_stops_cleanly_on_sigint(
     settings: Settings, tmp_path: Path
 ) -> None:
     old, new = _alert(1, 0.6), _alert(2, 0.95)
-    asyncio.run(_produce(settings, [(old.dumps(), int(time.time() * 1000))]))
+    asyncio.run(_produce(settings, [(ALERT.encode(old), int(time.time() * 1000))]))
     stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
     env = {
         **os.environ,
@@ -217,7 +219,7 @@ def test_follow_prints_new_alerts_at_once_and_stops_cleanly_on_sigint(
         # The last alert first (so the feed is open), flushed although stdout is a file.
         _wait_for(stdout_path, old.alert_id, process, timeout_s=30)
         sent = time.monotonic()
-        asyncio.run(_produce(settings, [(new.dumps(), int(time.time() * 1000))]))
+        asyncio.run(_produce(settings, [(ALERT.encode(new), int(time.time() * 1000))]))
         _wait_for(stdout_path, new.alert_id, process, timeout_s=10)
         shown_after_s = time.monotonic() - sent
         process.send_signal(signal.SIGINT)
@@ -229,7 +231,7 @@ def test_follow_prints_new_alerts_at_once_and_stops_cleanly_on_sigint(
             process.kill()
             process.wait()
     assert code == 0, stderr_path.read_text()
-    assert stdout_path.read_bytes().splitlines() == [old.dumps(), new.dumps()]
+    assert stdout_path.read_bytes().splitlines() == [ALERT.encode(old), ALERT.encode(new)]
     assert stderr_path.read_text() == ""
     assert shown_after_s < 2, shown_after_s
     assert stopped_after_s < 3, stopped_after_s

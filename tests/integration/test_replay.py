@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 from features.simulator import SimulationConfig, simulate, write_dataset
 from streams.cli import cli
-from streams.contracts import decode_fraud_report, decode_transaction
+from streams.contracts import TRANSACTION, decode_fraud_report, decode_transaction
 from streams.kafka import TopicSpec, client_options, ensure_topics, product_topics, sent_at_ms
-from streams.records import FraudReport, Transaction
+from streams.records import FraudReport, Transaction, money
 from streams.replay.resume import read_mark
 from streams.settings import PROJECT_ROOT, Settings
 
@@ -162,10 +162,10 @@ def test_replay_sends_every_row_once_keyed_timed_and_in_order(
             tx_time=tx_time,
             customer_id=row["customer_id"],
             terminal_id=row["terminal_id"],
-            amount=row["amount"],
+            amount=money(row["amount"]),
             currency=row["currency"],
         )
-        assert record.value == expected.dumps()
+        assert record.value == TRANSACTION.encode(expected)
         assert decode_transaction(record.value) == expected
         sent = sent_at_ms(record.headers)
         assert sent is not None

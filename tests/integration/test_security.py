@@ -21,6 +21,7 @@ import ssl
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -37,7 +38,7 @@ from features.simulator import SimulationConfig, simulate, write_dataset
 from streams.alertfeed import AlertFeed, CaughtUp, FeedMessage, StartAt
 from streams.app import create_app
 from streams.cli import cli
-from streams.contracts import decode_transaction
+from streams.contracts import ALERT, decode_transaction
 from streams.kafka import (
     BrokerAuthenticationError,
     BrokerUnavailableError,
@@ -212,7 +213,7 @@ def _alert(index: int) -> Alert:
         tx_id=f"sec-tx-{index}",
         customer_id=f"customer-{index}",
         terminal_id="terminal-1",
-        amount="12.30",
+        amount=Decimal("12.30"),
         currency="EUR",
         tx_time=int(time.time() * 1000) - 60_000,
         score=0.9,
@@ -279,7 +280,7 @@ def test_create_app_credentials_reach_aiokafka_and_its_producer_connects(
             }
             for alert in alerts:
                 await producer.send_and_wait(
-                    topic, alert.customer_id.encode(), alert.dumps(), None, None, None
+                    topic, alert.customer_id.encode(), ALERT.encode(alert), None, None, None
                 )
         finally:
             await producer.stop()

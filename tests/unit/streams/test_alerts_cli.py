@@ -6,9 +6,9 @@ import io
 import json
 import socket
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
-from alert_records import make_alert
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -25,7 +25,8 @@ from streams.cli.alerts import (
     parse_since,
     table_columns,
 )
-from streams.records import Alert, AlertReason, Transaction
+from streams.contracts import ALERT
+from streams.records import Alert, AlertReason, alert_id
 
 runner = CliRunner()
 
@@ -35,16 +36,14 @@ NOW_MS = int(datetime(2026, 11, 26, 12, 0, tzinfo=UTC).timestamp() * 1000)
 def _alert(
     *, tx_id: str = "tx-1", customer: str = "c-17", reasons: int = 2, score: float = 0.91
 ) -> Alert:
-    transaction = Transaction(
+    return Alert(
+        alert_id=alert_id(tx_id, "v12"),
         tx_id=tx_id,
-        tx_time=NOW_MS - 5_000,
         customer_id=customer,
         terminal_id="term-9",
-        amount="1234.50",
+        amount=Decimal("1234.50"),
         currency="EUR",
-    )
-    return make_alert(
-        transaction,
+        tx_time=NOW_MS - 5_000,
         score=score,
         threshold=0.5,
         model_version="v12",
@@ -213,13 +212,13 @@ def test_alert_row_without_reasons_shows_a_dash() -> None:
 
 
 def test_json_line_passes_the_wire_bytes_through() -> None:
-    raw = _alert().dumps()
+    raw = ALERT.encode(_alert())
     assert json_line(raw) == raw
     assert json_line(raw + b"\n") == raw
 
 
 def test_json_line_compacts_a_pretty_printed_value_to_one_line() -> None:
-    wire = json.loads(_alert().dumps())
+    wire = json.loads(ALERT.encode(_alert()))
     pretty = json.dumps(wire, indent=2).encode()
     line = json_line(pretty)
     assert b"\n" not in line

@@ -8,15 +8,16 @@ import json
 from decimal import Decimal
 
 import pytest
-from alert_records import make_alert
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from features.spec import DEFAULT_FEATURES
 from models.explain import Reason
 from streams.contracts import (
+    ALERT,
     MAX_EPOCH_MS,
     MIN_EPOCH_MS,
+    SCORE,
     DecodeError,
     Problem,
     decode_alert,
@@ -133,7 +134,7 @@ def test_score_value_decodes_to_the_score_given(
         scored_at=scored_at,
     )
     assert decoded.features == features  # every float exactly, not just equal records
-    assert list(json.loads(raw)) == list(Score._options.fields)  # contract field order
+    assert list(json.loads(raw)) == list(SCORE.fields)  # contract field order
 
 
 @settings(max_examples=150, deadline=None)
@@ -203,8 +204,14 @@ def test_alert_value_decodes_to_the_alert_given(
     )
     decoded = decode_alert(raw)
     assert isinstance(decoded, Alert), decoded
-    expected = make_alert(
-        tx,
+    expected = Alert(
+        alert_id=alert_id(tx_id, version),
+        tx_id=tx_id,
+        customer_id=customer_id,
+        terminal_id=terminal_id,
+        amount=amount,
+        currency="EUR",
+        tx_time=tx_time,
         score=score,
         threshold=threshold,
         model_version=version,
@@ -224,7 +231,7 @@ def test_alert_value_decodes_to_the_alert_given(
     assert [(r.feature, r.value, r.contribution) for r in decoded.reasons] == [
         tuple(r) for r in reasons
     ]
-    assert list(payload) == list(Alert._options.fields)
+    assert list(payload) == list(ALERT.fields)
 
 
 def test_alert_amounts_are_decimal_strings_at_both_ends_of_the_range() -> None:

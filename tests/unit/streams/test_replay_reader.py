@@ -8,6 +8,7 @@ event contracts.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from features.dataset import FIELDS, MAX_TIME_MS, MIN_TIME_MS, TRANSACTION_COLUMNS, DatasetError
 from features.simulator import SimulationConfig, simulate, write_dataset
-from streams.contracts import MAX_EPOCH_MS, MIN_EPOCH_MS, TRANSACTION, PatternRule
+from streams.contracts import FRAUD_REPORT, MAX_EPOCH_MS, MIN_EPOCH_MS, TRANSACTION, PatternRule
 from streams.records import FraudReport, Transaction
 from streams.replay.reader import Dataset, Window
 
@@ -73,16 +74,15 @@ def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
     events = _events(_write(tmp_path, frame))
     assert events["report"].null_count() == 3
     value = events["tx_value"][0]
-    assert (
-        value
-        == Transaction(
+    assert value == TRANSACTION.encode(
+        Transaction(
             tx_id="1",
             tx_time=T0_MS,
             customer_id="C1",
             terminal_id="T1",
-            amount=10.5,
+            amount=Decimal("10.50"),
             currency="EUR",
-        ).dumps()
+        )
     )
 
 
@@ -97,15 +97,14 @@ def test_only_frauds_are_reported(tmp_path: Path) -> None:
     frame = _rows(reported_at=[T0.replace(hour=1), T0.replace(hour=5), None])
     events = _events(_write(tmp_path, frame))
     assert events["send_report"].to_list() == [False, True, False]
-    assert (
-        events["report_value"][1]
-        == FraudReport(
+    assert events["report_value"][1] == FRAUD_REPORT.encode(
+        FraudReport(
             tx_id="2",
             customer_id="C2",
             terminal_id="T2",
             tx_time=T0_MS + 1000,
             reported_at=T0_MS + 5 * 3600_000,
-        ).dumps()
+        )
     )
 
 
