@@ -12,7 +12,10 @@ written. Derived from the rules:
   values, no record built: the workers' scores and alerts, ``streams.pipeline.outputs``),
   compact JSON in the record's field order, null for None, amounts as decimal strings;
 - the published JSON Schemas (``streams.schemas`` writes ``schemas/*.json``; a unit test
-  fails when the files drift).
+  fails when the files drift);
+- the replay's polars expressions (``streams.replay.encoding.json_object``), which write
+  each field as its rule says for a whole batch of rows, tested byte for byte against
+  ``Contract.encode`` on rows generated from the rules.
 
 So the schema and the decoder cannot disagree (what the schema accepts the decoder
 accepts; the unit tests hold each bad-input class against both), and what the encoders
@@ -530,6 +533,8 @@ class Contract(Generic[R]):
         self.checks = checks
         #: The record's fields, in its order: the order of the JSON object's members.
         self.fields = fields
+        #: The fields that have a default, with it (schema_version, optional fields).
+        self.defaults: Mapping[str, Any] = defaults
         #: A field whose default is None may be absent or null on the wire; every other
         #: field is required (schema_version too, although Python fills it in).
         self.optional = frozenset(field for field, default in defaults.items() if default is None)

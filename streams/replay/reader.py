@@ -31,7 +31,7 @@ import polars as pl
 
 from features import dataset
 from features.dataset import DatasetError, DatasetReader, iso_ms
-from streams.contracts import FRAUD_REPORT
+from streams.contracts import FRAUD_REPORT, TRANSACTION
 from streams.replay import encoding
 
 #: Rows per batch handed to the sender (tens of MB encoded).
@@ -133,9 +133,10 @@ class Dataset:
         keep = ["row", "time", dataset.TX_ID, "report", "problem", "send_tx", "send_report"]
         if not encode:
             return lazy.select(keep)
-        optional = {
-            name: pl.col(name) if name in self.columns else pl.lit(None, pl.String)
+        optional: dict[str, pl.Expr] = {  # an absent optional column: null, the default
+            name: pl.col(name)
             for name in (dataset.CHANNEL, dataset.MERCHANT_CATEGORY, dataset.COUNTRY)
+            if name in self.columns
         }
         currency = (
             pl.col(dataset.CURRENCY)
@@ -150,17 +151,21 @@ class Dataset:
         return lazy.select(
             *keep,
             tx_key=pl.col(dataset.CUSTOMER_ID).cast(pl.Binary),
-            tx_value=encoding.transaction_value(
-                **ids,
-                tx_time_ms=pl.col("time"),
-                amount=pl.col(dataset.AMOUNT),
-                currency=currency,
-                **optional,
+            tx_value=encoding.json_object(
+                TRANSACTION,
+                {
+                    **ids,
+                    "tx_time": pl.col("time"),
+                    "amount": pl.col(dataset.AMOUNT),
+                    "currency": currency,
+                    **optional,
+                },
             ),
             report_key=pl.col(dataset.TERMINAL_ID).cast(pl.Binary),
             report_value=pl.when(pl.col("send_report")).then(
-                encoding.fraud_report_value(
-                    **ids, tx_time_ms=pl.col("time"), reported_at_ms=pl.col("report")
+                encoding.json_object(
+                    FRAUD_REPORT,
+                    {**ids, "tx_time": pl.col("time"), "reported_at": pl.col("report")},
                 )
             ),
         )
