@@ -31,6 +31,7 @@ through Faust's codecs, so bad input becomes a dead letter instead of a crashed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ if TYPE_CHECKING:
     from streams.batchspans import BatchSpans, RunBatch
 
 logger = logging.getLogger(__name__)
+
+#: Shortest time between two releases of held transactions by the release task.
+RELEASE_GAP_S = 0.01
 
 CUSTOMER_TABLE = "customer_windows"
 TERMINAL_TABLE = "terminal_windows"
@@ -270,6 +274,11 @@ def build_pipeline(
         async for events in batches(stream):
             await run(score_stage.process, events)
 
+    # Set when this worker's terminal agents have applied a batch: what held
+    # transactions wait for has likely moved (on another worker, it shows in Redis after
+    # that worker's next flush, and the release task's timer finds it).
+    applied = asyncio.Event()
+
     @app.agent(raw_topic(names["transactions_by_terminal"]), name="terminal_activity")
     async def terminal_activity(stream: StreamT[Any]) -> None:
         run = batch_runner(
@@ -277,12 +286,14 @@ def build_pipeline(
         )
         async for events in batches(stream):
             await run(terminal_stage.process_transactions, events)
+            applied.set()
 
     @app.agent(raw_topic(names["fraud_reports"]), name="terminal_frauds")
     async def terminal_frauds(stream: StreamT[Any]) -> None:
         run = batch_runner("terminal_frauds", names["fraud_reports"], metrics.fraud_reports)
         async for events in batches(stream):
             await run(terminal_stage.process_reports, events)
+            applied.set()
 
     follower = ModelFollower(
         settings,
@@ -327,13 +338,18 @@ def build_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def release_held() -> None:
-        # Held transactions go as soon as they read final state, batches or not.
+        # Held transactions go as soon as they read final state, batches or not: when
+        # a terminal batch of this worker was applied, else every `RECHECK_S`; at most
+        # every `RELEASE_GAP_S`, so a backlog is still scored in batches.
         while True:
-            await asyncio.sleep(gate.pause_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(applied.wait(), timeout=gate.pause_s)
+            applied.clear()
             try:
                 await score_stage.release_held()
             except Exception:
                 logger.exception("releasing held transactions failed; trying again")
+            await asyncio.sleep(RELEASE_GAP_S)
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_watermarks() -> None:

@@ -39,7 +39,8 @@ memory, in order, across batches: the agent goes on taking its other partitions'
 batches, whose forwards are what moves the watermarks, so no partition held back holds
 back another (one agent reads all of a worker's partitions in one stream; waiting inside
 a batch deadlocked a worker whose partitions were days apart). Held transactions are
-scored as soon as a batch or the release task every `RECHECK_S` finds them final. The
+scored as soon as a batch or the release task (woken by this worker's terminal batches,
+and every `RECHECK_S`) finds them final. The
 scorer declares how far its held sources are, so a source that has sent nothing yet
 (every source, when workers start on a backlog) holds nobody back. A transaction held
 ``max_wait_s`` (a terminal partition nobody applies) is scored with what is there, its
