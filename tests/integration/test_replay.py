@@ -397,7 +397,12 @@ def test_every_report_before_a_transaction_is_in_the_log_when_it_is_sent(
     transactions = asyncio.run(_read_all(settings, names["transactions"]))
     assert len(reports) > 50
     assert len(readings) > 100
-    sent = sorted((read_mark(t.headers), sent_at_ms(t.headers)) for t in transactions)
+    sent: list[tuple[int, int | None]] = []
+    for transaction in transactions:
+        mark = read_mark(transaction.headers)
+        assert mark is not None
+        sent.append((mark, sent_at_ms(transaction.headers)))
+    sent.sort()
     indexes = [index for index, _ in sent]
     times = [at_ms for at_ms, _ in readings]
     late = []

@@ -1056,9 +1056,10 @@ async def test_forward_rows_carry_their_transactions_trace_to_the_terminals_dead
         "e": ("C1", "T2", [("traceparent", parents["a"])]),  # another terminal partition
         "f": ("C5", "T2", [("traceparent", None)]),
     }
-    for i, (tx_id, (customer, terminal, headers)) in enumerate(spec.items()):
+    for i, (tx_id, (customer, terminal, extra)) in enumerate(spec.items()):
         event = batch.add(customer, encode(payload(tx_id, customer, terminal, T0 + i * SECOND)))
-        event.message.headers = [(SENT_AT_HEADER, str(now_ms).encode()), *headers]
+        headers: Any = [(SENT_AT_HEADER, str(now_ms).encode()), *extra]  # None values too
+        event.message.headers = headers
     batch.add("C6", encode(payload("g", "C6", "T2", T0)), sent_ms=None)  # no headers at all
 
     await r.stage.process(as_events(batch.events))
@@ -1089,8 +1090,8 @@ async def test_forward_rows_carry_their_transactions_trace_to_the_terminals_dead
     windows = EntityWindows(DEFAULT_FEATURES, Entity.TERMINAL)
     ahead = EntityState()
     windows.record(ahead, T0 + windows.retention_ms + DAY, 1.0, "C9")
-    for terminal in (b"T1", b"T2"):
-        table.values[(terminal_partition(terminal, PARTITIONS), terminal)] = ahead.to_bytes()
+    for terminal_id in (b"T1", b"T2"):
+        table.values[(terminal_partition(terminal_id, PARTITIONS), terminal_id)] = ahead.to_bytes()
     stage = TerminalStage(
         windows=windows,
         table=table,
@@ -1108,13 +1109,13 @@ async def test_forward_rows_carry_their_transactions_trace_to_the_terminals_dead
         for sent in terminal_recorder.sends(TOPICS.dlq)
     }
     assert sorted(dead) == [*sorted(spec), "g"]
-    for tx_id, headers in dead.items():
-        assert headers["fraudstream-problem"] == b"too_late"
+    for tx_id, dead_headers in dead.items():
+        assert dead_headers["fraudstream-problem"] == b"too_late"
         parent = traces[tx_id]
         if parent is None:
-            assert "traceparent" not in headers, tx_id
+            assert "traceparent" not in dead_headers, tx_id
             continue
-        child = headers["traceparent"]
+        child = dead_headers["traceparent"]
         assert child[3:35] == parent[3:35]  # the transaction's trace id
         assert child[52:] == parent[52:]
         assert child[36:52] != parent[36:52]
