@@ -16,16 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from tiny_models import register_tiny_model
 from typer.testing import CliRunner
 
 from features.spec import DEFAULT_FEATURES
-from models.estimators import ModelKind
 from models.registry import LoadedModel, ModelRegistry, Promotion, RegistryError
 from streams.cli import cli
 from streams.kafka import BrokerUnavailableError, client_options, ensure_topics, product_topics
@@ -41,20 +37,7 @@ UNREACHABLE = re.escape("no Kafka broker answers at 127.0.0.1:")
 
 def register(registry: ModelRegistry, day: int, names: tuple[str, ...] = NAMES) -> str:
     """Register a tiny logistic regression on ``names``; distinct per ``day``."""
-    rng = np.random.default_rng(day)
-    x = rng.normal(size=(40, len(names)))
-    model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression())])
-    model.fit(x, x[:, 0] > 0)
-    return registry.register(
-        model,
-        kind=ModelKind.LOGISTIC_REGRESSION,
-        feature_names=names,
-        threshold={"value": 0.5, "objective": "fixed"},
-        metrics={},
-        params={},
-        training={},
-        created_at=datetime(2024, 5, day, tzinfo=UTC),
-    ).version
+    return register_tiny_model(registry, day, names)
 
 
 def corrupt(registry: ModelRegistry, version: str) -> None:

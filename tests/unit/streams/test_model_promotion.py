@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from tiny_models import register_tiny_model
 
-from models.estimators import ModelKind
 from models.registry import (
     ArtifactIntegrityError,
     LoadedModel,
@@ -32,19 +27,7 @@ NAMES = ("A", "B")
 
 
 def register(registry: ModelRegistry, day: int) -> str:
-    x = np.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9], [0.9, 0.1]])
-    model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression())])
-    model.fit(x, np.array([False, True, False, True]))
-    return registry.register(
-        model,
-        kind=ModelKind.LOGISTIC_REGRESSION,
-        feature_names=NAMES,
-        threshold={"value": 0.5, "objective": "fixed"},
-        metrics={},
-        params={},
-        training={},
-        created_at=datetime(2024, 5, day, tzinfo=UTC),
-    ).version
+    return register_tiny_model(registry, day, NAMES, rows=20)
 
 
 def p(version: str) -> Promotion:

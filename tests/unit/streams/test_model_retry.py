@@ -12,18 +12,13 @@ import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from tiny_models import register_tiny_model
 
-from models.estimators import ModelKind
 from models.registry import LoadedModel, ModelRegistry, Promotion
 from streams.modelcontrol import PROMOTION_KEY, ModelFollower
 from streams.modelfallback import Fallback, ReportedReasons
@@ -34,20 +29,7 @@ WAIT_S = 5.0
 
 
 def register(registry: ModelRegistry, day: int) -> str:
-    rng = np.random.default_rng(day)
-    x = rng.normal(size=(20, len(NAMES)))
-    model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression())])
-    model.fit(x, x[:, 0] > 0)
-    return registry.register(
-        model,
-        kind=ModelKind.LOGISTIC_REGRESSION,
-        feature_names=NAMES,
-        threshold={"value": 0.5, "objective": "fixed"},
-        metrics={},
-        params={},
-        training={},
-        created_at=datetime(2024, 5, day, tzinfo=UTC),
-    ).version
+    return register_tiny_model(registry, day, NAMES, rows=20)
 
 
 def promotion(version: str) -> Promotion:
