@@ -28,6 +28,19 @@ DEPLOY_DIR = PROJECT_ROOT / "deploy" / "local"
 MIN_JAVA = 17
 
 
+def new_cluster_id() -> str:
+    """A random Kafka cluster id: 16 bytes in URL-safe base64, never starting with ``-``.
+
+    The storage tool reads ``-t <id>``: an id starting with ``-`` (one in 64 of them) is
+    taken for an option and the format fails; Kafka's own ``Uuid.randomUuid`` draws again
+    in that case too.
+    """
+    while True:
+        cluster = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
+
+
 class LocalKafka(LocalService):
     """Install, format, start, stop and inspect the local broker."""
 
@@ -120,7 +133,7 @@ class LocalKafka(LocalService):
 
     def cluster_id(self) -> str:
         """The id to format the log directory with: a new one, a cluster of one node."""
-        return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        return new_cluster_id()
 
     def log_files(self) -> list[Path]:
         """The JVM output and the broker's server.log."""
