@@ -20,7 +20,8 @@ every forward message and on a tick every `TICK_S` to every terminal partition
 (`SourceClock`), W(s) = the newest transaction time it has scored on s minus the
 customer's allowed lateness: a transaction of s older than that would be refused as too
 late for its customer, so every forward of s at or before W(s) has been sent. A source
-whose partition is read to its end declares itself idle: it holds nothing back.
+whose partition stays read to its end for `IDLE_AFTER_S` declares itself idle: it holds
+nothing back.
 
 **What the scorer needs.** A transaction at t reads, on its terminal's partition p,
 transactions up to ``t - forwards_lag`` (the 7-day delay of the terminal windows) and
@@ -322,6 +323,43 @@ class TerminalWatermarks:
 
 
 # --- the scorer's side -------------------------------------------------------------------
+
+
+#: Seconds a source partition stays read to its end before it is declared idle.
+IDLE_AFTER_S: Final = 10.0
+
+
+class IdleSources:
+    """Which source partitions have been read to their end for `IDLE_AFTER_S`.
+
+    Not at once, nor during or right after a Kafka outage: producers may still hold a
+    source's events (why: ``streams.watermarktick``).
+
+    Args:
+        idle_after_s: How long a partition must stay at its end.
+        in_outage: Whether Kafka is unreachable now (an outage restarts every wait).
+    """
+
+    def __init__(self, in_outage: Callable[[], bool], idle_after_s: float = IDLE_AFTER_S) -> None:
+        self.idle_after_s = idle_after_s
+        self._in_outage = in_outage
+        self._at_end_since: dict[int, float] = {}
+
+    def reset(self) -> None:
+        """Forget every wait (a reading failed: Kafka may be down)."""
+        self._at_end_since.clear()
+
+    def observe(self, partition: int, at_end: bool, now: float | None = None) -> bool:
+        """Note whether ``partition`` is at its end now; return whether it counts as idle."""
+        now = time.monotonic() if now is None else now
+        if self._in_outage():
+            self._at_end_since.clear()
+            return False
+        if not at_end:
+            self._at_end_since.pop(partition, None)
+            return False
+        since = self._at_end_since.setdefault(partition, now)
+        return now - since >= self.idle_after_s
 
 
 class SourceClock:
