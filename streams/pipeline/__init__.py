@@ -210,6 +210,8 @@ def build_pipeline(
         clock=clock,
     )
     score_stage.generation = lambda: int(app.rebalancing_count)
+    outages = Outages([customers, terminals])
+    score_stage.unavailable = lambda: bool(outages.down())
     terminal_stage = TerminalStage(
         windows=online.entities[Entity.TERMINAL],
         table=terminals,

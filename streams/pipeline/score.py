@@ -81,6 +81,9 @@ HELD_MAX = 50_000
 #: Held transactions per source partition whose terminal partitions' watermarks a
 #: release reads in one round trip (`ScoreStage._release`).
 READ_AHEAD = 256
+#: A gap this long between two releases of held transactions means the event loop was
+#: held (or nothing was held): hold time limits count from after it.
+STALL_S = 1.0
 #: Decoded customer states kept between micro-batches (`DecodedStates`).
 CUSTOMER_STATES_KEPT = 20_000
 #: Oldest producer send time (``fraudstream-sent-ms``, else the broker's timestamp) read as
@@ -237,6 +240,11 @@ class ScoreStage:
         #: of an older one are dropped, since every partition is read again from the
         #: offsets stored with the state.
         self.generation: Callable[[], int] = lambda: 0
+        #: Whether a dependency (Kafka, Redis) is unavailable now: a hold's time limit
+        #: counts only time when both answer (`ScoreStage._release`).
+        self.unavailable: Callable[[], bool] = lambda: False
+        self._waits_from = 0.0
+        self._last_release = 0.0
         self._held: dict[int, _SourceHeld] = {}
         self._held_count = 0
         self._held_generation = 0
@@ -365,9 +373,17 @@ class ScoreStage:
         backlog can hold tens of thousands.
         """
         queues = self._held
-        if queues and time.monotonic() - min(q.items[0].since for q in queues.values()) > (
-            gate.max_wait_s
-        ):
+        now = time.monotonic()
+        if self.unavailable() or now - self._last_release > STALL_S:
+            # Kafka or Redis is down, or the loop was held (a blocking Redis call): the
+            # watermarks cannot move meanwhile, so no hold has waited in vain. Holds
+            # count their time limit from when both answer again; giving up during an
+            # outage scored transactions with terminal state that was not final.
+            self._waits_from = now
+        self._last_release = now
+        if queues and now - max(
+            self._waits_from, min(q.items[0].since for q in queues.values())
+        ) > (gate.max_wait_s):
             held = [h for queue in queues.values() for h in queue.items]
             gate.gave_up(held)
             self._held = {}

@@ -1229,6 +1229,30 @@ async def test_a_transaction_held_too_long_is_scored_and_counted_inexact(slot: M
     assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 1
 
 
+async def test_a_hold_does_not_time_out_while_kafka_or_redis_is_down(slot: ModelSlot) -> None:
+    # The watermarks cannot move during an outage: scoring after the time limit there
+    # read terminal state that was not final (a broker-outage test, one run in two).
+    r = watermarked_rig(slot, max_wait_s=0.05)
+    down = True
+    r.stage.unavailable = lambda: down
+    terminals_applied(r.peek, T0 - LAG, T0)
+    batch = Batch(T0)
+    batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
+    await r.stage.process(as_events(batch.events))
+    for _ in range(4):  # the outage lasts longer than the time limit
+        await asyncio.sleep(0.03)
+        await r.stage.release_held()
+    assert decoded_scores(r.recorder) == {}
+
+    down = False  # the limit counts from here
+    await r.stage.release_held()
+    assert decoded_scores(r.recorder) == {}
+    await asyncio.sleep(0.06)
+    await r.stage.release_held()
+    assert set(decoded_scores(r.recorder)) == {"b1"}
+    assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 1
+
+
 async def test_held_transactions_are_dropped_at_a_rebalance_and_their_partition_waits_for_them(
     slot: ModelSlot,
 ) -> None:
