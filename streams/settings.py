@@ -239,8 +239,9 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="Longest the scorer holds a transaction back until the terminal agents "
-        "have applied what its terminal features read (its watermarks); then it is scored "
-        "with what is there and counted in fraudstream_terminal_reads_inexact_total.",
+        "have applied what its terminal features read (its watermarks), counted while Kafka "
+        "and Redis answer; then it is scored with what is there and counted in "
+        "fraudstream_terminal_reads_inexact_total.",
     )
     progress_log_interval_s: float = Field(
         60.0,
