@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -73,6 +74,31 @@ def control(settings: Settings, tmp_path: Path) -> Settings:
     """Settings with declared topics and an empty registry of their own."""
     asyncio.run(ensure_topics(settings, product_topics(settings)))
     return settings.model_copy(update={"model_registry_dir": tmp_path / "registry"})
+
+
+class Watched(NamedTuple):
+    """A follower and what it reported: models activated, failed loads, fallback states."""
+
+    follower: ModelFollower
+    activations: Activations
+    failed: list[str]
+    states: list[Fallback | None]
+
+
+def watched(control: Settings, **options: Any) -> Watched:
+    """A follower of ``control`` whose activations, failed loads and fallbacks are kept."""
+    activations = Activations()
+    failed: list[str] = []
+    states: list[Fallback | None] = []
+    follower = ModelFollower(
+        control,
+        NAMES,
+        activations,
+        on_load_failure=lambda version, reason: failed.append(version),
+        on_fallback=states.append,
+        **options,
+    )
+    return Watched(follower, activations, failed, states)
 
 
 @contextlib.asynccontextmanager
@@ -152,16 +178,7 @@ async def test_a_worker_starting_after_a_bad_promotion_falls_back_to_the_last_go
     await publish_promotion(control, promotion(v2))
     await publish_promotion(control, promotion(UNKNOWN))
     corrupt(registry, v2)
-    activations = Activations()
-    failed: list[str] = []
-    states: list[Fallback | None] = []
-    follower = ModelFollower(
-        control,
-        NAMES,
-        activations,
-        on_load_failure=lambda version, reason: failed.append(version),
-        on_fallback=states.append,
-    )
+    follower, activations, failed, states = watched(control)
     model = await follower.load_initial()
     assert model is not None
     assert model.metadata.version == v1  # the newest promotion that loads
@@ -195,17 +212,7 @@ async def test_a_worker_in_fallback_swaps_to_the_refused_version_once_it_is_repa
     artifact = registry.root / "versions" / v2 / "model.skops"
     intact = artifact.read_bytes()
     corrupt(registry, v2)
-    activations = Activations()
-    failed: list[str] = []
-    states: list[Fallback | None] = []
-    follower = ModelFollower(
-        control,
-        NAMES,
-        activations,
-        on_load_failure=lambda version, reason: failed.append(version),
-        on_fallback=states.append,
-        retry_interval_s=0.2,
-    )
+    follower, activations, failed, states = watched(control, retry_interval_s=0.2)
     assert (await follower.load_initial()) is not None
     fallback = follower.fallback
     assert fallback is not None
@@ -230,15 +237,7 @@ async def test_a_newer_promotion_ends_the_retries_of_a_refused_one(control: Sett
     artifact = registry.root / "versions" / v2 / "model.skops"
     intact = artifact.read_bytes()
     corrupt(registry, v2)
-    activations = Activations()
-    failed: list[str] = []
-    follower = ModelFollower(
-        control,
-        NAMES,
-        activations,
-        on_load_failure=lambda version, reason: failed.append(version),
-        retry_interval_s=0.1,
-    )
+    follower, activations, failed, _ = watched(control, retry_interval_s=0.1)
     await follower.load_initial()
     async with following(follower):
         await publish_promotion(control, promotion(v3))

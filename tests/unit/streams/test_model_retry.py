@@ -253,16 +253,27 @@ def record(version: str, offset: int) -> Any:
     )
 
 
-async def test_a_promotion_applied_while_a_retry_loads_supersedes_it(
+async def repaired_after_fallback(
     settings: Settings, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[Worker, tuple[str, str, str]]:
+    """A worker started on v1 because v2, promoted last, was damaged; v2 since repaired.
+
+    v3 is registered and not promoted yet.
+    """
     v1, v2, v3 = register(registry, 1), register(registry, 2), register(registry, 3)
     artifact = Artifact(registry, v2)
     artifact.damage()
     worker = Worker(settings, [v1, v2], monkeypatch)
-    follower = worker.follower
-    await follower.load_initial()
+    await worker.follower.load_initial()
     artifact.repair()
+    return worker, (v1, v2, v3)
+
+
+async def test_a_promotion_applied_while_a_retry_loads_supersedes_it(
+    settings: Settings, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, (v1, v2, v3) = await repaired_after_fallback(settings, registry, monkeypatch)
+    follower = worker.follower
     loads = BlockingLoads(registry, v2)
     monkeypatch.setattr(follower._registry, "load", loads)
 
@@ -280,13 +291,8 @@ async def test_a_promotion_applied_while_a_retry_loads_supersedes_it(
 async def test_a_retry_waits_for_a_promotion_being_loaded(
     settings: Settings, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    v1, v2, v3 = register(registry, 1), register(registry, 2), register(registry, 3)
-    artifact = Artifact(registry, v2)
-    artifact.damage()
-    worker = Worker(settings, [v1, v2], monkeypatch)
+    worker, (v1, _, v3) = await repaired_after_fallback(settings, registry, monkeypatch)
     follower = worker.follower
-    await follower.load_initial()
-    artifact.repair()
     loads = BlockingLoads(registry, v3)
     monkeypatch.setattr(follower._registry, "load", loads)
 
