@@ -58,7 +58,8 @@ pipeline worker runs on the data of 1 with py-spy (bench/README.md: not a projec
 dependency) attached for ``--profile-seconds`` from 10 % of the transactions, and the top
 functions by own and cumulative samples are printed (that run's rate is not a
 benchmark). ``--profile-latency`` attaches py-spy, idle threads included, to the latency
-worker during the paced replay; ``--skip-throughput --latency-rate R`` runs 3 alone.
+worker during the paced replay (``--profile-latency busy``: busy samples only, where its
+CPU goes); ``--skip-throughput --latency-rate R`` runs 3 alone.
 Training needs about 40 days of data: keep ``--days`` at 60 or so.
 
 Isolation: every name of the run starts with ``fsbench-<run>-`` (topics, consumer groups,
@@ -1030,14 +1031,15 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
         if args.profile_latency and PY_SPY.exists():
             await asyncio.sleep(3.0)
             assert worker.pid is not None
-            spy = await start_py_spy(bench, worker.pid, spy_s, spy_out, idle=True)
+            idle = args.profile_latency == "idle"
+            spy = await start_py_spy(bench, worker.pid, spy_s, spy_out, idle=idle)
         code = await replay.wait(args.latency_seconds * 4 + 120)
         cpu_share = ((worker.cpu_s() or 0.0) - cpu_before) / (time.monotonic() - cpu_from)
         if spy is not None:
             await spy.wait(spy_s + 60)
             if spy_out.exists():
                 profile = "latency worker, during the paced replay: " + summarise_profile(
-                    spy_out, spy_s, args.top, idle=True
+                    spy_out, spy_s, args.top, idle=args.profile_latency == "idle"
                 )
             else:
                 profile = f"py-spy: no profile\n{spy.log_tail()}"
@@ -1322,7 +1324,7 @@ def settings_used(bench: Bench) -> str:
     s = bench.base
     conf = create_app(s, web_enabled=False).conf
     return (
-        f"worker settings: batch_max={s.batch_max}, batch_within_ms={s.batch_within_ms}, "
+        f"worker settings: batch_max={s.batch_max}, "
         f"commit_interval_s={s.commit_interval_s}, emit_scores={s.emit_scores} (on where "
         f"said), alert_reasons={s.alert_reasons}, table_store={s.table_store}, log_level=info; "
         f"Faust: producer_linger={conf.producer_linger}s, producer_acks={conf.producer_acks}, "
@@ -1565,8 +1567,11 @@ def main() -> None:
     parser.add_argument("--profile-seconds", type=float, default=15.0)
     parser.add_argument(
         "--profile-latency",
-        action="store_true",
-        help="py-spy (idle included) on the latency worker during the paced replay",
+        nargs="?",
+        const="idle",
+        choices=("idle", "busy"),
+        help="py-spy on the latency worker during the paced replay: idle threads "
+        "included (idle, the default) or only busy samples (busy: where its CPU goes)",
     )
     parser.add_argument(
         "--skip-throughput",

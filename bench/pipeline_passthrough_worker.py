@@ -2,7 +2,7 @@
 
 Not run by hand: bench_pipeline.py starts it with the FRAUDSTREAM_* variables of the
 pipeline worker it is compared with (app id, topic names and partitions, batch_max,
-batch_within_ms, web port; ``Settings.as_env()``) and ``BENCH_OUTPUT_TOPIC``, a topic that
+web port; ``Settings.as_env()``) and ``BENCH_OUTPUT_TOPIC``, a topic that
 exists already. It builds the app as the pipeline worker does (``streams.app.create_app``),
 consumes the same transactions topic as raw bytes in ``take_events`` micro-batches of the
 same size, and sends each event's bytes to the output topic, one ``producer.send`` per
@@ -39,7 +39,9 @@ source = app.topic(
     partitions=settings.topic_partitions,
 )
 BATCH_MAX = settings.batch_max
-WITHIN_S = settings.batch_within_ms / 1000
+#: take_events' wait to fill a batch, as the pipeline's agents had it before they took
+#: raw batches (streams.faustcompat.rawbatches).
+WITHIN_S = 0.01
 
 
 @app.agent(source, name="passthrough")

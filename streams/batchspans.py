@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Final
 
-from faust.types import EventT
 from opentelemetry.trace import (
     Link,
     SpanContext,
@@ -40,6 +39,7 @@ from opentelemetry.trace import (
 from prometheus_client import Counter
 
 from streams.pipeline.guard import Process
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.outputs import Headers, Send
 from streams.tracecontext import TRACEPARENT, parent_of
 
@@ -47,7 +47,7 @@ from streams.tracecontext import TRACEPARENT, parent_of
 MAX_LINKS: Final = 32
 
 #: ``BatchGuard.run``: runs a stage's batch.
-RunBatch = Callable[[Process, Sequence[EventT[Any]]], Awaitable[None]]
+RunBatch = Callable[[Process, Sequence[InputRecord]], Awaitable[None]]
 
 #: Messages sent per topic by the current task's batch; None outside a traced batch.
 _sends: ContextVar[dict[str, int] | None] = ContextVar("fraudstream_batch_sends", default=None)
@@ -135,7 +135,7 @@ class BatchSpans:
         }
         applied_key = f"fraudstream.batch.{applied_as}"
 
-        async def traced(process: Process, events: Sequence[EventT[Any]]) -> None:
+        async def traced(process: Process, events: Sequence[InputRecord]) -> None:
             counts: dict[str, int] = {}
             token = _sends.set(counts)
             before = _value(applied)
@@ -164,7 +164,7 @@ class BatchSpans:
 
         return traced
 
-    def links(self, events: Sequence[EventT[Any]]) -> list[Link]:
+    def links(self, events: Sequence[InputRecord]) -> list[Link]:
         """Links to the traces of the first inputs (at most `max_links`) with a traceparent."""
         links: list[Link] = []
         for event in events:

@@ -175,12 +175,9 @@ class Settings(BaseSettings):
     batch_max: int = Field(
         500,
         ge=1,
-        description="Most transactions per micro-batch (one feature read, one predict_proba).",
-    )
-    batch_within_ms: int = Field(
-        10,
-        ge=1,
-        description="Longest wait to fill a micro-batch: the latency a quiet stream pays.",
+        description="Most records per micro-batch (one feature read, one predict_proba). An "
+        "agent takes what the consumer has fetched, up to this many, without waiting to "
+        "fill a batch: a quiet stream pays no batching delay.",
     )
     commit_interval_s: float = Field(
         1.0,

@@ -9,6 +9,8 @@ pinned in ``pyproject.toml``, and `check_versions` refuses any other version at 
 
 - ``versions``: the version guard.
 - ``fetchloop``: Faust's fetch loop, without an event-loop round per message.
+- ``rawbatches``: the agents' records in micro-batches straight from the fetch loop,
+  without a Faust event, channel or stream per record.
 - ``fetchwait``: the aiokafka consumer's fetch wait, which Faust hard-codes.
 - ``records``: fetched records whose header names are not UTF-8.
 - ``offsets``: the consumer's committed and read offset maps.

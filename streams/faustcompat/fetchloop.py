@@ -35,6 +35,10 @@ not marked read: Faust's loop set the read offset after ``wait_first`` whichever
 two won, so a message that never reached a stream counted as read, and if that landed
 after the rebalance's seek, the fetch loop then dropped every message before it as
 already read.
+
+The topics of the pipeline's agents skip the conductor altogether: their messages go to
+the agent's raw-batch queue (``streams.faustcompat.rawbatches``), under the same flow
+and producer conditions, and each queue is told when a whole fetch has been handed over.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.types import TP
+
+from streams.faustcompat import rawbatches
 
 _INSTALLED = "_fraudstream_drain"
 #: How often the loop looks again for an active partition when none is.
@@ -108,6 +114,8 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
     sleep = asyncio.sleep
 
     client_only = self.app.client_only
+    # Topics whose records go straight to their agent's queue (streams.faustcompat.rawbatches).
+    raw_routes = rawbatches.routes_of(self.app)
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             if self.flow_active and not client_only and not self._get_active_partitions():
@@ -135,7 +143,12 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        if delivers_at_once(self, tp):
+                        raw = raw_routes.get(tp.topic) if raw_routes else None
+                        if raw is not None:
+                            if not raw.accepts(self) and not await raw.room(self):
+                                continue  # a rebalance: not read, as below
+                            raw.put(self, tp, message)
+                        elif delivers_at_once(self, tp):
                             await callback(message)
                         else:
                             delivery = callback(message)
@@ -152,6 +165,8 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
                             message.key,
                             message.value,
                         )
+                for raw in raw_routes.values():
+                    raw.delivered()
                 unset_flag(CONSUMER_FETCHING)
 
     except self.consumer_stopped_errors:

@@ -34,16 +34,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, StreamT
 
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
 from streams.faustcompat import metadata
+from streams.faustcompat.rawbatches import FetchedRecord, RawBatches
 from streams.health import LoopHeartbeat, Outages, WorkerHealth, install_pages
 from streams.lag import LagReporter, TakenRecords, watch_lag
 from streams.metrics import GcPauseObserver, PipelineMetrics, watch_event_loop
@@ -249,16 +251,23 @@ def build_pipeline(
             **span,
         )
 
-    batch_max = settings.batch_max
-    within = settings.batch_within_ms / 1000
-
     taken = TakenRecords()
+    # Each agent takes its topic's records in micro-batches straight from the fetch
+    # loop, without a Faust event per record (streams.faustcompat.rawbatches).
+    queues = {
+        topic: RawBatches(app, topic, max_records=settings.batch_max)
+        for topic in (
+            names["transactions"],
+            names["transactions_by_terminal"],
+            names["fraud_reports"],
+        )
+    }
 
-    async def batches(stream: StreamT[Any]) -> Any:
-        events: list[EventT[Any]]
-        async for events in stream.take_events(batch_max, within):  # type: ignore[attr-defined]
-            taken.note(events)
-            yield events
+    async def batches(stream: StreamT[Any]) -> AsyncIterator[list[FetchedRecord]]:
+        (topic,) = stream.channel.topics  # type: ignore[attr-defined]
+        async for records in queues[topic].batches(stream.channel):
+            taken.note(records)
+            yield records
 
     @app.agent(raw_topic(names["transactions"]), name="score")
     async def score(stream: StreamT[Any]) -> None:

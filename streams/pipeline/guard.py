@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from aiokafka.errors import KafkaError
-from faust.types import EventT
 from redis.exceptions import RedisError
 
 from streams.contracts import DecodeError, Problem
 from streams.metrics import PipelineMetrics
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.outputs import Send, send_dead_letter
 
 logger = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ logger = logging.getLogger(__name__)
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, OSError)
 
 #: A stage's per-batch call.
-Process = Callable[[Sequence[EventT[Any]]], Awaitable[None]]
+Process = Callable[[Sequence[InputRecord]], Awaitable[None]]
 
 
 class BatchGuard:
@@ -61,7 +60,7 @@ class BatchGuard:
         self.dlq = dlq
         self.metrics = metrics
 
-    async def run(self, process: Process, events: Sequence[EventT[Any]]) -> None:
+    async def run(self, process: Process, events: Sequence[InputRecord]) -> None:
         """Process a batch; on an exception, process its records one by one."""
         try:
             await process(events)
@@ -76,7 +75,7 @@ class BatchGuard:
             for event in events:
                 await self._one(process, event)
 
-    async def _one(self, process: Process, event: EventT[Any]) -> None:
+    async def _one(self, process: Process, event: InputRecord) -> None:
         try:
             await process([event])
         except INFRASTRUCTURE_ERRORS:

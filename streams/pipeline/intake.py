@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from faust.types import EventT
-
 from streams.contracts import DecodeError, Problem
 from streams.metrics import PipelineMetrics
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.outputs import Send, original_headers
 from streams.pipeline.terminals import KeyPartitioner
 
@@ -68,7 +67,7 @@ class Intake:
         """The latest event time accepted now (read once per micro-batch)."""
         return int(self.clock() * 1000) + self.max_ahead_ms
 
-    def misplaced(self, event: EventT[Any]) -> int | None:
+    def misplaced(self, event: InputRecord) -> int | None:
         """The partition the event's key belongs to, when it is not the event's own."""
         key = event.key
         if self.partition_of is None or key is None:
@@ -76,7 +75,7 @@ class Intake:
         partition = self.partition_of(key)
         return None if partition == event.message.partition else partition
 
-    async def reroute(self, event: EventT[Any], partition: int) -> DecodeError | None:
+    async def reroute(self, event: InputRecord, partition: int) -> DecodeError | None:
         """Send a misplaced record to ``partition``; or say why it goes to the dead letters.
 
         Returns:

@@ -14,12 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from faust.types import EventT
-
 from features.online import EntityState
 from models.explain import Reason
 from streams.contracts import ALERT, SCORE, DecodeError
 from streams.metrics import PipelineMetrics
+from streams.pipeline.inputs import InputRecord
 from streams.records import Transaction, alert_id
 from streams.tracecontext import TRACEPARENT
 
@@ -185,7 +184,7 @@ def alert_value(
 async def send_dead_letters(
     send: Send,
     topic: str,
-    rejected: Iterable[tuple[EventT[Any], DecodeError]],
+    rejected: Iterable[tuple[InputRecord, DecodeError]],
     metrics: PipelineMetrics,
 ) -> None:
     """Send each rejected event to the dead-letter topic and count it by problem."""
@@ -196,7 +195,7 @@ async def send_dead_letters(
 async def send_dead_letter(
     send: Send,
     topic: str,
-    event: EventT[Any],
+    event: InputRecord,
     problem: DecodeError,
     metrics: PipelineMetrics,
     *,

@@ -1,6 +1,6 @@
 """The score agent's work on one micro-batch: the critical path of the product.
 
-Per micro-batch (``stream.take_events``), in this order:
+Per micro-batch (``streams.faustcompat.rawbatches``), in this order:
 
 1. Decode and validate every message; bad ones (and ones over the size limit, or timed
    in the future) are set aside for the dead-letter topic with the reason; one on another
@@ -45,7 +45,6 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from faust.types import EventT
 
 from features.online import (
     DuplicateTransactionError,
@@ -59,6 +58,7 @@ from streams.contracts import DecodeError, Problem, decode_transaction
 from streams.kafka import plausible_sent_at_ms, sent_at_ms
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import Row, encode_forwards
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.intake import Intake, future_event, too_large
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import (
@@ -121,7 +121,7 @@ class _Held:
 
     def __init__(
         self,
-        event: EventT[Any],
+        event: InputRecord,
         transaction: Transaction,
         pending: Pending,
         since: float,
@@ -177,7 +177,7 @@ class _Scored:
 
     __slots__ = ("event", "transaction", "vector")
 
-    def __init__(self, event: EventT[Any], transaction: Transaction, vector: list[float]) -> None:
+    def __init__(self, event: InputRecord, transaction: Transaction, vector: list[float]) -> None:
         self.event = event
         self.transaction = transaction
         self.vector = vector
@@ -257,7 +257,7 @@ class ScoreStage:
         # serves replays and bursts without many objects for the collector to walk.
         self._decoded = DecodedStates("customer", limit=CUSTOMER_STATES_KEPT)
 
-    async def process(self, events: Sequence[EventT[Any]]) -> None:
+    async def process(self, events: Sequence[InputRecord]) -> None:
         """Score one micro-batch; see the module docstring for the steps."""
         started = time.perf_counter()
         if events:
@@ -277,8 +277,8 @@ class ScoreStage:
 
     async def _score_or_hold(
         self,
-        valid: list[tuple[EventT[Any], Transaction]],
-        rejected: list[tuple[EventT[Any], DecodeError]],
+        valid: list[tuple[InputRecord, Transaction]],
+        rejected: list[tuple[InputRecord, DecodeError]],
         model: Any,
     ) -> None:
         """Score what reads final terminal state now (held ones first); hold the rest.
@@ -329,8 +329,8 @@ class ScoreStage:
             await self._release(gate, [], model)
 
     def _after_rebalance(
-        self, valid: list[tuple[EventT[Any], Transaction]]
-    ) -> list[tuple[EventT[Any], Transaction]]:
+        self, valid: list[tuple[InputRecord, Transaction]]
+    ) -> list[tuple[InputRecord, Transaction]]:
         """Drop the transactions of partitions whose held ones were dropped, until those return."""
         behind = self._behind
         kept = []
@@ -359,7 +359,7 @@ class ScoreStage:
     async def _release(
         self,
         gate: WatermarkGate,
-        rejected: list[tuple[EventT[Any], DecodeError]],
+        rejected: list[tuple[InputRecord, DecodeError]],
         model: Any,
     ) -> None:
         """Score the held transactions that are final (all, if one waited too long).
@@ -505,11 +505,11 @@ class ScoreStage:
             await self.send(self.topics.forwards, None, value, partition, None)
 
     async def _intake(
-        self, events: Sequence[EventT[Any]]
-    ) -> tuple[list[tuple[EventT[Any], Transaction]], list[tuple[EventT[Any], DecodeError]]]:
+        self, events: Sequence[InputRecord]
+    ) -> tuple[list[tuple[InputRecord, Transaction]], list[tuple[InputRecord, DecodeError]]]:
         """Decode and check every message: valid transactions, and the rest with why."""
-        rejected: list[tuple[EventT[Any], DecodeError]] = []
-        valid: list[tuple[EventT[Any], Transaction]] = []
+        rejected: list[tuple[InputRecord, DecodeError]] = []
+        valid: list[tuple[InputRecord, Transaction]] = []
         intake = self.intake
         horizon = intake.horizon_ms()
         for event in events:
@@ -534,13 +534,14 @@ class ScoreStage:
 
     async def _score(
         self,
-        valid: list[tuple[EventT[Any], Transaction]],
-        rejected: list[tuple[EventT[Any], DecodeError]],
+        valid: list[tuple[InputRecord, Transaction]],
+        rejected: list[tuple[InputRecord, DecodeError]],
         model: Any,
         *,
         final: bool = True,
     ) -> None:
         """Steps 2-7; ``final`` False counts every terminal read as inexact (a wait gave up)."""
+        generation = self._held_generation if self.gate is not None else self.generation()
         scored, states, last_write = self._customer_features(valid, rejected)
         if scored:
             self._terminal_features(scored, final)
@@ -549,10 +550,25 @@ class ScoreStage:
             await self._send_alerts(scored, matrix, scores, model)
             await self._send_forwards_and_scores(scored, scores, model)
         await send_dead_letters(self.send, self.topics.dlq, rejected, self.metrics)
+        if self._rebalanced_since(generation):
+            # A rebalance began while this batch was on its way (the release task is not
+            # waited for by Faust's revocation): the partitions resume at the offsets
+            # stored before it, so these transactions are read again; their state must
+            # not be written (it would count them twice). Outputs are at least once.
+            logger.info(
+                "rebalanced while scoring %d transactions: their state is not written; "
+                "they are read again",
+                len(scored),
+            )
+            return
         self._write_customers(states, last_write)
         self.metrics.transactions.inc(len(scored))
         if scored:
             self.metrics.observe_event_times(scorer_ms=max(s.transaction.tx_time for s in scored))
+
+    def _rebalanced_since(self, generation: int) -> bool:
+        """Whether a rebalance began after ``generation`` (held ones: the holds' generation)."""
+        return self.generation() != generation
 
     def _terminal_partition(self, tx: Transaction) -> int:
         return self.terminals.partition_of(tx.terminal_id.encode())
@@ -579,16 +595,16 @@ class ScoreStage:
 
     def _customer_features(
         self,
-        valid: list[tuple[EventT[Any], Transaction]],
-        rejected: list[tuple[EventT[Any], DecodeError]],
-    ) -> tuple[list[_Scored], dict[bytes, EntityState], dict[bytes, EventT[Any]]]:
+        valid: list[tuple[InputRecord, Transaction]],
+        rejected: list[tuple[InputRecord, DecodeError]],
+    ) -> tuple[list[_Scored], dict[bytes, EntityState], dict[bytes, InputRecord]]:
         """Apply each transaction to its customer's state; compute its first features."""
         by_partition: dict[int, list[bytes]] = {}
         for event, tx in valid:
             by_partition.setdefault(event.message.partition, []).append(tx.customer_id.encode())
         self._access.prefetch(by_partition)
         states: dict[bytes, EntityState] = {}
-        last_write: dict[bytes, EventT[Any]] = {}
+        last_write: dict[bytes, InputRecord] = {}
         scored: list[_Scored] = []
         windows = self.customer_windows
         new_vector = self.online.new_vector
@@ -621,7 +637,7 @@ class ScoreStage:
             self.metrics.duplicates_skipped.labels(source="scorer").inc(repeated)
         return scored, states, last_write
 
-    def _load_customer(self, event: EventT[Any], key: bytes) -> EntityState:
+    def _load_customer(self, event: InputRecord, key: bytes) -> EntityState:
         raw = self._access.get(event, key)
         return self._decoded.take(event.message.partition, key, raw)
 
@@ -757,7 +773,7 @@ class ScoreStage:
             await send(self.topics.scores, item.event.key, value, None, [(TRACEPARENT, trace)])
 
     def _write_customers(
-        self, states: dict[bytes, EntityState], last_write: dict[bytes, EventT[Any]]
+        self, states: dict[bytes, EntityState], last_write: dict[bytes, InputRecord]
     ) -> None:
         """Write each changed customer state under the last event that changed it."""
         put = self._access.put

@@ -11,11 +11,10 @@ the second, for the entities an agent owns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
-
-from faust.types import EventT
+from typing import Final
 
 from features.online import EntityState
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.outputs import decode_state
 from streams.tablestore.partition_store import PartitionStore
 
@@ -42,11 +41,11 @@ class TableAccess:
         if partition_keys:
             self.store.prefetch(partition_keys)
 
-    def get(self, event: EventT[Any], key: bytes) -> bytes | None:
+    def get(self, event: InputRecord, key: bytes) -> bytes | None:
         """The entry of ``key`` in the partition of ``event``."""
         return self.store.get_in(event.message.partition, key)
 
-    def note_position(self, event: EventT[Any]) -> None:
+    def note_position(self, event: InputRecord) -> None:
         """Make sure the store resumes ``event``'s partition no later than it (held, unwritten).
 
         A store that keeps its own resume offsets (``redis://``) records it; with
@@ -56,7 +55,7 @@ class TableAccess:
         message = event.message
         self.store.note_position(message.tp, message.offset)
 
-    def put(self, event: EventT[Any], key: bytes, value: bytes) -> None:
+    def put(self, event: InputRecord, key: bytes, value: bytes) -> None:
         """Write ``key`` as a state change made by ``event`` (its partition and offset)."""
         message = event.message
         self.store.put_at(message.tp, message.offset, key, value)

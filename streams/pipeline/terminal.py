@@ -34,12 +34,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from faust.types import EventT
-
 from features.online import EntityState, EntityWindows, EventTooOldError
 from streams.contracts import DecodeError, Problem, decode_fraud_report
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import ForwardRow, decode_forward_message, row_value
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.intake import Intake, future_event, too_large
 from streams.pipeline.outputs import Send, send_dead_letter, send_dead_letters
 from streams.pipeline.tables import DecodedStates, TableAccess
@@ -86,11 +85,11 @@ class TerminalStage:
         self.access = TableAccess(table)
         self.decoded = DecodedStates("terminal")
 
-    async def process_transactions(self, events: Sequence[EventT[Any]]) -> None:
+    async def process_transactions(self, events: Sequence[InputRecord]) -> None:
         """Record a micro-batch of forward messages; skip rows already applied."""
         batch = _Batch(self)
-        rejected: list[tuple[EventT[Any], DecodeError]] = []
-        decoded: list[tuple[EventT[Any], list[ForwardRow], dict[int, int], dict[int, bytes]]] = []
+        rejected: list[tuple[InputRecord, DecodeError]] = []
+        decoded: list[tuple[InputRecord, list[ForwardRow], dict[int, int], dict[int, bytes]]] = []
         for event in events:
             message = decode_forward_message(event.value)
             if isinstance(message, DecodeError):
@@ -106,7 +105,7 @@ class TerminalStage:
             for source in sources:
                 batch.want(event, mark_key(partition, source))
         batch.load()
-        late: list[tuple[EventT[Any], DecodeError, bytes, bytes | None]] = []
+        late: list[tuple[InputRecord, DecodeError, bytes, bytes | None]] = []
         skipped = applied = 0
         newest = 0
         record = self.windows.record
@@ -145,11 +144,11 @@ class TerminalStage:
         if newest:
             self.metrics.observe_event_times(terminal_ms=newest)
 
-    async def process_reports(self, events: Sequence[EventT[Any]]) -> None:
+    async def process_reports(self, events: Sequence[InputRecord]) -> None:
         """Record a micro-batch of fraud reports."""
         batch = _Batch(self)
-        rejected: list[tuple[EventT[Any], DecodeError]] = []
-        decoded: list[tuple[EventT[Any], Any]] = []
+        rejected: list[tuple[InputRecord, DecodeError]] = []
+        decoded: list[tuple[InputRecord, Any]] = []
         intake = self.intake
         horizon = intake.horizon_ms()
         for event in events:
@@ -194,7 +193,7 @@ class TerminalStage:
         await send_dead_letters(self.send, self.dlq, rejected, self.metrics)
         # Every report of the batch is applied (or refused): the partition's report entry
         # moves to the next offset and the newest report time applied.
-        following: dict[int, EventT[Any]] = {}
+        following: dict[int, InputRecord] = {}
         for event in events:
             last = following.get(event.message.partition)
             if last is None or event.message.offset > last.message.offset:
@@ -227,15 +226,15 @@ class _Batch:
         self.states: dict[tuple[int, bytes], EntityState] = {}
         self.marks: dict[tuple[int, bytes], SourceMark] = {}
         self.reports: dict[tuple[int, bytes], ReportMark] = {}
-        self.last: dict[tuple[int, bytes], EventT[Any]] = {}
+        self.last: dict[tuple[int, bytes], InputRecord] = {}
 
-    def want(self, event: EventT[Any], key: bytes) -> None:
+    def want(self, event: InputRecord, key: bytes) -> None:
         self.wanted.setdefault(event.message.partition, []).append(key)
 
     def load(self) -> None:
         self.access.prefetch(self.wanted)
 
-    def state(self, event: EventT[Any], key: bytes) -> EntityState:
+    def state(self, event: InputRecord, key: bytes) -> EntityState:
         partition = event.message.partition
         slot = (partition, key)
         state = self.states.get(slot)
@@ -244,20 +243,20 @@ class _Batch:
             state = self.states[slot] = self.decoded.take(partition, key, raw)
         return state
 
-    def mark(self, event: EventT[Any], source_partition: int) -> SourceMark:
+    def mark(self, event: InputRecord, source_partition: int) -> SourceMark:
         slot = (event.message.partition, mark_key(event.message.partition, source_partition))
         mark = self.marks.get(slot)
         if mark is None:
             mark = self.marks[slot] = SourceMark.from_bytes(self.access.get(event, slot[1]))
         return mark
 
-    def set_offset(self, event: EventT[Any], source_partition: int, offset: int) -> None:
+    def set_offset(self, event: InputRecord, source_partition: int, offset: int) -> None:
         mark = self.mark(event, source_partition)
         slot = (event.message.partition, mark_key(event.message.partition, source_partition))
         self.marks[slot] = SourceMark(offset, mark.watermark)
         self.last[slot] = event
 
-    def declare(self, event: EventT[Any], source_partition: int, watermark: int) -> None:
+    def declare(self, event: InputRecord, source_partition: int, watermark: int) -> None:
         mark = self.mark(event, source_partition)
         changed = mark.declared(watermark)
         if changed is not mark:
@@ -265,14 +264,14 @@ class _Batch:
             self.marks[slot] = changed
             self.last[slot] = event
 
-    def _report(self, event: EventT[Any]) -> tuple[tuple[int, bytes], ReportMark]:
+    def _report(self, event: InputRecord) -> tuple[tuple[int, bytes], ReportMark]:
         slot = (event.message.partition, report_key(event.message.partition))
         mark = self.reports.get(slot)
         if mark is None:
             mark = self.reports[slot] = ReportMark.from_bytes(self.access.get(event, slot[1]))
         return slot, mark
 
-    def note_reports(self, event: EventT[Any], reported_at: int, following: int) -> None:
+    def note_reports(self, event: InputRecord, reported_at: int, following: int) -> None:
         """``event``'s partition applied its reports up to ``following`` (the next offset)."""
         slot, mark = self._report(event)
         changed = mark.advanced(reported_at, following)
@@ -280,7 +279,7 @@ class _Batch:
             self.reports[slot] = changed
             self.last[slot] = event
 
-    def changed(self, event: EventT[Any], key: bytes) -> None:
+    def changed(self, event: InputRecord, key: bytes) -> None:
         self.last[(event.message.partition, key)] = event
 
     def write(self) -> None:

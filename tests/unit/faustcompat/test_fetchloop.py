@@ -18,7 +18,7 @@ from faust.types import TP
 from mode import Service
 
 from streams.app import create_app
-from streams.faustcompat import fetchloop
+from streams.faustcompat import fetchloop, rawbatches
 from streams.settings import Settings
 
 TOPIC = "drain-transactions"
@@ -157,3 +157,47 @@ async def test_a_delivered_message_is_marked_read() -> None:
     await fetchloop.drain_messages(consumer, consumer.fetcher)
     assert [m.offset for m in delivered] == [7]
     assert consumer._read_offset[TP0] == 7
+
+
+class StubRoute:
+    """A raw-batch queue (streams.faustcompat.rawbatches) as the fetch loop uses one."""
+
+    def __init__(self, *, accepts: bool, room: bool) -> None:
+        self._accepts = accepts
+        self._room = room
+        self.put_messages: list[Any] = []
+        self.deliveries = 0
+
+    def accepts(self, consumer: Any) -> bool:
+        return self._accepts
+
+    async def room(self, consumer: Any) -> bool:
+        return self._room
+
+    def put(self, consumer: Any, tp: TP, message: Any) -> None:
+        self.put_messages.append(message)
+
+    def delivered(self) -> None:
+        self.deliveries += 1
+
+
+async def test_a_raw_topics_message_goes_to_its_queue_not_to_faust() -> None:
+    async def never(message: Any) -> None:
+        raise AssertionError("delivered to Faust's streams")
+
+    consumer = LoopConsumer(never)
+    route = StubRoute(accepts=True, room=True)
+    rawbatches.routes_of(consumer.app)[TOPIC] = route  # type: ignore[assignment]  # a stub
+    await fetchloop.drain_messages(consumer, consumer.fetcher)
+    assert [m.offset for m in route.put_messages] == [7]
+    assert route.deliveries == 1  # the whole fetch handed over: the agent may take it
+    assert consumer._read_offset[TP0] == 7
+
+
+async def test_a_raw_message_refused_at_a_rebalance_is_not_marked_read() -> None:
+    consumer = LoopConsumer(lambda message: asyncio.sleep(0))
+    route = StubRoute(accepts=False, room=False)  # the flow was suspended while waiting
+    rawbatches.routes_of(consumer.app)[TOPIC] = route  # type: ignore[assignment]  # a stub
+    await fetchloop.drain_messages(consumer, consumer.fetcher)
+    assert route.put_messages == []
+    assert consumer._read_offset[TP0] is None

@@ -5,7 +5,8 @@
 - `TableDouble`: a table's `PartitionStore` that records what the stages do with it:
   reads, prefetches, and writes (in the shared log, each with the event at its position).
 - `PeekStore`: the ``peek`` of a terminal table store, for `TerminalLookup`.
-- `Event` and `Message`: what ``stream.take_events`` yields, weak-referenceable; each event
+- `Event` and `Message`: an input record as the stages read one (``InputRecord``: key,
+  value, Faust's message), weak-referenceable; each event
   is found by its position (`event_at`), which is all a store is told of it.
 - `hostile_values`: a hypothesis strategy of message values a stage must survive.
 """
@@ -18,11 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from faust.types import TP, EventT
+from faust.types import TP
 from hypothesis import strategies as st
 
 from features.online import EntityState
 from streams.metrics import PipelineMetrics
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.outputs import Headers
 from streams.pipeline.terminals import terminal_partition
 
@@ -76,9 +78,9 @@ def event_at(tp: TP, offset: int) -> Event | None:
     return _EVENTS.get((tp.topic, tp.partition, offset))
 
 
-def as_events(events: Sequence[Event]) -> Sequence[EventT[Any]]:
+def as_events(events: Sequence[Event]) -> Sequence[InputRecord]:
     """The doubles as what the stages take (they use key, value and message only)."""
-    return cast("Sequence[EventT[Any]]", events)
+    return cast("Sequence[InputRecord]", events)
 
 
 @dataclass(frozen=True)

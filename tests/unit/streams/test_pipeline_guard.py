@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from faust.types import EventT
 from pipeline_doubles import Event, Message, Recorder, as_events, counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams.metrics import PipelineMetrics
 from streams.pipeline.guard import BatchGuard
+from streams.pipeline.inputs import InputRecord
 
 DLQ = "dlq"
 
@@ -31,7 +31,7 @@ class Stage:
         self.error = error or ValueError("a bug")
         self.processed: list[bytes] = []
 
-    async def process(self, batch: Sequence[EventT[Any]]) -> None:
+    async def process(self, batch: Sequence[InputRecord]) -> None:
         if any(e.value == self.poison for e in batch):
             raise self.error
         self.processed += [e.value for e in batch]

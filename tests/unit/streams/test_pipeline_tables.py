@@ -7,14 +7,15 @@ stands in for Redis.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import cast
 
 import pytest
-from faust.types import TP, EventT
+from faust.types import TP
 from pipeline_doubles import Event, Message
 
 from features.online import EntityState, OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.tablestore import MemoryPartitionStore
 
@@ -42,8 +43,8 @@ def distinct_copy(raw: bytes) -> bytes:
     return copy
 
 
-def event(partition: int, offset: int, topic: str = "transactions") -> EventT[Any]:
-    return cast("EventT[Any]", Event(b"k", b"v", Message(topic, partition, offset)))
+def event(partition: int, offset: int, topic: str = "transactions") -> InputRecord:
+    return cast("InputRecord", Event(b"k", b"v", Message(topic, partition, offset)))
 
 
 class PrefetchRecorder(MemoryPartitionStore):

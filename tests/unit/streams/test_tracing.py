@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from faust.types import EventT
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as otlp_http
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -28,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from streams.batchspans import BatchSpans, RunBatch
 from streams.metrics import PipelineMetrics
 from streams.pipeline.guard import BatchGuard
+from streams.pipeline.inputs import InputRecord
 from streams.pipeline.outputs import Send
 from streams.settings import Settings
 from streams.tracing import SERVICE_NAME, batch_spans, exporting, traces_url
@@ -76,7 +76,7 @@ class FakeScorer:
         self.metrics = metrics
         self.pause = pause
 
-    async def process(self, events: Sequence[EventT[Any]]) -> None:
+    async def process(self, events: Sequence[InputRecord]) -> None:
         values = [e.value for e in events]
         if b"boom" in values:
             raise ValueError("a bug")
@@ -231,7 +231,7 @@ async def test_agents_interleaving_on_the_loop_count_only_their_own_sends(
     send = spans.counting(recorder.send)
     score = score_run(spans, send, metrics)
 
-    async def reports(events: Sequence[EventT[Any]]) -> None:
+    async def reports(events: Sequence[InputRecord]) -> None:
         for event in events:
             await asyncio.sleep(0)
             await send(DLQ, event.key, event.value, None, None)
@@ -272,7 +272,7 @@ async def test_forwards_name_the_score_batch_and_the_terminal_batch_links_to_it(
     send = spans.counting(recorder.send)
     own = [("traceparent", traceparent(7))]
 
-    async def scorer(events: Sequence[EventT[Any]]) -> None:
+    async def scorer(events: Sequence[InputRecord]) -> None:
         # Forwards go without headers; an alert has its own traceparent (kept as it is).
         await send("forwards", None, b"rows", 2, None)
         await send(ALERTS, b"k", b"{}", None, list(own))
@@ -302,7 +302,7 @@ async def test_forwards_name_the_score_batch_and_the_terminal_batch_links_to_it(
         applied_as="applied",
     )
 
-    async def apply(events: Sequence[EventT[Any]]) -> None:
+    async def apply(events: Sequence[InputRecord]) -> None:
         metrics.terminal_transactions.inc(0)
 
     await terminal(apply, as_events([Event(None, forward.value, message)]))
