@@ -365,9 +365,9 @@ class Latency:
     loop_lag_max_ms: float
     #: Garbage collections of generation 2 timed by the worker: total seconds.
     gc_full_s: float
-    #: Per batch, oldest transaction: Kafka timestamp -> handed to the stream, p50/p99 ms.
+    #: Per batch, oldest transaction: Kafka timestamp -> handed to its agent, p50/p99 ms.
     fetch_delay_ms: tuple[float, float]
-    #: Per batch, oldest transaction: handed to the stream -> processed, p50/p99 ms.
+    #: Per batch, oldest transaction: handed to its agent -> processed, p50/p99 ms.
     queue_delay_ms: tuple[float, float]
     flushes: int
     timeline: str
@@ -1190,7 +1190,7 @@ def describe_latency(lat: Latency) -> str:
         f"in all; event-loop lag p99 <= {lat.loop_lag_p99_ms:.0f} ms, max <= "
         f"{lat.loop_lag_max_ms:.0f} ms (bucket bounds)\n"
         f"      per batch, its oldest transaction (bucket bounds, p50/p99): Kafka timestamp -> "
-        f"handed to the stream {lat.fetch_delay_ms[0]:.0f}/{lat.fetch_delay_ms[1]:.0f} ms, "
+        f"handed to its agent {lat.fetch_delay_ms[0]:.0f}/{lat.fetch_delay_ms[1]:.0f} ms, "
         f"then -> processed {lat.queue_delay_ms[0]:.0f}/{lat.queue_delay_ms[1]:.0f} ms\n"
         f"      latency_ms p50/max by 5 s of send time: {lat.timeline}\n"
         f"      Redis meanwhile, {lat.redis_pings}\n"

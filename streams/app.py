@@ -83,8 +83,8 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         options["table_standby_replicas"] = 0
     options.update(overrides)
     app = faust.App(settings.app_id, **options)
-    # Faust hard-codes a 1.5 s fetch wait (streams.faustcompat.fetchwait).
-    fetchwait.use_fetch_max_wait(app, settings.fetch_max_wait_ms)
+    # Faust hard-codes a 1.5 s fetch wait and 1-byte fetches (streams.faustcompat.fetchwait).
+    fetchwait.use_fetch_limits(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
     # No event-loop round per fetched message (streams.faustcompat.fetchloop).
     fetchloop.install()
     # A header name that is not UTF-8 must not crash the fetcher (streams.faustcompat.records).

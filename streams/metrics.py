@@ -146,8 +146,8 @@ class PipelineMetrics:
             until the first batch.
         terminal_event_time: Newest event time applied to terminal state, epoch seconds;
             NaN until the first one.
-        fetch_delay: Per batch, its oldest transaction's Kafka timestamp to its hand-over
-            to the stream by Faust's consumer.
+        fetch_delay: Per batch, its oldest transaction's Kafka timestamp to the fetch
+            loop's hand-over to its agent's queue (streams.faustcompat.rawbatches).
         queue_delay: Per batch, that hand-over to the batch's processing.
         event_loop_lag: How late a periodic timer of the event loop fires: time the
             loop was held by something (a long batch, a synchronous call, a collection).
@@ -299,7 +299,7 @@ class PipelineMetrics:
         self.fetch_delay = Histogram(
             "fraudstream_fetch_delay_seconds",
             "Per micro-batch, its oldest transaction: from its Kafka timestamp to the "
-            "worker handing it to the stream (time in Kafka and in the fetcher).",
+            "fetch loop handing it to its agent (time in Kafka and in the fetcher).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

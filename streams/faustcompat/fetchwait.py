@@ -1,12 +1,14 @@
-"""Make Faust's worker consumers wait at most the app's ``fetch_max_wait_ms`` for new data.
+"""Make Faust's worker consumers fetch with the app's ``fetch_max_wait_ms`` and ``fetch_min_bytes``.
 
 Upstream: faust-streaming 0.15.3, ``faust/transport/drivers/aiokafka.py``,
 ``AIOKafkaConsumerThread._create_worker_consumer``, which builds the aiokafka consumer
 with ``fetch_max_wait_ms=1500`` hard-coded and no setting for it; and aiokafka 0.14.0,
-``aiokafka/consumer/consumer.py``, ``AIOKafkaConsumer._fetch_max_wait_ms``, which the
-consumer hands to its fetcher when it starts. `use_fetch_max_wait` wraps the first (once
-per process) so that the consumer it returns, not yet started, carries the app's value
-instead. See ``Settings.fetch_max_wait_ms`` for why 1.5 s is too long here.
+``aiokafka/consumer/consumer.py``, ``AIOKafkaConsumer._fetch_max_wait_ms`` and
+``_fetch_min_bytes`` (left at aiokafka's 1 by Faust), which the consumer hands to its
+fetcher when it starts. `use_fetch_limits` wraps the first (once per process) so that the
+consumer it returns, not yet started, carries the app's values instead. See
+``Settings.fetch_max_wait_ms`` for why 1.5 s is too long here, and
+``Settings.fetch_min_bytes`` for why 1 byte costs a core.
 ``tests/unit/faustcompat/test_fetchwait_contract.py`` fails when either changes.
 """
 
@@ -18,13 +20,13 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 #: Marks the installed wrapper, so a second app does not wrap it again.
 _INSTALLED: Final = "_fraudstream_fetch_wait"
-#: Where the app keeps its wait for the wrapper to read.
-_APP_ATTRIBUTE: Final = "fraudstream_fetch_max_wait_ms"
+#: Where the app keeps its limits for the wrapper to read: (max wait ms, min bytes).
+_APP_ATTRIBUTE: Final = "fraudstream_fetch_limits"
 
 
-def use_fetch_max_wait(app: Any, wait_ms: int) -> None:
-    """Make the worker consumer of ``app`` wait at most ``wait_ms`` for a fetch's data."""
-    setattr(app, _APP_ATTRIBUTE, wait_ms)
+def use_fetch_limits(app: Any, max_wait_ms: int, min_bytes: int) -> None:
+    """Make the worker consumer of ``app`` wait for ``min_bytes``, at most ``max_wait_ms``."""
+    setattr(app, _APP_ATTRIBUTE, (max_wait_ms, min_bytes))
     _install()
 
 
@@ -36,9 +38,9 @@ def _install() -> None:
 
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
-        wait = getattr(self.app, _APP_ATTRIBUTE, None)
-        if wait is not None:
-            consumer._fetch_max_wait_ms = wait
+        limits = getattr(self.app, _APP_ATTRIBUTE, None)
+        if limits is not None:
+            consumer._fetch_max_wait_ms, consumer._fetch_min_bytes = limits
         return consumer
 
     setattr(create, _INSTALLED, True)

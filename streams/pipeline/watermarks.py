@@ -85,7 +85,7 @@ LIVE_WITHIN_MS: Final = 30 * 60_000
 #: Longest a live fraud report takes from its ``reported_at`` to the broker.
 REPORT_DELIVERY_MS: Final = 5 * 60_000
 #: Age of the high watermark a read-to-the-end finding was made against, at most: one
-#: fetch wait (``fetch_max_wait_ms``, 25 ms by default) and some.
+#: fetch wait (``fetch_max_wait_ms``, 5 ms by default) and some.
 #: Seconds between two readings of the watermarks while transactions are held.
 RECHECK_S: Final = 0.05
 

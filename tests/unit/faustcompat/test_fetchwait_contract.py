@@ -15,6 +15,7 @@ def test_faust_still_hard_codes_the_fetch_wait_of_the_consumer_it_builds() -> No
     source = upstream_source(faust_aiokafka, "AIOKafkaConsumerThread._create_worker_consumer")
     assert "return aiokafka.AIOKafkaConsumer(" in source
     assert "fetch_max_wait_ms=1500," in source
+    assert "fetch_min_bytes" not in source  # aiokafka's default, 1
     # Looked up on the instance, so the wrapper on the class is the one called.
     assert "return self._create_worker_consumer(transport)" in upstream_source(
         faust_aiokafka, "AIOKafkaConsumerThread._create_consumer"
@@ -24,10 +25,12 @@ def test_faust_still_hard_codes_the_fetch_wait_of_the_consumer_it_builds() -> No
 
 
 async def test_aiokafka_hands_the_field_to_its_fetcher_when_it_starts() -> None:
-    consumer = AIOKafkaConsumer(fetch_max_wait_ms=123)
+    consumer = AIOKafkaConsumer(fetch_max_wait_ms=123, fetch_min_bytes=456)
     try:
         assert consumer._fetch_max_wait_ms == 123
+        assert consumer._fetch_min_bytes == 456
     finally:
         await consumer.stop()
     start = upstream_source(aiokafka.consumer.consumer, "AIOKafkaConsumer.start")
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms," in start
+    assert "fetch_min_bytes=self._fetch_min_bytes," in start
