@@ -76,6 +76,12 @@ from streams.tracecontext import TRACEPARENT, child_of, parent_of
 
 logger = logging.getLogger(__name__)
 
+#: Least seconds between two declarations of the same held sources: each round is a
+#: message to every terminal partition, and at live pace with small batches a round per
+#: batch doubled the messages on the forwards topic. A later round, or the release
+#: task's next look, sends what was held back; marks only move forward, so a late
+#: declaration is never a wrong one.
+DECLARE_EVERY_S = 0.1
 #: Most transactions held back at once; beyond it the agent waits (`ScoreStage.process`).
 HELD_MAX = 50_000
 #: Held transactions per source partition whose terminal partitions' watermarks a
@@ -251,6 +257,7 @@ class ScoreStage:
         self._hold_round = 0
         self._behind: dict[int, int] = {}
         self._declared: dict[int, int] = {}
+        self._declared_at = 0.0
         self._holding = asyncio.Lock()
         self._access = TableAccess(customers)
         # Few customers transact twice within minutes: a small cache of decoded states
@@ -477,7 +484,7 @@ class ScoreStage:
         Without it a source that has sent nothing yet (every source, when workers start
         on a backlog) would hold every reader back, itself included. Sent when what the
         held sources declare changes. Ends the hold round: the transactions still held
-        have waited.
+        have waited. At most every `DECLARE_EVERY_S` for sources declared already.
         """
         self._hold_round += 1
         clock = self.clock
@@ -499,7 +506,11 @@ class ScoreStage:
         declared = clock.declarations(queues)
         if declared == self._declared:
             return
+        now = time.monotonic()
+        if declared.keys() <= self._declared.keys() and now - self._declared_at < DECLARE_EVERY_S:
+            return  # these sources declared lately; a source not declared yet goes at once
         self._declared = declared
+        self._declared_at = now
         value = encode_forwards([], declared)
         for partition in range(self.terminals.partition_of.partitions):
             await self.send(self.topics.forwards, None, value, partition, None)

@@ -51,6 +51,7 @@ from models.training import feature_baseline
 from streams.contracts import DecodeError, Problem, decode_alert, decode_score
 from streams.kafka import SENT_AT_HEADER
 from streams.metrics import PipelineMetrics
+from streams.pipeline import score as score_module
 from streams.pipeline.forwards import ForwardRow, decode_forward_message, decode_forwards
 from streams.pipeline.intake import Intake
 from streams.pipeline.model import ModelSlot
@@ -1340,3 +1341,39 @@ async def test_a_rebalance_during_a_release_writes_no_state_for_the_transactions
 
     assert r.recorder.writes() == []  # read again from the stored offset, counted once
     assert counter(r.metrics, "fraudstream_transactions_total") == 0
+
+
+async def test_held_sources_declare_at_most_every_few_hundredths_but_a_new_one_at_once(
+    slot: ModelSlot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A round per batch was a message to every terminal partition per batch: at live
+    # pace, as many messages on the forwards topic as the forwards themselves.
+    r = watermarked_rig(slot)
+    terminals_applied(r.peek, T0 - LAG, T0)  # final for reads up to T0: later ones wait
+    now = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)  # the module reads time.monotonic
+    c1, c2 = CUSTOMER_PARTITIONS["C1"], CUSTOMER_PARTITIONS["C2"]
+
+    def ticks() -> list[dict[int, int]]:
+        return [wm for _, rows, wm in declared(r.recorder) if not rows]
+
+    batch = Batch(T0)
+    batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
+    await r.stage.process(as_events(batch.events))
+    assert ticks() == [{c2: T0}] * PARTITIONS  # declared for the first time: at once
+
+    more = Batch(T0)
+    more.offsets = dict(batch.offsets)
+    more.add("C2", encode(payload("b2", "C2", "T2", T0 + 2 * DAY)))  # moves c2's declaration
+    await r.stage.process(as_events(more.events))
+    assert len(ticks()) == PARTITIONS  # declared lately: held back
+
+    now += score_module.DECLARE_EVERY_S
+    await r.stage.release_held()  # nothing final; the held-back declaration goes now
+    assert ticks()[PARTITIONS:] == [{c2: T0 + DAY - 1}] * PARTITIONS
+
+    other = Batch(T0)
+    other.offsets = dict(more.offsets)
+    other.add("C1", encode(payload("a1", "C1", "T1", T0 + DAY)))  # a source not declared yet
+    await r.stage.process(as_events(other.events))
+    assert ticks()[2 * PARTITIONS :] == [{c1: T0, c2: T0 + DAY - 1}] * PARTITIONS
