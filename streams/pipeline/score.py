@@ -293,7 +293,7 @@ class ScoreStage:
         Held transactions stay in memory across batches, so the agent goes on taking
         the batches of its other partitions, whose forwards are what moves the
         watermarks: a partition held back never holds back another. If more than
-        `HELD_MAX` wait, the agent itself waits until some can go.
+        `HELD_MAX` wait, the agent itself waits until some can go, or a rebalance begins.
         """
         gate = self.gate
         assert gate is not None
@@ -332,6 +332,14 @@ class ScoreStage:
         self._held_count += len(valid)
         await self._release(gate, rejected, model)
         while self._held_count > HELD_MAX:
+            if self.generation() != generation:
+                # A rebalance began. Its revocation waits for this batch to be
+                # acknowledged, and what the held ones wait for may be a partition it
+                # moves (a killed worker's): waiting on would hold both until the time
+                # limit, then score tens of thousands inexactly (a 244k catch-up with a
+                # worker SIGKILLed: 113,161 inexact reads). They are dropped and read
+                # again, like every held one at a rebalance.
+                return
             await asyncio.sleep(gate.pause_s)
             await self._release(gate, [], model)
 

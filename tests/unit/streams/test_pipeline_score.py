@@ -1343,6 +1343,32 @@ async def test_a_rebalance_during_a_release_writes_no_state_for_the_transactions
     assert counter(r.metrics, "fraudstream_transactions_total") == 0
 
 
+async def test_an_agent_waiting_for_room_among_the_held_returns_when_a_rebalance_begins(
+    slot: ModelSlot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Faust's revocation waits for the agent's batch to be acknowledged, and the held
+    # transactions may wait for a killed worker's terminal partitions, which only the
+    # rebalance moves: waiting for room until the time limit held both (a 244k
+    # catch-up with a worker SIGKILLed scored 113,161 reads inexactly).
+    monkeypatch.setattr(score_module, "HELD_MAX", 1)
+    r = watermarked_rig(slot, max_wait_s=30.0)
+    terminals_applied(r.peek, T0 - LAG, T0)
+    generation = 1
+    r.stage.generation = lambda: generation
+    batch = Batch(T0)
+    batch.add("C2", encode(payload("b1", "C2", "T2", T0 + DAY)))
+    batch.add("C2", encode(payload("b2", "C2", "T2", T0 + DAY + 1)))
+
+    processing = asyncio.create_task(r.stage.process(as_events(batch.events)))
+    await asyncio.sleep(0.2)
+    assert not processing.done()  # two held, room for one: the agent waits
+    generation = 2  # a rebalance begins
+    await asyncio.wait_for(processing, timeout=1.0)
+
+    assert decoded_scores(r.recorder) == {}  # read again from the stored offsets
+    assert counter(r.metrics, "fraudstream_terminal_reads_inexact_total") == 0
+
+
 async def test_held_sources_declare_at_most_every_few_hundredths_but_a_new_one_at_once(
     slot: ModelSlot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
