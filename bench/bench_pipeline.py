@@ -117,6 +117,7 @@ TX_PER_CUSTOMER_DAY = 1.935
 
 TRANSACTIONS = "fraudstream_transactions_total"
 DLQ = "fraudstream_dlq_records_total"
+WATERMARK_WAIT = "fraudstream_terminal_watermark_wait_seconds"
 
 PIPELINE_TARGET_SHARE = 0.5
 P99_TARGET_MS = 100.0
@@ -369,6 +370,9 @@ class Latency:
     fetch_delay_ms: tuple[float, float]
     #: Per batch, oldest transaction: handed to its agent -> processed, p50/p99 ms.
     queue_delay_ms: tuple[float, float]
+    #: Releases of held transactions: the longest held of each, p50/p99 ms, and how many.
+    held_ms: tuple[float, float]
+    releases: int
     flushes: int
     timeline: str
     #: The pass-through agent under the same paced replay: copy's timestamp - sent header.
@@ -1127,6 +1131,11 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
             histogram_quantile(d, "fraudstream_queue_delay_seconds", 0.5) * 1000,
             histogram_quantile(d, "fraudstream_queue_delay_seconds", 0.99) * 1000,
         ),
+        held_ms=(
+            histogram_quantile(d, WATERMARK_WAIT, 0.5) * 1000,
+            histogram_quantile(d, WATERMARK_WAIT, 0.99) * 1000,
+        ),
+        releases=int(d.get(f"{WATERMARK_WAIT}_count", 0.0)),
         flushes=int(flushes),
         timeline=timeline,
         redis_pings=pings.describe(first_sent),
@@ -1191,7 +1200,9 @@ def describe_latency(lat: Latency) -> str:
         f"{lat.loop_lag_max_ms:.0f} ms (bucket bounds)\n"
         f"      per batch, its oldest transaction (bucket bounds, p50/p99): Kafka timestamp -> "
         f"handed to its agent {lat.fetch_delay_ms[0]:.0f}/{lat.fetch_delay_ms[1]:.0f} ms, "
-        f"then -> processed {lat.queue_delay_ms[0]:.0f}/{lat.queue_delay_ms[1]:.0f} ms\n"
+        f"then -> processed {lat.queue_delay_ms[0]:.0f}/{lat.queue_delay_ms[1]:.0f} ms; "
+        f"{lat.releases:,} releases of transactions held on terminal watermarks, the "
+        f"longest held of each p50/p99 {lat.held_ms[0]:.0f}/{lat.held_ms[1]:.0f} ms\n"
         f"      latency_ms p50/max by 5 s of send time: {lat.timeline}\n"
         f"      Redis meanwhile, {lat.redis_pings}\n"
         f"      the pass-through agent under the same paced replay, copy's Kafka timestamp - "

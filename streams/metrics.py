@@ -79,6 +79,27 @@ LATENCY_BUCKETS: Final = (
 #: recovery); the 1-3 s a rebalance under load costs is read precisely.
 REBALANCE_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
+#: Holds on terminal watermarks: milliseconds in a fast replay (the reports partitions'
+#: ends read once more), seconds to minutes on a backlog after an outage.
+WATERMARK_WAIT_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+
 #: The sources of ``fraudstream_duplicates_skipped``, started at zero like the DLQ problems.
 DUPLICATE_SOURCES: Final = ("transactions", "fraud_reports", "scorer")
 
@@ -239,7 +260,7 @@ class PipelineMetrics:
             "How long the scorer held transactions back until the terminal watermarks said "
             "their terminal features were final (terminal agents behind in event time, as "
             "on a backlog); one observation per release, the longest held.",
-            buckets=REBALANCE_BUCKETS,
+            buckets=WATERMARK_WAIT_BUCKETS,
             registry=r,
         )
         self.model_swaps = Counter(

@@ -39,11 +39,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
-from faust.types import TP, StreamT
+from aiokafka import TopicPartition
+from faust.types import StreamT
 
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
+from streams.endoffsets import EndOffsets
 from streams.faustcompat import metadata
 from streams.faustcompat.rawbatches import FetchedRecord, RawBatches
 from streams.health import LoopHeartbeat, Outages, WorkerHealth, install_pages
@@ -224,15 +226,13 @@ def build_pipeline(
         intake=intake(),
     )
 
-    reports_partitions = [TP(names["fraud_reports"], p) for p in range(partitions)]
-
-    async def reports_ends() -> dict[int, int]:
-        # One ListOffsets request for every reports partition, assigned here or not.
-        ends = await app.consumer.highwaters(*reports_partitions)
-        return {tp.partition: int(end) for tp, end in ends.items()}
-
+    # One ListOffsets request for every reports partition, assigned here or not, on a
+    # connection of its own (streams.endoffsets says why not Faust's consumer's).
+    reports_ends = EndOffsets(
+        settings, [TopicPartition(names["fraud_reports"], p) for p in range(partitions)]
+    )
     if needs.reports_lag_ms is not None:
-        score_stage.report_ends = ReportEnds(reports_ends, needs.reports_lag_ms)
+        score_stage.report_ends = ReportEnds(reports_ends.read, needs.reports_lag_ms)
 
     def batch_runner(
         agent: str, source: str, applied: Any, applied_as: str = "applied", **span: Any
@@ -361,6 +361,14 @@ def build_pipeline(
             except Exception:
                 logger.exception("releasing held transactions failed; trying again")
             await asyncio.sleep(RELEASE_GAP_S)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def close_end_offsets() -> None:
+        # The reader connects on its first reading; it closes when the worker stops.
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await reports_ends.close()
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_watermarks() -> None:
