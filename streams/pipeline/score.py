@@ -320,16 +320,20 @@ class ScoreStage:
         received = time.time() * 1000
         now_ms = int(received)
         round_ = self._hold_round
+        arrived = []
         for event, tx in valid:
             message = event.message
             produced = _sent_at(message, now_ms)
             source = message.partition
             pending = Pending(source, tx.tx_time, self._terminal_partition(tx), produced, received)
+            arrived.append(pending)
             queue = held.get(source)
             if queue is None:
                 queue = held[source] = _SourceHeld()
             queue.append(_Held(event, tx, pending, now, round_))
         self._held_count += len(valid)
+        if self.report_ends is not None:
+            self.report_ends.received(arrived)
         await self._release(gate, rejected, model)
         while self._held_count > HELD_MAX:
             if self.generation() != generation:

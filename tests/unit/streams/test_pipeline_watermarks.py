@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES, Entity
@@ -260,11 +260,56 @@ def test_report_ends_are_read_after_every_report_a_transaction_reads_was_sent() 
     asyncio.run(ends.attach([later]))
     assert later.reports_end == 7
     assert len(reads) == 1
-    # One sent after the reading, replayed: a new reading, still older than it.
-    newer = Pending(0, T0, 1, produced_ms=now, received_ms=int(time.time() * 1000) + 60_000)
+    # Replayed, received after the reading, reading no report newer than the replayed
+    # one before the reading: covered by it, no new request.
+    received = time.time() * 1000 + 1
+    again = Pending(0, T0 + HOUR - 1, 1, produced_ms=now, received_ms=received)
+    asyncio.run(ends.attach([again]))
+    assert again.reports_end == 9
+    assert len(reads) == 1
+    # One sent after the reading that reads newer reports: a new reading, still older
+    # than it.
+    newer = Pending(0, T0 + 2 * HOUR, 1, produced_ms=now, received_ms=time.time() * 1000 + 60_000)
     asyncio.run(ends.attach([newer]))
     assert len(reads) == 2
     assert newer.reports_end is None
+
+
+def test_a_transaction_takes_the_oldest_reading_of_the_reports_it_reads() -> None:
+    # In a fast replay an hour of event time is milliseconds: the newest reading holds
+    # reports sent after the ones a transaction reads, which its terminal agents may
+    # not have applied yet.
+    answers = iter([{0: 3}, {0: 5}, {0: 8}])
+
+    async def read() -> dict[int, int]:
+        return next(answers)
+
+    ends = ReportEnds(read, HOUR)
+
+    def arrives(time_ms: int) -> Pending:
+        time.sleep(0.002)  # received after the readings asked for so far
+        at = time.time() * 1000
+        time.sleep(0.002)  # and before the next one
+        return Pending(0, time_ms, 0, produced_ms=int(at), received_ms=at)
+
+    first = arrives(T0)
+    asyncio.run(ends.attach([first]))  # covers the reports before T0
+    second = arrives(T0 + 2 * HOUR)
+    asyncio.run(ends.attach([second]))  # covers the reports before T0 + 2 h
+    assert (first.reports_end, second.reports_end) == (3, 5)
+    # Reads reports up to T0 + 30 min: the first reading does not cover them.
+    between = arrives(T0 + HOUR + 30 * 60_000)
+    assert ends.attach_known(between)
+    assert between.reports_end == 5
+    # Reads reports up to T0 - 1 ms: the first reading does.
+    early = arrives(T0 + HOUR - 1)
+    assert ends.attach_known(early)
+    assert early.reports_end == 3
+    # Reads reports up to T0 + 2 h: none covers it yet.
+    late = arrives(T0 + 3 * HOUR)
+    assert not ends.attach_known(late)
+    asyncio.run(ends.attach([late]))
+    assert late.reports_end == 8
 
 
 def test_report_ends_that_cannot_be_read_leave_transactions_waiting() -> None:
@@ -274,3 +319,82 @@ def test_report_ends_that_cannot_be_read_leave_transactions_waiting() -> None:
     pending = Pending(0, T0, 0, produced_ms=int(time.time() * 1000))
     asyncio.run(ReportEnds(down, HOUR).attach([pending]))
     assert pending.reports_end is None
+
+
+class _Clock:
+    """Stands for the ``time`` module in `ReportEnds`: a wall clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.ms = 1_800_000_000_000.0
+
+    def time(self) -> float:
+        return self.ms / 1000
+
+
+@settings(max_examples=400)
+@example(
+    steps=[("transaction", 0), ("batch", 1), ("report", 0), ("transaction", HOUR)],
+    readings_kept=2,
+)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["report", "transaction", "batch"]),
+            st.one_of(  # event time advance, the hour's edges often
+                st.sampled_from([0, 1, HOUR - 1, HOUR, HOUR + 1]),
+                st.integers(min_value=0, max_value=3 * HOUR),
+            ),
+        ),
+        max_size=80,
+    ),
+    readings_kept=st.integers(min_value=1, max_value=4),
+)
+def test_any_reading_a_replayed_transaction_takes_holds_every_report_it_reads(
+    steps: list[tuple[str, int]], readings_kept: int
+) -> None:
+    # A replay in event-time order: a transaction reaches the worker after every report
+    # before its time is in the log; reports after it may land before a reading.
+    import streams.pipeline.watermarks as module
+
+    clock = _Clock()
+    original = module.time
+    module.time = clock  # type: ignore[assignment]
+    try:
+        log: list[int] = []  # reported_at of each report in the partition, in order
+
+        async def read() -> dict[int, int]:
+            return {0: len(log)}
+
+        ends = ReportEnds(read, HOUR, kept=readings_kept)
+        event_ms = T0
+        batch: list[Pending] = []
+        taken: list[Pending] = []
+
+        def settle(tick: int) -> None:
+            clock.ms += tick  # a reading in the millisecond of a receipt does not count
+            ends.received(batch)
+            asyncio.run(ends.attach(list(batch)))
+            taken.extend(batch)
+            batch.clear()
+
+        for kind, advance in steps:
+            if kind == "report":
+                clock.ms += 1
+                event_ms += advance
+                log.append(event_ms)
+            elif kind == "transaction":
+                clock.ms += 1
+                event_ms += advance
+                received = clock.ms
+                produced = int(received)  # a replay: handed over just now
+                batch.append(Pending(0, event_ms, 0, produced_ms=produced, received_ms=received))
+            else:
+                settle(advance % 2)
+        settle(1)
+        asyncio.run(ends.attach([p for p in taken if p.reports_end is None]))
+        for pending in taken:
+            needed = sum(1 for reported_at in log if reported_at <= pending.time_ms - HOUR)
+            assert pending.reports_end is not None
+            assert pending.reports_end >= needed
+    finally:
+        module.time = original  # type: ignore[assignment]
