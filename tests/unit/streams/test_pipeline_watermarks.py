@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from unittest.mock import patch
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from features.spec import DEFAULT_FEATURES, HANDBOOK_FEATURES, Entity
+from streams.pipeline import watermarks as watermarks_module
 from streams.pipeline.terminals import mark_key
 from streams.pipeline.watermarks import (
     IDLE,
@@ -354,12 +356,8 @@ def test_any_reading_a_replayed_transaction_takes_holds_every_report_it_reads(
 ) -> None:
     # A replay in event-time order: a transaction reaches the worker after every report
     # before its time is in the log; reports after it may land before a reading.
-    import streams.pipeline.watermarks as module
-
     clock = _Clock()
-    original = module.time
-    module.time = clock  # type: ignore[assignment]
-    try:
+    with patch.object(watermarks_module, "time", clock):
         log: list[int] = []  # reported_at of each report in the partition, in order
 
         async def read() -> dict[int, int]:
@@ -396,5 +394,3 @@ def test_any_reading_a_replayed_transaction_takes_holds_every_report_it_reads(
             needed = sum(1 for reported_at in log if reported_at <= pending.time_ms - HOUR)
             assert pending.reports_end is not None
             assert pending.reports_end >= needed
-    finally:
-        module.time = original  # type: ignore[assignment]
