@@ -504,10 +504,11 @@ class ReportEnds:
       transaction, in another partition's batch, can reach the log after it).
 
     A reading also covers later transactions, of any partition: asked for once every
-    report before a replayed transaction u had been sent, it holds every report before
-    u's time, so it covers every transaction whose reads need no newer report. Each transaction
-    takes the *oldest* reading that covers it: the reports in it were in the log
-    longest, and its terminal agents have most likely applied them already. In a
+    report before a replayed transaction u had been sent (u noted by `received`), it
+    holds every report before u's time, so it covers every transaction whose reads need
+    no newer report. Each transaction takes the *oldest* reading that covers it: the
+    reports in it were in the log longest, and its terminal agents have most likely
+    applied them already. In a
     replay a thousand times faster than life, an hour of event time is milliseconds,
     and a transaction taking the newest reading waited for reports sent after the
     ones it reads (about one in two releases at 6,900 tx/s).
@@ -594,8 +595,7 @@ class ReportEnds:
         """Give each of ``pending`` its reports partition's end, reading it if needed."""
         if not pending:
             return
-        self.received(pending)
-        if all([self.attach_known(p) for p in pending]):
+        if all([self.attach_known(p) for p in pending]):  # a list: every one attached
             return
         # A reading counts for the transactions whose reports were known to be in the
         # log before it was asked for (strictly: the clock is read to the microsecond).

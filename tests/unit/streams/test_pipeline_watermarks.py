@@ -254,6 +254,7 @@ def test_report_ends_are_read_after_every_report_a_transaction_reads_was_sent() 
     # Receipt unknown: the reports' delivery bound after it was produced.
     assert ends.sent_by(Pending(0, T0, 0, produced_ms=now)) == now + REPORT_DELIVERY_MS
 
+    ends.received([live, replayed])  # as the scorer notes what it receives
     asyncio.run(ends.attach([live, replayed]))
     assert (live.reports_end, replayed.reports_end) == (9, 7)
     assert len(reads) == 1
@@ -292,7 +293,9 @@ def test_a_transaction_takes_the_oldest_reading_of_the_reports_it_reads() -> Non
         time.sleep(0.002)  # received after the readings asked for so far
         at = time.time() * 1000
         time.sleep(0.002)  # and before the next one
-        return Pending(0, time_ms, 0, produced_ms=int(at), received_ms=at)
+        pending = Pending(0, time_ms, 0, produced_ms=int(at), received_ms=at)
+        ends.received([pending])  # as the scorer notes what it receives
+        return pending
 
     first = arrives(T0)
     asyncio.run(ends.attach([first]))  # covers the reports before T0
