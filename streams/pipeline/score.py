@@ -573,7 +573,7 @@ class ScoreStage:
             await self._send_alerts(scored, matrix, scores, model)
             await self._send_forwards_and_scores(scored, scores, model)
         await send_dead_letters(self.send, self.topics.dlq, rejected, self.metrics)
-        if self._rebalanced_since(generation):
+        if self.generation() != generation:
             # A rebalance began while this batch was on its way (the release task is not
             # waited for by Faust's revocation): the partitions resume at the offsets
             # stored before it, so these transactions are read again; their state must
@@ -588,10 +588,6 @@ class ScoreStage:
         self.metrics.transactions.inc(len(scored))
         if scored:
             self.metrics.observe_event_times(scorer_ms=max(s.transaction.tx_time for s in scored))
-
-    def _rebalanced_since(self, generation: int) -> bool:
-        """Whether a rebalance began after ``generation`` (held ones: the holds' generation)."""
-        return self.generation() != generation
 
     def _terminal_partition(self, tx: Transaction) -> int:
         return self.terminals.partition_of(tx.terminal_id.encode())

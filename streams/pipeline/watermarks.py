@@ -553,6 +553,11 @@ class ReportEnds:
         """When (wall clock, epoch ms) every report ``pending`` reads had been sent."""
         if self.live(pending):
             return pending.time_ms - self.lag_ms + REPORT_DELIVERY_MS
+        return self._replayed_sent_by(pending)
+
+    @staticmethod
+    def _replayed_sent_by(pending: Pending) -> float:
+        """`sent_by` of a transaction that is not live."""
         produced, received = pending.produced_ms, pending.received_ms
         if produced is None:
             return received if received is not None else time.time() * 1000
@@ -566,7 +571,8 @@ class ReportEnds:
         that are not live count: a live one says when the live reports it reads were
         sent, which says nothing of a replay's.
         """
-        noted = [(self.sent_by(p), p.time_ms - 1) for p in pending if not self.live(p)]
+        live, sent_by = self.live, self._replayed_sent_by
+        noted = [(sent_by(p), p.time_ms - 1) for p in pending if not live(p)]
         if not noted:
             return
         self._arrivals.append((max(n[0] for n in noted), max(n[1] for n in noted)))
