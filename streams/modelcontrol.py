@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -128,6 +129,12 @@ class ModelFollower:
         retry_interval_s: How often `follow` tries the refused newest promotion again;
             ``settings.model_retry_interval_s`` when None. The `retry_interval_s`
             attribute can be changed before `follow` starts.
+
+    Attributes:
+        lock: Held while the active model, the refusal and the callbacks' metrics change
+            together. A reader in another thread (the worker's ``/ready`` handler) takes
+            it to see them from one moment: without it, a probe could find the fallback
+            model active and its refusal not yet recorded.
     """
 
     def __init__(
@@ -161,6 +168,7 @@ class ModelFollower:
         self._tried_at = 0.0  # monotonic time of the refused version's last load
         self._reported = ReportedReasons()
         self._fallback_reported: Fallback | None = None  # the last state given on_fallback
+        self.lock = threading.RLock()
 
     @property
     def failures(self) -> int:
@@ -222,7 +230,9 @@ class ModelFollower:
                 model = await asyncio.to_thread(
                     self._registry.load, candidate.version, self._feature_names
                 )
-                self._swap(model)
+                with self.lock:  # the fallback is seen with its model, never after it
+                    self._swap(model)
+                    self._set_refused(refusal)
             except Exception as exc:  # a refused artifact, a bug or an OS failure alike
                 reason = _describe(exc)
                 self._failures += 1
@@ -235,7 +245,6 @@ class ModelFollower:
                 )
                 refusal = refusal or Refusal(newest.version, reason)
                 continue
-            self._set_refused(refusal)
             if candidate is not newest:
                 logger.error(
                     "model %s, the newest promotion, does not load: scoring with %s, the "
@@ -327,14 +336,16 @@ class ModelFollower:
             return
         finally:
             self._applying = None
-        try:
-            self._swap(model)
-        except Exception as exc:  # the caller's swap failed: its old model is still in use
-            self._refuse(
-                promotion.version, f"activate() raised {type(exc).__name__}: {_describe(exc)}"
-            )
-            return
-        self._set_refused(None)  # the newest promotion is the active model
+        with self.lock:  # the new model and the fallback's end are seen together
+            try:
+                self._swap(model)
+            except Exception as exc:  # the caller's swap failed: its old model is in use
+                self._refuse(
+                    promotion.version,
+                    f"activate() raised {type(exc).__name__}: {_describe(exc)}",
+                )
+                return
+            self._set_refused(None)  # the newest promotion is the active model
 
     async def retry_refused(self) -> bool:
         """Try once more to load the refused newest promotion; swap to it if it loads now.
@@ -367,20 +378,21 @@ class ModelFollower:
                 refused.version,
             )
             return False
-        try:
-            self._swap(model, f" ({refused.version}, the newest promotion, loads now)")
-        except Exception as exc:  # the caller's swap failed: its old model is still in use
-            reason = f"activate() raised {type(exc).__name__}: {_describe(exc)}"
-            self._retry_failed(refused.version, reason, epoch)
-            return False
-        self._set_refused(None)
+        with self.lock:  # the new model and the fallback's end are seen together
+            try:
+                self._swap(model, f" ({refused.version}, the newest promotion, loads now)")
+            except Exception as exc:  # the caller's swap failed: its old model is in use
+                reason = f"activate() raised {type(exc).__name__}: {_describe(exc)}"
+                self._retry_failed(refused.version, reason, epoch)
+                return False
+            self._set_refused(None)
         return True
 
     def _retry_failed(self, version: str, reason: str, epoch: int) -> None:
         """A retry failed: count it; report it unless superseded or already reported."""
         self._failures += 1
-        self._load_failed(version, reason)
         if epoch != self._epoch:
+            self._load_failed(version, reason)
             return  # a newer promotion was applied: this version is not the newest now
         if self._reported.first(version, reason):
             logger.warning(
@@ -391,7 +403,9 @@ class ModelFollower:
                 f"model {self._active} stays active" if self._active else "no model is active",
                 self.retry_interval_s,
             )
-        self._set_refused(Refusal(version, reason))  # the reason may have changed
+        with self.lock:  # the count and the refusal are seen together
+            self._load_failed(version, reason)
+            self._set_refused(Refusal(version, reason))  # the reason may have changed
 
     async def _retry_periodically(self) -> None:
         """Call `retry_refused` `retry_interval_s` after each load of the refused version."""
@@ -416,8 +430,9 @@ class ModelFollower:
 
     def _refuse(self, version: str, reason: str) -> None:
         """A promoted version did not load: count it, keep the model, report a fallback."""
-        self._load_failed(version, reason)
-        self._set_refused(Refusal(version, reason))
+        with self.lock:  # the count and the refusal are seen together
+            self._load_failed(version, reason)
+            self._set_refused(Refusal(version, reason))
         self._reject(version, reason)
 
     def _reject(self, what: str, reason: str) -> None:

@@ -396,11 +396,13 @@ def build_pipeline(
     async def log_progress() -> None:
         await report_progress(metrics, settings.progress_log_interval_s)
 
-    # Called in the web server's threads: plain reads of what the loop publishes (the
-    # active model, the follower's refusal, Faust's rebalancing flag).
+    # Called in the web server's threads: reads of what the loop publishes (the active
+    # model, the follower's refusal, Faust's rebalancing flag); the follower's lock shows
+    # the model and its fallback from one moment.
     def readiness() -> str | None:
-        if slot.active is None:
-            refused = follower.refused
+        with follower.lock:
+            active, refused = slot.active, follower.refused
+        if active is None:
             if refused is not None:
                 return f"no promoted model loads; the newest, {refused.version}: {refused.reason}"
             return "no model promoted yet"
@@ -410,8 +412,8 @@ def build_pipeline(
 
     def model_details() -> dict[str, Any]:
         # Ready on a fallback model, but not silently: the body names both versions.
-        fallback = follower.fallback
-        active = slot.active
+        with follower.lock:
+            fallback, active = follower.fallback, slot.active
         details: dict[str, Any] = {"model_version": active.version if active else None}
         if fallback is not None:
             details["model_fallback"] = fallback.as_dict()

@@ -331,3 +331,56 @@ async def test_follow_retries_on_a_timer_even_without_a_broker(
         await wait_until(lambda: worker.follower.active_version == v2)
     assert worker.activated == [v1, v2]
     assert worker.states[-1] is None
+
+
+class ProbeFromAnotherThread:
+    """What a ``/ready`` probe in another thread reads, started the moment a callback fires.
+
+    The probe reads under the follower's lock, as the worker's handlers do. The callback
+    gives it 0.2 s before returning: a probe that does not wait for the change to finish
+    reads in that time, mid-change.
+    """
+
+    def __init__(self, follower: ModelFollower) -> None:
+        self.follower = follower
+        self.seen: list[tuple[str | None, str | None]] = []  # (active, refused) versions
+        self.threads: list[threading.Thread] = []
+
+    def probe(self) -> None:
+        done = threading.Event()
+
+        def read() -> None:
+            with self.follower.lock:
+                fallback = self.follower.fallback
+                refused = fallback.refused_version if fallback is not None else None
+                self.seen.append((self.follower.active_version, refused))
+            done.set()
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        self.threads.append(thread)
+        done.wait(0.2)
+
+    def finished(self) -> list[tuple[str | None, str | None]]:
+        for thread in self.threads:
+            thread.join(WAIT_S)
+        return self.seen
+
+
+async def test_a_probe_in_another_thread_sees_a_model_and_its_fallback_together(
+    settings: Settings, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1, v2 = register(registry, 1), register(registry, 2)
+    artifact = Artifact(registry, v2)
+    artifact.damage()
+    worker = Worker(settings, [v1, v2], monkeypatch)
+    follower = worker.follower
+    probes = ProbeFromAnotherThread(follower)
+    monkeypatch.setattr(follower, "_activate", lambda model: probes.probe())
+    monkeypatch.setattr(follower, "_on_load_failure", lambda version, reason: probes.probe())
+
+    await follower.load_initial()  # v2 fails (nothing active yet), v1 starts in fallback
+    artifact.repair()
+    assert await follower.retry_refused()  # v2 swapped in: the fallback ends with it
+    await follower._apply(record("unknown-version", 7))  # refused: v2 stays, in fallback
+    assert probes.finished() == [(None, None), (v1, v2), (v2, None), (v2, "unknown-version")]
