@@ -253,9 +253,14 @@ class ScoreStage:
         self._last_release = 0.0
         self._held: dict[int, _SourceHeld] = {}
         self._held_count = 0
-        self._held_generation = 0
+        #: The rebalance count of the batches in hand (`generation` when they came).
+        self._generation = 0
         self._hold_round = 0
+        #: Per source partition, the offset it is read again from after a rebalance.
         self._behind: dict[int, int] = {}
+        #: Per source partition, the first transaction scored since the rebalance began
+        #: and whose state was not written (`_score`): it is read again too.
+        self._unwritten: dict[int, int] = {}
         self._declared: dict[int, int] = {}
         self._declared_at = 0.0
         self._holding = asyncio.Lock()
@@ -272,6 +277,11 @@ class ScoreStage:
         model = await self.slot.wait()
         valid, rejected = await self._intake(events)
         if self.gate is None:
+            generation = self.generation()
+            if generation != self._generation:
+                self._rebalanced(generation)
+            if self._behind:
+                valid = self._after_rebalance(valid)
             await self._score(valid, rejected, model)
         else:
             async with self._holding:
@@ -298,21 +308,8 @@ class ScoreStage:
         gate = self.gate
         assert gate is not None
         generation = self.generation()
-        if generation != self._held_generation:
-            # A rebalance seeks every partition back to the offsets stored with the state
-            # (streams.tablestore.resume), which never pass a held transaction: the held
-            # ones are read again, by whichever worker owns them. Until then, the later
-            # transactions of their partitions already on their way here are dropped
-            # too (they come again after those), so no card sees its transactions out
-            # of order.
-            self._behind = {
-                source: queue.items[0].event.message.offset for source, queue in self._held.items()
-            }
-            if self._held_count:
-                logger.info("rebalanced: %d held transactions are read again", self._held_count)
-            self._held = {}
-            self._held_count = 0
-            self._held_generation = generation
+        if generation != self._generation:
+            self._rebalanced(generation)
         if self._behind:
             valid = self._after_rebalance(valid)
         held = self._held
@@ -347,10 +344,37 @@ class ScoreStage:
             await asyncio.sleep(gate.pause_s)
             await self._release(gate, [], model)
 
+    def _rebalanced(self, generation: int) -> None:
+        """The first batch since a rebalance began: drop the held transactions.
+
+        A rebalance seeks every partition back to the offsets stored with the state
+        (streams.tablestore.resume), which never pass a held transaction, nor one whose
+        state was not written because the rebalance began while it was scored: those
+        are read again, by whichever worker owns them. Until they come back, the later
+        transactions of their partitions already on their way here are dropped
+        (`_after_rebalance`), so no card sees its transactions out of order or without
+        the ones before. Such a transaction can even come in the new generation: Faust
+        resumes the flow and the partitions a loop turn before its seek runs, and a
+        fetch made before the rebalance hands over what follows the last one taken
+        (without this, a catch-up with a worker killed lost the 500 transactions a
+        rebalance caught in the middle of their batch from their cards' state).
+        """
+        behind = dict(self._unwritten)
+        for source, queue in self._held.items():
+            first = queue.items[0].event.message.offset
+            behind[source] = min(first, behind.get(source, first))
+        if self._held_count:
+            logger.info("rebalanced: %d held transactions are read again", self._held_count)
+        self._behind = behind
+        self._unwritten = {}
+        self._held = {}
+        self._held_count = 0
+        self._generation = generation
+
     def _after_rebalance(
         self, valid: list[tuple[InputRecord, Transaction]]
     ) -> list[tuple[InputRecord, Transaction]]:
-        """Drop the transactions of partitions whose held ones were dropped, until those return."""
+        """Drop the transactions of partitions read again (`_rebalanced`) until those return."""
         behind = self._behind
         kept = []
         for event, tx in valid:
@@ -372,7 +396,7 @@ class ScoreStage:
         if model is None:
             return
         async with self._holding:
-            if self._held and self.generation() == self._held_generation:
+            if self._held and self.generation() == self._generation:
                 await self._release(gate, [], model)
 
     async def _release(
@@ -564,7 +588,7 @@ class ScoreStage:
         final: bool = True,
     ) -> None:
         """Steps 2-7; ``final`` False counts every terminal read as inexact (a wait gave up)."""
-        generation = self._held_generation if self.gate is not None else self.generation()
+        generation = self._generation
         scored, states, last_write = self._customer_features(valid, rejected)
         if scored:
             self._terminal_features(scored, final)
@@ -583,6 +607,12 @@ class ScoreStage:
                 "they are read again",
                 len(scored),
             )
+            unwritten = self._unwritten
+            for event, _ in valid:
+                message = event.message
+                first = unwritten.get(message.partition)
+                if first is None or message.offset < first:
+                    unwritten[message.partition] = message.offset
             return
         self._write_customers(states, last_write)
         self.metrics.transactions.inc(len(scored))

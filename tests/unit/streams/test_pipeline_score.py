@@ -1343,6 +1343,55 @@ async def test_a_rebalance_during_a_release_writes_no_state_for_the_transactions
     assert counter(r.metrics, "fraudstream_transactions_total") == 0
 
 
+async def test_a_card_whose_transaction_was_scored_unwritten_at_a_rebalance_waits_for_it(
+    slot: ModelSlot,
+) -> None:
+    # Faust resumes the flow and the partitions a loop turn before its seek runs: a
+    # fetch made before the rebalance hands over what follows the transactions scored
+    # while it began, whose state was not written. Scored then, the next ones read cards
+    # without those (a catch-up with a worker SIGKILLed: 28,842 features differed from
+    # the offline engine's).
+    r = watermarked_rig(slot)
+    terminals_applied(r.peek, T0 - LAG, T0 - 30 * DAY)  # the reports are what it waits for
+    generation = 1
+    r.stage.generation = lambda: generation
+
+    async def ends() -> dict[int, int]:
+        nonlocal generation
+        generation = 2  # the rebalance begins while the broker answers
+        return dict.fromkeys(range(PARTITIONS), 0)
+
+    r.stage.report_ends = ReportEnds(ends, HOUR)
+    sent = int(time.time() * 1000)
+    batch = Batch(T0)
+    first = batch.add("C1", encode(payload("a1", "C1", "T1", T0)), sent_ms=sent)
+    await r.stage.process(as_events(batch.events))
+    await r.stage.release_held()
+    assert r.recorder.writes() == []  # a1 was scored as the rebalance began: not written
+
+    # Handed over before the seek: the card's next transaction.
+    stale = Batch(T0)
+    stale.offsets = dict(batch.offsets)
+    stale.add("C1", encode(payload("a2", "C1", "T1", T0)), sent_ms=sent)
+    await r.stage.process(as_events(stale.events))
+    await r.stage.release_held()
+
+    # After the seek: a1 again, then a2, which counts it.
+    await r.stage.process(as_events([first, stale.events[0]]))
+    await r.stage.release_held()
+    scores = [decode_score(s.value) for s in r.recorder.sends(TOPICS.scores)]
+    read = [
+        (s.tx_id, s.features["CUSTOMER_ID_NB_TX_1DAY_WINDOW"])
+        for s in scores
+        if isinstance(s, Score)
+    ]
+    assert read == [
+        ("a1", 1.0),
+        ("a1", 1.0),
+        ("a2", 2.0),
+    ]
+
+
 async def test_an_agent_waiting_for_room_among_the_held_returns_when_a_rebalance_begins(
     slot: ModelSlot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
