@@ -45,7 +45,12 @@ one run on one machine, what the issue asks of the live pipeline:
    through the pass-through agent of 2 on topics of its own (its copy's Kafka timestamp
    minus the header: the ceiling's latency). Also the alerts' latency
    by 5 s slice of the replay (a backlog grows, a stall is a spike), and the worker's
-   per-batch processing time and Redis flush time from its histograms.
+   per-batch processing time and Redis flush time from its histograms. A paced replay
+   keeps the dataset's event times: days of them a second, which the terminal
+   watermarks treat as a replay (a transaction may wait for the reports sent before
+   it). ``--latency-live`` sends the same transactions as a card network does instead,
+   each stamped with the moment it is sent (bench/live_sender.py: a plain aiokafka
+   producer, Kafka's default partitioner), to the pipeline and the pass-through alike.
 4. Two workers on two partitions (topics with 2 partitions, pre-loaded the same way), their
    rates added from both ``/metrics`` pages, next to one worker on the same 2 partitions.
    The window of the two-worker rate starts once both have scored transactions (after the
@@ -109,6 +114,7 @@ from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 PASSTHROUGH = Path(__file__).with_name("pipeline_passthrough_worker.py")
+LIVE_SENDER = Path(__file__).with_name("live_sender.py")
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
 #: Transactions per customer and day of the simulator (measured: 232,217 for 2,000
@@ -904,9 +910,16 @@ def tx_id(value: bytes) -> str:
 
 
 def paced_replay(bench: Bench, name: str, settings: Settings, rate: float, limit: int) -> Proc:
-    """``fraudstream replay --rate`` of the second half of the dataset, not started yet."""
+    """``fraudstream replay --rate`` of the second half of the dataset, not started yet.
+
+    With ``--latency-live``, bench/live_sender.py instead: the same transactions, each
+    stamped with the moment it is sent (the live path).
+    """
     assert bench.dataset is not None
-    argv = [sys.executable, "-m", "streams", "--log-level", "warn", "replay"]
+    if bench.args.latency_live:
+        argv = [sys.executable, str(LIVE_SENDER)]
+    else:
+        argv = [sys.executable, "-m", "streams", "--log-level", "warn", "replay"]
     argv += ["--rate", f"{rate:.0f}", "--from", bench.split_date, "--limit", str(limit)]
     replay = Proc(
         name, [*argv, str(bench.dataset)], {**os.environ, **settings.as_env()}, bench.logs
@@ -1567,6 +1580,12 @@ def main() -> None:
     )
     parser.add_argument("--min-alerts", type=int, default=200, help="warn below this many")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--latency-live",
+        action="store_true",
+        help="3 sends live transactions (stamped with the present, bench/live_sender.py) "
+        "instead of a paced replay of the dataset's times",
+    )
     parser.add_argument("--skip-two-workers", action="store_true")
     parser.add_argument("--keep", action="store_true", help="do not delete topics, keys, files")
     parser.add_argument(
