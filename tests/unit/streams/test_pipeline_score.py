@@ -1313,6 +1313,23 @@ async def test_a_transaction_waits_for_the_reports_its_partition_held_when_it_wa
     assert counter(r.metrics, "fraudstream_terminal_watermark_wait_seconds_count") == 1
 
 
+def rebalanced_while_reading_ends(slot: ModelSlot) -> Rig:
+    """A rig whose transactions wait for the reports' ends, and a rebalance begins
+    (generation 1 -> 2) while the broker answers the first reading."""
+    r = watermarked_rig(slot)
+    terminals_applied(r.peek, T0 - LAG, T0 - 30 * DAY)  # the reports are what it waits for
+    generation = 1
+    r.stage.generation = lambda: generation
+
+    async def ends() -> dict[int, int]:
+        nonlocal generation
+        generation = 2
+        return dict.fromkeys(range(PARTITIONS), 0)
+
+    r.stage.report_ends = ReportEnds(ends, HOUR)
+    return r
+
+
 async def test_a_rebalance_during_a_release_writes_no_state_for_the_transactions_read_again(
     slot: ModelSlot,
 ) -> None:
@@ -1321,17 +1338,7 @@ async def test_a_rebalance_during_a_release_writes_no_state_for_the_transactions
     # transactions after the stores had flushed and the partitions had been sought back
     # to them, so their state ran ahead of the offsets they are read again from (a
     # catch-up test: 1,686 transactions dead-lettered too_late, one run in two).
-    r = watermarked_rig(slot)
-    terminals_applied(r.peek, T0 - LAG, T0 - 30 * DAY)  # the reports are what it waits for
-    generation = 1
-    r.stage.generation = lambda: generation
-
-    async def ends() -> dict[int, int]:
-        nonlocal generation
-        generation = 2  # the rebalance begins while the broker answers
-        return dict.fromkeys(range(PARTITIONS), 0)
-
-    r.stage.report_ends = ReportEnds(ends, HOUR)
+    r = rebalanced_while_reading_ends(slot)
     batch = Batch(T0)
     batch.add("C1", encode(payload("a1", "C1", "T1", T0)), sent_ms=int(time.time() * 1000))
     await r.stage.process(as_events(batch.events))
@@ -1351,17 +1358,7 @@ async def test_a_card_whose_transaction_was_scored_unwritten_at_a_rebalance_wait
     # while it began, whose state was not written. Scored then, the next ones read cards
     # without those (a catch-up with a worker SIGKILLed: 28,842 features differed from
     # the offline engine's).
-    r = watermarked_rig(slot)
-    terminals_applied(r.peek, T0 - LAG, T0 - 30 * DAY)  # the reports are what it waits for
-    generation = 1
-    r.stage.generation = lambda: generation
-
-    async def ends() -> dict[int, int]:
-        nonlocal generation
-        generation = 2  # the rebalance begins while the broker answers
-        return dict.fromkeys(range(PARTITIONS), 0)
-
-    r.stage.report_ends = ReportEnds(ends, HOUR)
+    r = rebalanced_while_reading_ends(slot)
     sent = int(time.time() * 1000)
     batch = Batch(T0)
     first = batch.add("C1", encode(payload("a1", "C1", "T1", T0)), sent_ms=sent)
