@@ -64,7 +64,8 @@ dependency) attached for ``--profile-seconds`` from 10 % of the transactions, an
 functions by own and cumulative samples are printed (that run's rate is not a
 benchmark). ``--profile-latency`` attaches py-spy, idle threads included, to the latency
 worker during the paced replay (``--profile-latency busy``: busy samples only, where its
-CPU goes); ``--skip-throughput --latency-rate R`` runs 3 alone.
+CPU goes; ``gil``: only the thread holding the GIL, what keeps the event loop waiting);
+the raw stacks stay with the logs. ``--skip-throughput --latency-rate R`` runs 3 alone.
 Training needs about 40 days of data: keep ``--days`` at 60 or so.
 
 Isolation: every name of the run starts with ``fsbench-<run>-`` (topics, consumer groups,
@@ -1043,20 +1044,19 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
         replay = paced_replay(bench, "lat-replay", settings, rate, limit)
         await replay.start()
         spy: Proc | None = None
-        spy_out = bench.tmp / "py-spy-latency.txt"
+        spy_out = bench.logs / "py-spy-latency.txt"  # raw stacks kept with the logs
         spy_s = max(1.0, min(args.profile_seconds, args.latency_seconds - 5))
         if args.profile_latency and PY_SPY.exists():
             await asyncio.sleep(3.0)
             assert worker.pid is not None
-            idle = args.profile_latency == "idle"
-            spy = await start_py_spy(bench, worker.pid, spy_s, spy_out, idle=idle)
+            spy = await start_py_spy(bench, worker.pid, spy_s, spy_out, mode=args.profile_latency)
         code = await replay.wait(args.latency_seconds * 4 + 120)
         cpu_share = ((worker.cpu_s() or 0.0) - cpu_before) / (time.monotonic() - cpu_from)
         if spy is not None:
             await spy.wait(spy_s + 60)
             if spy_out.exists():
                 profile = "latency worker, during the paced replay: " + summarise_profile(
-                    spy_out, spy_s, args.top, idle=args.profile_latency == "idle"
+                    spy_out, spy_s, args.top, mode=args.profile_latency
                 )
             else:
                 profile = f"py-spy: no profile\n{spy.log_tail()}"
@@ -1239,7 +1239,7 @@ async def run_profile(bench: Bench, data: str, partitions: int) -> str:
         nonlocal spy
         if spy is None and total >= 0.1 * bench.transactions:
             assert worker.pid is not None
-            spy = await start_py_spy(bench, worker.pid, args.profile_seconds, out, idle=False)
+            spy = await start_py_spy(bench, worker.pid, args.profile_seconds, out, mode="busy")
 
     try:
         result = await measure(
@@ -1255,19 +1255,26 @@ async def run_profile(bench: Bench, data: str, partitions: int) -> str:
     return summarise_profile(out, args.profile_seconds, args.top)
 
 
-async def start_py_spy(bench: Bench, pid: int, seconds: float, out: Path, *, idle: bool) -> Proc:
-    """py-spy record on a process, raw stacks with thread names, line numbers dropped."""
+async def start_py_spy(bench: Bench, pid: int, seconds: float, out: Path, *, mode: str) -> Proc:
+    """py-spy record on a process, raw stacks with thread names, line numbers dropped.
+
+    ``mode``: ``busy`` samples the threads that are not idle; ``idle`` every thread;
+    ``gil`` only the thread holding the GIL, so the samples add up to the GIL's busy
+    time: a thread waiting for the GIL looks busy to ``busy``, not to ``gil``.
+    """
     argv = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(round(seconds))]
     argv += ["--rate", "100", "--format", "raw", "--threads", "--nolineno", "--output", str(out)]
-    if idle:
+    if mode == "idle":
         argv.append("--idle")
+    elif mode == "gil":
+        argv.append("--gil")
     spy = Proc(f"py-spy-{out.stem}", argv, dict(os.environ), bench.logs)
     bench.procs.append(spy)
     await spy.start()
     return spy
 
 
-def summarise_profile(path: Path, seconds: float, top: int, *, idle: bool = False) -> str:
+def summarise_profile(path: Path, seconds: float, top: int, *, mode: str = "busy") -> str:
     own: Counter[str] = Counter()
     cumulative: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -1290,7 +1297,10 @@ def summarise_profile(path: Path, seconds: float, top: int, *, idle: bool = Fals
     if not total:
         return "py-spy: empty profile"
     possible = seconds * 100  # samples of one always-busy thread
-    what = "all threads, idle ones included" if idle else "active (non-idle) threads"
+    what = {
+        "idle": "all threads, idle ones included",
+        "gil": "the thread holding the GIL",
+    }.get(mode, "active (non-idle) threads")
     lines = [
         f"py-spy, {seconds:.0f} s at 100 Hz, {total} samples of {what}; "
         "% = share of the samples of one thread busy the whole time"
@@ -1599,9 +1609,10 @@ def main() -> None:
         "--profile-latency",
         nargs="?",
         const="idle",
-        choices=("idle", "busy"),
+        choices=("idle", "busy", "gil"),
         help="py-spy on the latency worker during the paced replay: idle threads "
-        "included (idle, the default) or only busy samples (busy: where its CPU goes)",
+        "included (idle, the default), only busy samples (busy: where its CPU goes) or "
+        "only the thread holding the GIL (gil: what keeps the event loop from running)",
     )
     parser.add_argument(
         "--skip-throughput",
