@@ -15,9 +15,23 @@ from typing import Any
 import polars as pl
 import pytest
 
-from features.dataset import FIELDS, MAX_TIME_MS, MIN_TIME_MS, TRANSACTION_COLUMNS, DatasetError
+from features.dataset import (
+    FIELDS,
+    MAX_AMOUNT_EXCLUSIVE,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    TRANSACTION_COLUMNS,
+    DatasetError,
+)
 from features.simulator import SimulationConfig, simulate, write_dataset
-from streams.contracts import FRAUD_REPORT, MAX_EPOCH_MS, MIN_EPOCH_MS, TRANSACTION, PatternRule
+from streams.contracts import (
+    FRAUD_REPORT,
+    MAX_EPOCH_MS,
+    MIN_EPOCH_MS,
+    TRANSACTION,
+    FieldProblem,
+    PatternRule,
+)
 from streams.records import FraudReport, Transaction
 from streams.replay.reader import Dataset, Window
 
@@ -151,13 +165,17 @@ def test_a_bad_row_stops_the_replay_with_the_readers_message(tmp_path: Path) -> 
 
 
 def test_the_dataset_rules_are_the_event_contracts() -> None:
-    """The reader checks ids, codes and times by the rules the workers decode events with."""
+    """The reader checks ids, codes, times and amounts by the rules the workers decode with."""
     for name, field in FIELDS.items():
         if field.pattern is not None:
             rule = TRANSACTION.rules[name]
             assert isinstance(rule, PatternRule), name
             assert (field.pattern, field.expected) == (rule.pattern, rule.expected), name
     assert (MIN_TIME_MS, MAX_TIME_MS) == (MIN_EPOCH_MS, MAX_EPOCH_MS)
+    largest = f"{MAX_AMOUNT_EXCLUSIVE - 0.01:.2f}"
+    assert TRANSACTION.rules["amount"].parse(largest) == Decimal(largest)
+    with pytest.raises(FieldProblem):
+        TRANSACTION.rules["amount"].parse(f"{MAX_AMOUNT_EXCLUSIVE:.2f}")
     assert set(TRANSACTION.rules) - {"schema_version"} == set(FIELDS) - {"is_fraud", "reported_at"}
 
 

@@ -27,6 +27,12 @@ def test_schemas_are_valid_draft_2020_12(name: str) -> None:
     assert document["$id"].endswith(":v1")
 
 
+def test_the_schemas_readme_lists_every_published_schema() -> None:
+    readme = (SCHEMA_DIR / "README.md").read_text()
+    for contract in PUBLISHED.values():
+        assert f"| `{schema_file_name(contract)}` |" in readme, schema_file_name(contract)
+
+
 def test_required_fields_are_the_non_nullable_ones() -> None:
     schema = json_schema(PUBLISHED["transaction"])
     assert schema["required"] == [
