@@ -13,6 +13,8 @@ refused for the same reason: it would leak wherever the URL is shown.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -21,6 +23,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FRAUDSTREAM_"
+#: Variables under this prefix are the notebooks' parameters, not settings.
+NOTEBOOK_ENV_PREFIX = "FRAUDSTREAM_NB_"
 
 #: The repository root when fraudstream runs from a checkout (an editable install).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -494,3 +498,28 @@ def env_var(field_name: str) -> str:
     if field_name not in Settings.model_fields:
         raise KeyError(field_name)
     return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``FRAUDSTREAM_*`` variables that set nothing, each with the setting it may mean.
+
+    pydantic-settings reads only the variables of known fields, so a misspelt one
+    (``FRAUDSTREAM_BATCH_MAXX``) is ignored and the worker runs on the default, with
+    nothing to say so. The commands log these at start. Variables are matched as
+    pydantic-settings matches them: case-insensitively. The notebooks' parameters
+    (``FRAUDSTREAM_NB_*``) are not settings and are left alone.
+
+    Returns:
+        ``(variable, closest setting's variable or None)``, sorted by variable.
+    """
+    known = [env_var(name) for name in Settings.model_fields]
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(NOTEBOOK_ENV_PREFIX):
+            continue
+        if upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        unknown.append((name, close[0] if close else None))
+    return unknown

@@ -104,10 +104,13 @@ def configure(
 ) -> None:
     """Read the settings once: CLI options, then FRAUDSTREAM_* variables, then defaults."""
     # Imported here: pydantic-settings is not needed to list the commands.
+    import logging
+    import os
+
     from pydantic import ValidationError
 
     from streams.logsetup import configure_logging
-    from streams.settings import Settings
+    from streams.settings import Settings, unknown_env_vars
 
     overrides: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap_servers,
@@ -128,6 +131,11 @@ def configure(
         typer.echo(f"fraudstream: invalid settings: {problems}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_level, settings.log_format)
+    for name, meant in unknown_env_vars(os.environ):
+        hint = f" (did you mean {meant}?)" if meant else ""
+        logging.getLogger("streams.settings").warning(
+            "%s is not a fraudstream setting and is ignored%s", name, hint
+        )
     ctx.obj = settings
 
 

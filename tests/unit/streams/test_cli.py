@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -34,6 +35,19 @@ def test_cli_options_override_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.exit_code == 0, result.output
     assert "from-cli-" in result.output
     assert "from-env-" not in result.output
+
+
+def test_a_misspelt_variable_is_named_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_BATCH_MAXX", "50")
+    with caplog.at_level(logging.WARNING, logger="streams.settings"):
+        result = runner.invoke(cli, ["settings"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "FRAUDSTREAM_BATCH_MAXX is not a fraudstream setting and is ignored "
+        "(did you mean FRAUDSTREAM_BATCH_MAX?)" in caplog.messages
+    )
 
 
 def test_invalid_settings_exit_2_with_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:

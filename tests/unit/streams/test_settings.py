@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import ENV_PREFIX, Settings, env_var
+from streams.settings import ENV_PREFIX, Settings, env_var, unknown_env_vars
 
 
 @pytest.fixture(autouse=True)
@@ -126,3 +126,17 @@ def test_secrets_never_appear_in_repr_or_the_public_view() -> None:
     assert "redis-secret-456" not in shown
     assert settings.public_view()["kafka_sasl_password"] == "**********"
     assert settings.public_view()["kafka_sasl_username"] == "svc-fraud"
+
+
+def test_variables_that_set_nothing_are_named_with_the_setting_they_may_mean() -> None:
+    environ = {
+        "FRAUDSTREAM_BATCH_MAXX": "50",
+        "fraudstream_topic_prefix": "x-",  # a setting: names match case-insensitively
+        "FRAUDSTREAM_NB_CUSTOMERS": "100",  # a notebook parameter
+        "FRAUDSTREAM_COLOUR": "blue",
+        "PATH": "/bin",
+    }
+    assert unknown_env_vars(environ) == [
+        ("FRAUDSTREAM_BATCH_MAXX", "FRAUDSTREAM_BATCH_MAX"),
+        ("FRAUDSTREAM_COLOUR", None),
+    ]
