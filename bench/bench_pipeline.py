@@ -386,6 +386,9 @@ class Latency:
     passthrough_ms: list[float]
     redis_pings: str
     worker_cpu_share: float  # worker process CPU s per s during the paced replay
+    #: The same per transaction sent: compare with the throughput phase's CPU us/tx (a
+    #: worker at a live pace takes smaller batches, and its caches go cold between them).
+    worker_cpu_us: float
     gc_gen2: int  # full garbage collections of the worker meanwhile
     #: Every transaction: received by a plain consumer - sent header (Kafka's own latency).
     transport_ms: list[float]
@@ -1051,7 +1054,8 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
             assert worker.pid is not None
             spy = await start_py_spy(bench, worker.pid, spy_s, spy_out, mode=args.profile_latency)
         code = await replay.wait(args.latency_seconds * 4 + 120)
-        cpu_share = ((worker.cpu_s() or 0.0) - cpu_before) / (time.monotonic() - cpu_from)
+        cpu_used = (worker.cpu_s() or 0.0) - cpu_before
+        cpu_share = cpu_used / (time.monotonic() - cpu_from)
         if spy is not None:
             await spy.wait(spy_s + 60)
             if spy_out.exists():
@@ -1154,6 +1158,7 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
         redis_pings=pings.describe(first_sent),
         passthrough_ms=await run_passthrough_latency(bench, rate),
         worker_cpu_share=cpu_share,
+        worker_cpu_us=cpu_used / max(sent_tx, 1) * 1e6,
         gc_gen2=int(d.get('python_gc_collections_total{generation="2"}', 0.0)),
         transport_ms=transport_ms,
         forward_ms=forward_ms,
@@ -1207,7 +1212,8 @@ def describe_latency(lat: Latency) -> str:
         f"      worker during the paced replay: mean batch {lat.batch_mean:.1f} tx, processing "
         f"{lat.processing_mean_ms:.1f} ms per batch (p99 <= {lat.processing_p99_ms:.0f} ms, "
         f"bucket bound); {lat.flushes} Redis flushes, mean {lat.flush_mean_ms:.1f} ms "
-        f"(p99 <= {lat.flush_p99_ms:.0f} ms); worker CPU {lat.worker_cpu_share:.0%} of a core, "
+        f"(p99 <= {lat.flush_p99_ms:.0f} ms); worker CPU {lat.worker_cpu_share:.0%} of a core "
+        f"({lat.worker_cpu_us:.0f} us per transaction sent), "
         f"{lat.gc_gen2} full (gen 2) garbage collections taking {lat.gc_full_s * 1000:.0f} ms "
         f"in all; event-loop lag p99 <= {lat.loop_lag_p99_ms:.0f} ms, max <= "
         f"{lat.loop_lag_max_ms:.0f} ms (bucket bounds)\n"
@@ -1444,7 +1450,8 @@ def summary(
             f"{latency.processing_mean_ms:.1f} ms per batch (p99 <= "
             f"{latency.processing_p99_ms:.0f} ms); Redis flushes mean "
             f"{latency.flush_mean_ms:.1f} ms (p99 <= {latency.flush_p99_ms:.0f} ms); "
-            f"CPU {latency.worker_cpu_share:.0%} of a core; {latency.gc_gen2} gen-2 GCs",
+            f"CPU {latency.worker_cpu_share:.0%} of a core, {latency.worker_cpu_us:.0f} us/tx; "
+            f"{latency.gc_gen2} gen-2 GCs",
             f"  latency_ms p50/max by 5 s of send time: {latency.timeline}",
             f"  {latency.alerts / max(latency.sent, 1):.1%} of the transactions alerted; "
             f"warm-up: {latency.warm}",
