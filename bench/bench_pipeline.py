@@ -95,12 +95,13 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
 import orjson
+import polars as pl
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from run_cleanup import delete_run_data
@@ -414,6 +415,8 @@ class Bench:
     #: The latency phase's data: pre-loaded before this day, paced from it.
     split_date: str = ""
     warm_tx: int = 0
+    #: --latency-live: the warm-up days moved to end now (`live_warm_up`).
+    live_warm_up: Path | None = None
 
     @property
     def prefix(self) -> str:
@@ -503,6 +506,26 @@ def simulation_config(transactions: int, days: int) -> SimulationConfig:
     )
 
 
+def live_warm_up(frame: pl.DataFrame, split_date: str) -> pl.DataFrame:
+    """The warm-up days of a live latency run, moved in time to end now.
+
+    Live transactions are stamped with the present: warmed up on the dataset's own days
+    (2018), every card's and terminal's first live transaction would jump years past its
+    history, find its windows empty and cost less than a card network's would. Moved, the
+    live traffic continues the history it was warmed up on. A fraud report due after now
+    is not known yet: its row keeps its label without a report time (no report is sent).
+    """
+    now = datetime.now(UTC)
+    shift = now - datetime.fromisoformat(split_date).replace(tzinfo=UTC)
+    reported = pl.col("reported_at") + shift
+    return frame.filter(
+        pl.col("tx_time") < pl.lit(split_date).str.to_datetime(time_zone="UTC")
+    ).with_columns(
+        pl.col("tx_time") + shift,
+        pl.when(reported <= pl.lit(now)).then(reported).otherwise(None).alias("reported_at"),
+    )
+
+
 async def setup(bench: Bench) -> None:
     args = bench.args
     began = time.monotonic()
@@ -512,6 +535,9 @@ async def setup(bench: Bench) -> None:
     write_dataset(frame, bench.dataset)
     bench.transactions = frame.height
     bench.split_date = (config.start_date + timedelta(days=args.days // 2)).isoformat()
+    if args.latency_live and not args.skip_latency:
+        bench.live_warm_up = bench.tmp / "warm-up-live.parquet"
+        write_dataset(live_warm_up(frame, bench.split_date), bench.live_warm_up)
     frauds = int(frame["is_fraud"].sum())
     print(
         f"setup: simulated {frame.height:,} transactions ({frauds:,} frauds) of "
@@ -541,15 +567,18 @@ async def setup(bench: Bench) -> None:
     )
 
 
-async def preload(bench: Bench, data: str, partitions: int, *options: str) -> int:
-    """Replay the dataset (all of it, or as ``options`` say), as fast as it goes, into the
-    input topics of ``data``; return the number of transactions sent."""
-    assert bench.dataset is not None
+async def preload(
+    bench: Bench, data: str, partitions: int, *options: str, path: Path | None = None
+) -> int:
+    """Replay the dataset (all of it, or as ``options`` say; or the file ``path``), as fast
+    as it goes, into the input topics of ``data``; return the number of transactions sent."""
+    path = path or bench.dataset
+    assert path is not None
     settings = bench.settings(f"load-{data}", data, partitions)
     began = time.monotonic()
-    out = await bench.cli(settings, "replay", *options, str(bench.dataset))
+    out = await bench.cli(settings, "replay", *options, str(path))
     summary = next((line for line in out.splitlines() if line.startswith("replayed ")), out)
-    summary = summary.replace(str(bench.dataset), "the dataset")
+    summary = summary.replace(str(path), "the dataset")
     print(
         f"setup: pre-loaded {data} ({partitions} partitions; {time.monotonic() - began:.1f} s "
         f"with start-up): {summary}; load {load()}"
@@ -1130,8 +1159,9 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
         mismatched=mismatched,
         load_before=load_before,
         load_after=load_after,
-        warm=f"{bench.warm_tx:,} transactions before {bench.split_date} caught up in "
-        f"{warm_s:.0f} s",
+        warm=f"{bench.warm_tx:,} transactions before {bench.split_date}"
+        + (", moved to end at the start of the run," if bench.live_warm_up else "")
+        + f" caught up in {warm_s:.0f} s",
         batch_mean=d.get("fraudstream_batch_size_sum", 0.0) / max(batches, 1),
         processing_mean_ms=d.get(f"{processing}_sum", 0.0) / max(batches, 1) * 1000,
         processing_p99_ms=histogram_quantile(d, processing, 0.99) * 1000,
@@ -1536,7 +1566,10 @@ async def main_async(args: argparse.Namespace) -> None:
         if not args.skip_two_workers:
             await preload(bench, "d2", 2)
         if not args.skip_latency:
-            bench.warm_tx = await preload(bench, "lat", partitions, "--to", bench.split_date)
+            if bench.live_warm_up is not None:
+                bench.warm_tx = await preload(bench, "lat", partitions, path=bench.live_warm_up)
+            else:
+                bench.warm_tx = await preload(bench, "lat", partitions, "--to", bench.split_date)
         if not args.skip_throughput:
             print(f"\n1-2. throughput, one worker, {partitions} partitions, and the ceiling")
             results["pipeline"] = await run_pipeline(
