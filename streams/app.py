@@ -13,7 +13,7 @@ from typing import Any
 import faust
 from faust.auth import SASLCredentials, SSLCredentials
 
-from streams.faustcompat import check_versions, fetchloop, fetchwait
+from streams.faustcompat import check_versions, fetchloop, fetchwait, idempotence
 from streams.faustcompat import records as tolerant_records
 from streams.kafka import ssl_context
 from streams.settings import Settings
@@ -89,6 +89,8 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     fetchloop.install()
     # A header name that is not UTF-8 must not crash the fetcher (streams.faustcompat.records).
     tolerant_records.install()
+    # A batch resent after a broker restart is not written twice (streams.faustcompat.idempotence).
+    idempotence.install()
     # Read by redis:// table stores: the key namespace, password and CA from these
     # settings, so the password never has to appear in a store URL (Faust logs those).
     app.redis_store_defaults = app_store_defaults(settings)  # type: ignore[attr-defined]
