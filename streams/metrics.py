@@ -144,6 +144,8 @@ class PipelineMetrics:
             delivered twice (``source="scorer"``).
         rerouted: Input records moved to their key's partition, by topic.
         records_failed: Input records an agent raised on, by outcome.
+        outputs_undelivered: Outputs Kafka refused for good, by topic
+            (``streams.delivery``): the worker stops at the first.
         inexact_terminal_reads: Terminal feature reads that could not be exact: the
             terminal state had moved more than its allowed lateness past the transaction,
             or it was written under a feature set that kept fewer columns (after an
@@ -248,6 +250,13 @@ class PipelineMetrics:
         )
         for outcome in ("dead_lettered", "skipped"):
             self.records_failed.labels(outcome=outcome)
+        self.outputs_undelivered = Counter(
+            "fraudstream_outputs_undelivered",
+            "Outputs Kafka refused with an error no retry cures, by topic: the worker "
+            "writes nothing more to Redis and stops, so a restart sends them again.",
+            ["topic"],
+            registry=r,
+        )
         self.inexact_terminal_reads = Counter(
             "fraudstream_terminal_reads_inexact",
             "Terminal feature reads that could not be exact: the terminal state had moved "

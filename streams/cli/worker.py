@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import typer
 
@@ -15,6 +16,10 @@ logger = logging.getLogger(__name__)
 def worker(ctx: typer.Context) -> None:
     """Declare the product topics, then score transactions until SIGTERM or Ctrl-C.
 
+    Exits with 69 when Kafka refuses one of its outputs for good (a topic's
+    max.message.bytes, an ACL): nothing since its last flush counts as processed, so a
+    restart sends it again once the topic is fixed.
+
     Start more workers with other --web-port values to share the partitions. Health,
     readiness and metrics are served at http://<web host>:<web port>/health, /ready and
     /metrics, from threads of their own: they answer while Redis or Kafka is down.
@@ -23,6 +28,7 @@ def worker(ctx: typer.Context) -> None:
     import faust
 
     from streams.app import create_app
+    from streams.delivery import EXIT_UNDELIVERED, Refusal
     from streams.faustcompat import UnsupportedVersionError
     from streams.kafka import BrokerUnavailableError, ensure_topics, product_topics
     from streams.pipeline import build_pipeline
@@ -39,7 +45,15 @@ def worker(ctx: typer.Context) -> None:
     except UnsupportedVersionError as exc:
         typer.echo(f"fraudstream worker: {exc}", err=True)
         raise typer.Exit(1) from None
-    pipeline = build_pipeline(app, settings)
+    refused: list[Refusal] = []
+
+    def stop_on_refusal(refusal: Refusal) -> None:
+        # The graceful stop an operator's SIGTERM starts: the batch in hand ends, the
+        # tables' flushes write nothing (streams.delivery), the worker leaves the group.
+        refused.append(refusal)
+        signal.raise_signal(signal.SIGTERM)
+
+    pipeline = build_pipeline(app, settings, on_refusal=stop_on_refusal)
     # Logging stays as the CLI configured it (one format, text or JSON): mode's worker
     # would replace it with its own, and its banner is a dozen lines of box drawing.
     runner = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
@@ -56,6 +70,11 @@ def worker(ctx: typer.Context) -> None:
     )
     try:
         runner.execute_from_commandline()
+    except SystemExit:
+        if refused:
+            typer.echo(f"fraudstream worker: stopped: {refused[0]}", err=True)
+            raise SystemExit(EXIT_UNDELIVERED) from None
+        raise
     finally:
         pipeline.web.stop()
         if pipeline.spans is not None:

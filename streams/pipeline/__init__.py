@@ -19,6 +19,9 @@
   (``streams.progress``);
 - when ``otlp_endpoint`` is set, a span per agent micro-batch (``streams.tracing``);
   otherwise the agents run their batches untouched;
+- a watch on every output's delivery (``streams.delivery``): an output Kafka refuses
+  for good stops the tables' Redis flushes, so the events it came from are processed
+  again after a restart;
 - the worker's web server (``streams.webserver``, not started here): ``/health``,
   ``/ready`` and ``/metrics`` answered from threads, never waiting on the event loop
   or a dependency (``streams.health``).
@@ -34,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,7 @@ from faust.types import StreamT
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
+from streams.delivery import DeliveryWatch, Refusal
 from streams.endoffsets import EndOffsets
 from streams.faustcompat import metadata
 from streams.faustcompat.rawbatches import FetchedRecord, RawBatches
@@ -105,6 +109,7 @@ class Pipeline:
         web: The worker's web server (health, readiness, metrics); the caller starts it.
         heartbeat: Marks the event loop's turns for liveness; the caller starts it on
             the worker's loop.
+        deliveries: The watch on the outputs' delivery futures.
         spans: The batch spans when tracing is on (the caller closes them on stop),
             else None.
     """
@@ -117,16 +122,28 @@ class Pipeline:
     follower: ModelFollower
     web: WebServer
     heartbeat: LoopHeartbeat
+    deliveries: DeliveryWatch
     spans: BatchSpans | None = None
 
 
 def build_pipeline(
-    app: faust.App, settings: Settings, *, features: FeatureSet = DEFAULT_FEATURES
+    app: faust.App,
+    settings: Settings,
+    *,
+    features: FeatureSet = DEFAULT_FEATURES,
+    on_refusal: Callable[[Refusal], None] = lambda refusal: None,
 ) -> Pipeline:
-    """Declare the pipeline's topics, tables, agents and tasks on ``app``."""
+    """Declare the pipeline's topics, tables, agents and tasks on ``app``.
+
+    ``on_refusal`` is called once, when Kafka first refuses an output for good
+    (``streams.delivery``); the worker command stops the worker there.
+    """
     names = settings.topic_names
     partitions = settings.topic_partitions
     metrics = PipelineMetrics()
+    deliveries = DeliveryWatch(
+        on_refusal, lambda topic: metrics.outputs_undelivered.labels(topic=topic).inc()
+    )
     online = OnlineFeatures(features)
 
     def raw_topic(name: str) -> Any:
@@ -168,7 +185,9 @@ def build_pipeline(
     ) -> Any:
         if partition is None and key is not None:
             partition = partition_of(topic, key)
-        return await app.producer.send(topic, key, value, partition, None, headers)
+        delivery = await app.producer.send(topic, key, value, partition, None, headers)
+        deliveries.watch(topic, partition, delivery)
+        return delivery
 
     # Traced batches count their own sends (dead letters, alerts) by topic.
     send = produce if spans is None else spans.counting(produce)
@@ -359,6 +378,10 @@ def build_pipeline(
             try:
                 await score_stage.release_held()
             except Exception:
+                if app.should_stop:
+                    # The producer closed under a release: the held transactions were
+                    # not applied, and the store's offsets do not pass them.
+                    return
                 logger.exception("releasing held transactions failed; trying again")
             await asyncio.sleep(RELEASE_GAP_S)
 
@@ -422,6 +445,8 @@ def build_pipeline(
     stores = {CUSTOMER_TABLE: customers, TERMINAL_TABLE: terminals}
     for name, store in stores.items():
         _observe_flushes(name, store, metrics)
+        if isinstance(store, RedisStore):
+            store.delivery_failure = deliveries.failure
     observe_tables(stores, metrics.table_entries, metrics.redis_available)
     heartbeat = LoopHeartbeat()
     health = WorkerHealth(
@@ -434,7 +459,7 @@ def build_pipeline(
     web = WebServer(settings.web_host, settings.web_port)
     install_pages(web, health, metrics)
     return Pipeline(
-        app, metrics, slot, score_stage, terminal_stage, follower, web, heartbeat, spans
+        app, metrics, slot, score_stage, terminal_stage, follower, web, heartbeat, deliveries, spans
     )
 
 

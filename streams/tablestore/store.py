@@ -87,7 +87,7 @@ from yarl import URL
 from streams.faustcompat import commit as group_commit
 from streams.tablestore import refusal, resume
 from streams.tablestore.backend import Client, FlushOutcome, PartitionWrite, RedisBackend
-from streams.tablestore.cache import MISSING, WriteBackCache
+from streams.tablestore.cache import MISSING, Cached, WriteBackCache
 from streams.tablestore.config import StoreConfig, parse_store_config
 from streams.tablestore.keys import (
     OWNER_FIELD,
@@ -144,6 +144,11 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._start_positions: dict[TP, int] = {}
         #: Called with the seconds each flush that wrote something took (metrics).
         self.flush_observer: Callable[[float], None] | None = None
+        #: Asked after the producer's flush and before each write: what refused an output
+        #: for good, or None (``streams.delivery``). While it answers, nothing is written:
+        #: the events whose outputs were refused must be processed again after a restart.
+        self.delivery_failure: Callable[[], object | None] | None = None
+        self._refusal_logged = False
         #: Per table partition, the flush count this worker last wrote or found in Redis.
         self._sequences: dict[int, int] = {}
         #: Table partitions whose writes Redis lost, until the rebalance that recovers them.
@@ -651,6 +656,25 @@ class RedisStore(base.SerializedStore[Any, Any]):
 
     # -- flushing --------------------------------------------------------------------
 
+    def _restore(
+        self, dirty: dict[int, dict[bytes, Cached]], covered: dict[TP, int], outages_seen: int
+    ) -> None:
+        """Put back what a flush took and did not write: the next flush writes it."""
+        self.cache.restore_dirty(dirty)
+        for tp, offset in covered.items():
+            self._covered[tp] = max(offset, self._covered.get(tp, offset))
+        self._outages_seen = outages_seen
+
+    def _log_refusal(self, refusal: object) -> None:
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            logger.error(
+                "table %s: writing nothing more to Redis (%s): the events since the last "
+                "flush are processed again after a restart",
+                self.table_name,
+                refusal,
+            )
+
     async def flush(self, *, wait_for_producer: bool = True) -> None:
         """Write every dirty entry and the offsets it covers to Redis, atomically.
 
@@ -671,13 +695,15 @@ class RedisStore(base.SerializedStore[Any, Any]):
             try:
                 if wait_for_producer and not self.config.changelog:
                     await self.app.producer.flush()
+                refusal = self.delivery_failure() if self.delivery_failure else None
+                if refusal is not None:
+                    self._restore(dirty, covered, outages_seen)
+                    self._log_refusal(refusal)
+                    return
                 writes = self._partition_writes(dirty, covered, verify)
                 outcome = await self.backend.write_checked(writes, self._owner)
             except BaseException:
-                self.cache.restore_dirty(dirty)
-                for tp, offset in covered.items():
-                    self._covered[tp] = max(offset, self._covered.get(tp, offset))
-                self._outages_seen = outages_seen
+                self._restore(dirty, covered, outages_seen)
                 raise
             lost = self._note_outcome(writes, outcome)
             if lost:
