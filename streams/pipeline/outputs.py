@@ -29,9 +29,24 @@ SOURCE_TOPIC_HEADER: Final = "fraudstream-source-topic"
 SOURCE_PARTITION_HEADER: Final = "fraudstream-source-partition"
 SOURCE_OFFSET_HEADER: Final = "fraudstream-source-offset"
 TRUNCATED_HEADER: Final = "fraudstream-truncated-from"
-#: Largest original value copied to the dead-letter topic: below the producer's request
-#: limit (1 MB), leaving room for the headers. Longer values are cut and say so.
-MAX_DLQ_VALUE_BYTES: Final = 900_000
+KEY_TRUNCATED_HEADER: Final = "fraudstream-key-truncated-from"
+HEADERS_DROPPED_HEADER: Final = "fraudstream-headers-dropped"
+# A dead letter must fit the producer's request limit (Faust's producer_max_request_size,
+# 1,000,000 bytes): one the producer refuses cannot be sent at all, and its record would
+# be skipped. The broker took the input whole (up to its 1,048,588 bytes), so each part
+# of the copy has its own budget, 960,000 bytes in all with our headers, below the limit
+# with room for the record's framing:
+#: Largest original value copied; longer ones are cut and say their length.
+MAX_DLQ_VALUE_BYTES: Final = 850_000
+#: Largest key copied; longer ones are cut and say their length.
+MAX_DLQ_KEY_BYTES: Final = 10_000
+#: Most bytes of headers (names, values and `HEADER_FRAMING_BYTES` each); the input's own
+#: headers are dropped, saying how many, when they and ours would be more.
+MAX_DLQ_HEADER_BYTES: Final = 100_000
+#: Longest reason or field name in our headers (a reason quotes input: field names).
+MAX_DLQ_TEXT_BYTES: Final = 4_096
+#: What a header costs in a record besides its name and value (length varints), at most.
+HEADER_FRAMING_BYTES: Final = 10
 
 Headers = list[tuple[str, bytes]]
 #: Headers of a consumed record, as Faust gives them (values may be null).
@@ -53,6 +68,8 @@ DLQ_OWN_HEADERS: Final = frozenset(
         SOURCE_PARTITION_HEADER,
         SOURCE_OFFSET_HEADER,
         TRUNCATED_HEADER,
+        KEY_TRUNCATED_HEADER,
+        HEADERS_DROPPED_HEADER,
     }
 )
 
@@ -66,30 +83,52 @@ def dlq_record(
     offset: int,
     headers: InputHeaders = None,
     traceparent: bytes | None = None,
-) -> tuple[bytes | None, Headers]:
-    """The dead-letter value and headers of a bad input record.
+    key: bytes | None = None,
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """The dead-letter key, value and headers of a bad input record.
 
-    The value is the original bytes, unchanged (cut to `MAX_DLQ_VALUE_BYTES` with a
-    header giving the original length); the headers are the input's own, in their order
-    (``traceparent`` and the like: the record can be replayed as it was once fixed),
-    followed by ours saying what was wrong and where the record was. A ``traceparent``
-    given replaces the input's (a forwarded row's dead letter carries its transaction's
-    trace, not its forward message's).
+    The key and value are the original bytes, unchanged (cut to `MAX_DLQ_KEY_BYTES` and
+    `MAX_DLQ_VALUE_BYTES` with a header giving the original length); the headers are the
+    input's own, in their order (``traceparent`` and the like: the record can be replayed
+    as it was once fixed), followed by ours saying what was wrong and where the record
+    was. A ``traceparent`` given replaces the input's (a forwarded row's dead letter
+    carries its transaction's trace, not its forward message's). Input headers that would
+    take the headers past `MAX_DLQ_HEADER_BYTES` are dropped, and
+    `HEADERS_DROPPED_HEADER` says how many: the record at its source topic, partition and
+    offset still has them, and the dead letter fits the producer's request limit.
     """
-    out = original_headers(headers)
+    theirs = original_headers(headers)
     if traceparent is not None:
-        out = [header for header in out if header[0] != TRACEPARENT]
-        out.append((TRACEPARENT, traceparent))
-    out += problem.dlq_headers()
-    out += [
+        theirs = [header for header in theirs if header[0] != TRACEPARENT]
+    ours: Headers = [(name, _cut_text(text)) for name, text in problem.dlq_headers()]
+    ours += [
         (SOURCE_TOPIC_HEADER, topic.encode()),
         (SOURCE_PARTITION_HEADER, str(partition).encode()),
         (SOURCE_OFFSET_HEADER, str(offset).encode()),
     ]
+    if key is not None and len(key) > MAX_DLQ_KEY_BYTES:
+        ours.append((KEY_TRUNCATED_HEADER, str(len(key)).encode()))
+        key = key[:MAX_DLQ_KEY_BYTES]
     if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
-        out.append((TRUNCATED_HEADER, str(len(value)).encode()))
+        ours.append((TRUNCATED_HEADER, str(len(value)).encode()))
         value = value[:MAX_DLQ_VALUE_BYTES]
-    return value, out
+    trace = [] if traceparent is None else [(TRACEPARENT, traceparent)]
+    if headers_size(theirs) + headers_size(trace) + headers_size(ours) > MAX_DLQ_HEADER_BYTES:
+        ours.append((HEADERS_DROPPED_HEADER, str(len(theirs)).encode()))
+        theirs = []
+    return key, value, theirs + trace + ours
+
+
+def headers_size(headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """Bytes the headers take in a record, framing included (at most)."""
+    return sum(
+        len(name.encode("utf-8", "surrogateescape")) + len(value or b"") + HEADER_FRAMING_BYTES
+        for name, value in headers
+    )
+
+
+def _cut_text(text: bytes) -> bytes:
+    return text if len(text) <= MAX_DLQ_TEXT_BYTES else text[:MAX_DLQ_TEXT_BYTES] + b"..."
 
 
 def original_headers(headers: InputHeaders) -> Headers:
@@ -207,16 +246,17 @@ async def send_dead_letter(
     ``traceparent``, if given, replaces the event's own (`dlq_record`).
     """
     message = event.message
-    value, headers = dlq_record(
+    key, value, headers = dlq_record(
         event.value if value is None else value,
         problem,
+        key=event.key,
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         headers=message.headers,
         traceparent=traceparent,
     )
-    await send(topic, event.key, value, None, headers)
+    await send(topic, key, value, None, headers)
     metrics.dlq.labels(problem=str(problem.problem)).inc()
 
 

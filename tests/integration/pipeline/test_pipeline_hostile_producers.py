@@ -34,6 +34,7 @@ from features.simulator import SimulationConfig, simulate
 from features.spec import DEFAULT_FEATURES
 from streams.contracts import DecodeError, decode_alert, decode_score
 from streams.kafka import SENT_AT_HEADER, client_options, ensure_topics, product_topics
+from streams.pipeline.outputs import HEADERS_DROPPED_HEADER, MAX_DLQ_VALUE_BYTES, TRUNCATED_HEADER
 from streams.settings import Settings
 from streams.tablestore.keys import entry_key, partition_prefix
 
@@ -118,6 +119,10 @@ def test_a_worker_survives_hostile_producers_and_scores_every_good_record(
     # K3 (aiokafka) and reports, placed by CRC32.
     for tx_id, t, amount in good["K3"]:
         records.append((names["transactions"], b"K3", tx(tx_id, "K3", t, amount=amount), []))
+    # Nearly all the broker takes in one record: 900 kB of value and a 140 kB header. Its
+    # dead letter must still fit the worker's producer (1,000,000 bytes a request).
+    huge = b"{" + b"x" * 899_999
+    records.append((names["transactions"], b"K3", huge, [("bulk", b"h" * 140_000)]))
     misplaced_reports = [report(f"r{i}", f"TR{i}", t0 - DAY, t0 - DAY + HOUR) for i in range(8)]
     records += [
         (names["fraud_reports"], f"TR{i}".encode(), r, []) for i, r in enumerate(misplaced_reports)
@@ -176,7 +181,7 @@ def test_a_worker_survives_hostile_producers_and_scores_every_good_record(
         scores = read_topic(
             settings, names["scores"], until=lambda m: len(m) >= expected_scores, timeout_s=90
         )
-        dead = read_topic(settings, names["dlq"], until=lambda m: len(m) >= 4, timeout_s=30)
+        dead = read_topic(settings, names["dlq"], until=lambda m: len(m) >= 5, timeout_s=30)
         time.sleep(2)  # anything more would be a duplicate
         scores = read_topic(settings, names["scores"])
         dead = read_topic(settings, names["dlq"])
@@ -218,9 +223,15 @@ def test_a_worker_survives_hostile_producers_and_scores_every_good_record(
         surrogate: b"unknown_field",
         future: b"future_event",
         too_large: b"too_large",
+        huge[:MAX_DLQ_VALUE_BYTES]: b"too_large",
     }
     (surrogate_letter,) = [m for m in dead if m.value == surrogate]
     assert header(surrogate_letter, "traceparent") == b"t-s"
+    # The huge one: cut, its header dropped, both said; the source still has it whole.
+    (huge_letter,) = [m for m in dead if m.value == huge[:MAX_DLQ_VALUE_BYTES]]
+    assert header(huge_letter, TRUNCATED_HEADER) == str(len(huge)).encode()
+    assert header(huge_letter, HEADERS_DROPPED_HEADER) == b"1"
+    assert header(huge_letter, "bulk") is None
 
     # The misplaced reports reached their terminals' states (re-routed to murmur2's partition).
     from streams.pipeline.terminals import terminal_partition

@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,9 @@ from streams.contracts import (
     decode_score,
 )
 from streams.pipeline.outputs import (
+    HEADERS_DROPPED_HEADER,
+    KEY_TRUNCATED_HEADER,
+    MAX_DLQ_KEY_BYTES,
     MAX_DLQ_VALUE_BYTES,
     SOURCE_OFFSET_HEADER,
     SOURCE_PARTITION_HEADER,
@@ -262,7 +266,9 @@ def test_alert_amounts_are_decimal_strings_at_both_ends_of_the_range() -> None:
 def test_a_dead_letter_keeps_the_original_bytes_and_says_what_and_where() -> None:
     original = b'{"tx_id": "1", "amount": -5}'
     problem = DecodeError(Problem.BAD_VALUE, "amount: must not be negative", "amount")
-    value, headers = dlq_record(original, problem, topic="transactions", partition=4, offset=1234)
+    _, value, headers = dlq_record(
+        original, problem, topic="transactions", partition=4, offset=1234
+    )
     assert value == original
     assert headers == [
         ("fraudstream-problem", b"bad_value"),
@@ -276,7 +282,7 @@ def test_a_dead_letter_keeps_the_original_bytes_and_says_what_and_where() -> Non
 
 def test_a_dead_letter_without_a_field_or_value_has_no_such_header() -> None:
     problem = DecodeError(Problem.NOT_JSON, "empty message (null or zero bytes)")
-    value, headers = dlq_record(None, problem, topic="fraud-reports", partition=0, offset=0)
+    _, value, headers = dlq_record(None, problem, topic="fraud-reports", partition=0, offset=0)
     assert value is None
     names = [name for name, _ in headers]
     assert names == [
@@ -302,7 +308,7 @@ def test_dead_letters_over_the_limit_are_cut_and_say_their_length(size: int, cut
     original = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     assert len(original) == size
     problem = DecodeError(Problem.TOO_LARGE, f"message of {size} bytes")
-    value, headers = dlq_record(original, problem, topic="t", partition=1, offset=2)
+    _, value, headers = dlq_record(original, problem, topic="t", partition=1, offset=2)
     found = dict(headers)
     assert value is not None
     if cut:
@@ -317,3 +323,67 @@ def test_dead_letters_over_the_limit_are_cut_and_say_their_length(size: int, cut
         found[SOURCE_PARTITION_HEADER],
         found[SOURCE_OFFSET_HEADER],
     ) == (b"t", b"1", b"2")
+
+
+#: What the worker's producer sends at most (Faust's producer_max_request_size).
+PRODUCER_MAX_REQUEST_BYTES = 1_000_000
+#: The most a record batch may take on a broker by default (message.max.bytes).
+BROKER_MAX_MESSAGE_BYTES = 1_048_588
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key_size=st.integers(0, BROKER_MAX_MESSAGE_BYTES),
+    value_size=st.integers(0, BROKER_MAX_MESSAGE_BYTES),
+    header_sizes=st.lists(st.integers(0, 200_000), max_size=20),
+    many_small=st.integers(0, 60_000),
+    reason_size=st.integers(0, 2_000_000),
+)
+@example(
+    key_size=0, value_size=BROKER_MAX_MESSAGE_BYTES, header_sizes=[], many_small=0, reason_size=0
+)
+@example(key_size=0, value_size=900_000, header_sizes=[140_000], many_small=0, reason_size=0)
+@example(key_size=500_000, value_size=500_000, header_sizes=[], many_small=0, reason_size=0)
+def test_any_dead_letter_fits_the_producers_request_limit(
+    key_size: int, value_size: int, header_sizes: list[int], many_small: int, reason_size: int
+) -> None:
+    # Whatever the broker took (and more), the copy is one the producer will send:
+    # a dead letter it refused could not be sent at all.
+    headers: list[tuple[str, bytes | None]] = [
+        (f"h{i}", b"v" * size) for i, size in enumerate(header_sizes)
+    ]
+    headers += [("x", None)] * many_small  # framing only: many headers of no bytes
+    problem = DecodeError(Problem.UNKNOWN_FIELD, "r" * reason_size, field="f" * reason_size)
+    key, value, out = dlq_record(
+        b"v" * value_size,
+        problem,
+        key=b"k" * key_size,
+        topic="transactions",
+        partition=3,
+        offset=7,
+        headers=headers,
+        traceparent=b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01",
+    )
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, out)
+    assert size <= PRODUCER_MAX_REQUEST_BYTES
+    found = dict(out)
+    assert found[SOURCE_OFFSET_HEADER] == b"7"
+    assert found["fraudstream-problem"] == b"unknown_field"
+    assert (KEY_TRUNCATED_HEADER in found) == (key_size > MAX_DLQ_KEY_BYTES)
+    assert (TRUNCATED_HEADER in found) == (value_size > MAX_DLQ_VALUE_BYTES)
+    # The input's headers are kept whole or dropped whole, and the drop is said.
+    kept = [h for h in out if h[0].startswith("h") or h[0] == "x"]
+    if HEADERS_DROPPED_HEADER in found:
+        assert kept == []
+        assert found[HEADERS_DROPPED_HEADER] == str(len(headers)).encode()
+    else:
+        assert kept == headers
+
+
+def test_small_headers_are_kept_in_their_order_with_ours_after_them() -> None:
+    problem = DecodeError(Problem.NOT_JSON, "not JSON")
+    _, _, out = dlq_record(
+        b"{", problem, topic="t", partition=0, offset=1, headers=[("b", b"2"), ("a", None)]
+    )
+    assert out[:2] == [("b", b"2"), ("a", None)]
+    assert HEADERS_DROPPED_HEADER not in dict(out)
