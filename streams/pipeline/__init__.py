@@ -48,7 +48,7 @@ from faust.types import StreamT
 from features.online import OnlineFeatures
 from features.spec import DEFAULT_FEATURES, Entity, FeatureSet
 from streams import heap
-from streams.delivery import DeliveryWatch, Refusal
+from streams.delivery import CHECK_EVERY_S, DeliveryWatch, Refusal
 from streams.endoffsets import EndOffsets
 from streams.faustcompat import metadata
 from streams.faustcompat.rawbatches import FetchedRecord, RawBatches
@@ -384,6 +384,12 @@ def build_pipeline(
                     return
                 logger.exception("releasing held transactions failed; trying again")
             await asyncio.sleep(RELEASE_GAP_S)
+
+    @app.timer(CHECK_EVERY_S)  # type: ignore[untyped-decorator]
+    async def check_deliveries() -> None:
+        # Between flushes too: a refusal stops the worker at once, and outputs read
+        # are let go (a memory:// table store never asks).
+        deliveries.failure()
 
     @app.task  # type: ignore[untyped-decorator]
     async def close_end_offsets() -> None:
