@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+from replays import stop_replays
 
 from streams.app import create_app
 from streams.localinfra import (
@@ -240,3 +241,10 @@ def make_store() -> Iterator[Callable[..., RedisStore]]:
     yield make
     for store in opened:
         store.backend.close()
+
+
+@pytest.fixture(autouse=True)
+def _replays_end_with_their_test() -> Iterator[None]:
+    """No replay outlives the test that started it (`replays.stop_replays`)."""
+    yield
+    stop_replays()

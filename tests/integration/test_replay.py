@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
+from topic_configs import topic_configs
 from typer.testing import CliRunner
 
 from features.simulator import SimulationConfig, simulate, write_dataset
@@ -209,18 +210,6 @@ async def _broker_config(settings: Settings, name: str) -> int | None:
     return None
 
 
-async def _topic_config(settings: Settings, topic: str) -> dict[str, str]:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        response = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=None)]
-        )
-    finally:
-        await admin.close()
-    return {entry[0]: entry[1] for entry in response[0].resources[0][4]}
-
-
 async def test_event_topics_keep_2018_events_through_retention_checks(settings: Settings) -> None:
     interval = await _broker_config(settings, "log.retention.check.interval.ms")
     if interval is None or interval > 5_000:
@@ -236,7 +225,7 @@ async def test_event_topics_keep_2018_events_through_retention_checks(settings: 
         [*product_topics(settings), TopicSpec(control, 1, config={"retention.ms": "86400000"})],
     )
     for topic in event_topics:
-        config = await _topic_config(settings, topic)
+        config = await topic_configs(settings, topic)
         assert config["retention.ms"] == "-1"
         assert config["message.timestamp.type"] == "CreateTime"
 

@@ -26,6 +26,7 @@ import polars as pl
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.cluster import RedisCluster
+from replays import replay as replay  # the pipeline tests' replays, ended with each test
 
 from features import dataset
 from features.offline import compute_features
@@ -221,38 +222,6 @@ class Workers:
         for path in sorted(self.logs.glob("worker-*.log")):
             parts.append(f"--- {path.name}\n{path.read_bytes()[-4000:].decode(errors='replace')}")
         return "\n".join(parts)
-
-
-#: The replays started by the running test; `stop_replays` ends them after it.
-_replays: list[subprocess.Popen[bytes]] = []
-
-
-def replay(settings: Settings, dataset: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start ``fraudstream replay`` on a dataset file (a child process, as users run it)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams", "--log-level", "warn", "replay", str(dataset), *args],
-        env={**os.environ, **settings.as_env()},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    _replays.append(process)
-    return process
-
-
-def stop_replays() -> None:
-    """Kill the replays a test left running and close their output pipes.
-
-    A test that fails before it reads its replay to the end must not leave it sending
-    into the next test, nor leave its pipe to be garbage-collected during another test,
-    whose ``ResourceWarning`` would then fail that test instead.
-    """
-    while _replays:
-        process = _replays.pop()
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def read_topic(

@@ -20,13 +20,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pipeline_harness import Workers, check_outputs, replay, scenario, wait_until_applied
+from topic_configs import set_topic_configs, topic_configs
 
 from features.simulator import SimulationConfig
 from streams.delivery import EXIT_UNDELIVERED
-from streams.kafka import client_options
 from streams.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -44,30 +42,6 @@ TOO_SMALL = "300"
 RATE = 300  # events per second: the refusal starts after the worker has flushed
 
 
-async def _topic_overrides(settings: Settings, topic: str) -> dict[str, str]:
-    """The topic's own configs (those set on it, not the broker's defaults)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        response = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=None)]
-        )
-    finally:
-        await admin.close()
-    # (name, value, read_only, config_source, is_sensitive, synonyms); source 1: the topic's.
-    return {e[0]: e[1] for e in response[0].resources[0][4] if e[3] == 1 and e[1] is not None}
-
-
-async def _set_topic_configs(settings: Settings, topic: str, configs: dict[str, str]) -> None:
-    """Replace the topic's own configs (AlterConfigs sets the whole set)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
-    finally:
-        await admin.close()
-
-
 def test_refused_alerts_stop_the_worker_uncommitted_and_a_restart_sends_them(
     settings: Settings,
     tmp_path: Path,
@@ -77,7 +51,7 @@ def test_refused_alerts_stop_the_worker_uncommitted_and_a_restart_sends_them(
     case = scenario(settings, tmp_path, DATA, alert_share=0.05)
     transactions, path, offline, version, settings = astuple(case)
     alerts = settings.topic_names["alerts"]
-    own = asyncio.run(_topic_overrides(settings, alerts))
+    own = asyncio.run(topic_configs(settings, alerts, own=True))
 
     workers = Workers(settings, tmp_path, free_port)
     worker, port = workers.start()
@@ -86,7 +60,7 @@ def test_refused_alerts_stop_the_worker_uncommitted_and_a_restart_sends_them(
         sender = replay(settings, path, "--rate", str(RATE))
         workers.wait_for_metric(port, "fraudstream_transactions_total", 600, 90)
         refusing = {**own, "max.message.bytes": TOO_SMALL}
-        asyncio.run(_set_topic_configs(settings, alerts, refusing))
+        asyncio.run(set_topic_configs(settings, alerts, refusing))
         try:
             code = worker.wait(timeout=90)
         except subprocess.TimeoutExpired:
@@ -102,12 +76,12 @@ def test_refused_alerts_stop_the_worker_uncommitted_and_a_restart_sends_them(
         output, _ = sender.communicate(timeout=120)
         assert sender.returncode == 0, output.decode()
 
-        asyncio.run(_set_topic_configs(settings, alerts, own))
+        asyncio.run(set_topic_configs(settings, alerts, own))
         _, port = workers.start()
         workers.wait_ready(port)
         wait_until_applied(settings, redis_client, transactions)
     finally:
         codes = workers.stop_all()
-        asyncio.run(_set_topic_configs(settings, alerts, own))
+        asyncio.run(set_topic_configs(settings, alerts, own))
     assert codes == [0], workers.log()
     check_outputs(settings, offline, version)
