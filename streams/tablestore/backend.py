@@ -229,6 +229,8 @@ class RedisBackend:
         self._connecting = threading.Lock()
         self.ttl_ms = ttl_ms
         self._backoff = Backoff(f"Redis at {description}")
+        self._description = description
+        self._refusal_logged = False
         self._scripts: dict[str, Script] = {}
 
     @property
@@ -266,6 +268,7 @@ class RedisBackend:
                 result = call()
             except Exception as exc:
                 if not is_retryable(exc):
+                    self._say_if_refused(exc)
                     raise
                 time.sleep(self._backoff.failed(exc))
                 continue
@@ -284,11 +287,29 @@ class RedisBackend:
                 result = await asyncio.to_thread(call) if in_thread else call()
             except Exception as exc:
                 if not is_retryable(exc):
+                    self._say_if_refused(exc)
                     raise
                 await asyncio.sleep(self._backoff.failed(exc))
                 continue
             self._backoff.succeeded()
             return result
+
+    def _say_if_refused(self, exc: BaseException) -> None:
+        """One clear line when Redis refuses this worker's credentials or certificate.
+
+        Not retried (`is_misconfigured`): the store's task raises it, and the worker
+        stops with a dozen tracebacks of its services; this line is the one that says why.
+        """
+        if is_misconfigured(exc) and not self._refusal_logged:
+            self._refusal_logged = True
+            logger.error(
+                "Redis at %s refused this worker: %s: %s. Not retried: the worker stops, and "
+                "resumes from its last flush once restarted with what Redis accepts "
+                "(FRAUDSTREAM_REDIS_PASSWORD, FRAUDSTREAM_REDIS_SSL_CAFILE)",
+                self._description,
+                type(exc).__name__,
+                exc,
+            )
 
     @property
     def outages_ended(self) -> int:
