@@ -28,6 +28,7 @@ def worker(ctx: typer.Context) -> None:
     import faust
 
     from streams.app import create_app
+    from streams.crashexit import exit_when_stuck
     from streams.delivery import EXIT_UNDELIVERED, Refusal
     from streams.faustcompat import UnsupportedVersionError
     from streams.kafka import BrokerUnavailableError, ensure_topics, product_topics
@@ -60,6 +61,7 @@ def worker(ctx: typer.Context) -> None:
     runner.spinner = None  # its terminal escapes would land in the log
     pipeline.web.start()  # before Faust starts: probes answer during table recovery too
     pipeline.heartbeat.start(runner.loop)
+    exit_when_stuck(runner)  # a crash whose stop hangs must still end the process
     logger.info(
         "worker %s starting: brokers %s, table store %s, web http://%s:%d",
         settings.app_id,

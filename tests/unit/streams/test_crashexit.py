@@ -1,0 +1,39 @@
+"""`streams.crashexit`: a crashed worker that does not exit is ended."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from streams.crashexit import exit_when_stuck
+
+
+@dataclass
+class Worker:
+    crashed: bool = False
+
+
+def test_a_running_worker_is_left_alone() -> None:
+    exits: list[int] = []
+    exit_when_stuck(Worker(), after_s=0.01, poll_s=0.01, exit_process=exits.append)
+    time.sleep(0.2)
+    assert exits == []
+
+
+def test_a_crashed_worker_still_alive_after_the_grace_is_ended_with_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = Worker()
+    exits: list[int] = []
+    with caplog.at_level(logging.CRITICAL, logger="streams.crashexit"):
+        thread = exit_when_stuck(worker, after_s=0.1, poll_s=0.01, exit_process=exits.append)
+        time.sleep(0.05)
+        assert exits == []
+        worker.crashed = True
+        thread.join(timeout=5)
+    assert exits == [1]
+    assert "the worker crashed and had not stopped" in caplog.text
+    assert thread.daemon  # never what keeps the process alive
