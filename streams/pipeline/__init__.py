@@ -253,11 +253,25 @@ def build_pipeline(
     if needs.reports_lag_ms is not None:
         score_stage.report_ends = ReportEnds(reports_ends.read, needs.reports_lag_ms)
 
+    async def halt(agent: str, exc: BaseException) -> None:
+        # No later batch may pass the failed one (streams.pipeline.guard): the agent
+        # waits here until the crash it starts stops the worker (streams.crashexit ends
+        # a stop that hangs).
+        logger.error(
+            "agent %s stopped on %s: %s; it takes no later batch, and the worker stops "
+            "(a restart resumes from the last flush)",
+            agent,
+            type(exc).__name__,
+            exc,
+        )
+        await app.crash(exc)
+        await asyncio.Event().wait()
+
     def batch_runner(
         agent: str, source: str, applied: Any, applied_as: str = "applied", **span: Any
     ) -> RunBatch:
         """The agent's guarded batch run, with a span per batch when tracing is on."""
-        run: RunBatch = BatchGuard(agent, send, names["dlq"], metrics).run
+        run: RunBatch = BatchGuard(agent, send, names["dlq"], metrics, halt).run
         if spans is None:
             return run
         return spans.wrap(

@@ -12,9 +12,14 @@ topic, partition and offset, and counted: the one outcome that loses a record, a
 a silent one.
 
 Failures of the worker's own dependencies are not the record's fault: a Redis, Kafka or
-OS error (`INFRASTRUCTURE_ERRORS`) is raised on, so the worker stops acknowledging
-rather than dead-lettering good records (the store already waits out an outage; what
-reaches here is a refused password or the like, which an operator must fix).
+OS error (`INFRASTRUCTURE_ERRORS`) is never dead-lettered (the store already waits out
+an outage; what reaches here is a refused password or the like, which an operator must
+fix). With ``halt`` (the worker's), the agent then takes no later batch and the worker
+stops: raised out of the agent, Faust's supervisor would restart the actor on the same
+stream, which would take the next batch past the failed one, and its forwards would
+reach the terminal agents ahead of the failed batch's, which a restart sends later and
+the terminal agents then skip as already applied (the Redis refusal test saw terminal
+states miss transactions that way, about one run in ten).
 
 Processing a record again after its batch failed part-way is safe: state is written at
 the end of a batch, after its outputs; a state written before the failure makes the
@@ -42,6 +47,8 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError
 
 #: A stage's per-batch call.
 Process = Callable[[Sequence[InputRecord]], Awaitable[None]]
+#: Stops the worker on a dependency's failure; never returns (``streams.pipeline``).
+Halt = Callable[[str, BaseException], Awaitable[None]]
 
 
 class BatchGuard:
@@ -52,16 +59,37 @@ class BatchGuard:
         send: Queues a message on the producer.
         dlq: The dead-letter topic.
         metrics: The worker's metrics.
+        halt: Called with the agent's name and a dependency's error instead of raising it;
+            never returns. None: the error is raised.
     """
 
-    def __init__(self, agent: str, send: Send, dlq: str, metrics: PipelineMetrics) -> None:
+    def __init__(
+        self,
+        agent: str,
+        send: Send,
+        dlq: str,
+        metrics: PipelineMetrics,
+        halt: Halt | None = None,
+    ) -> None:
         self.agent = agent
         self.send = send
         self.dlq = dlq
         self.metrics = metrics
+        self.halt = halt
 
     async def run(self, process: Process, events: Sequence[InputRecord]) -> None:
-        """Process a batch; on an exception, process its records one by one."""
+        """Process a batch; on an exception, process its records one by one.
+
+        A dependency's error halts the agent (see the module's docstring).
+        """
+        try:
+            await self._run(process, events)
+        except INFRASTRUCTURE_ERRORS as exc:
+            if self.halt is None:
+                raise
+            await self.halt(self.agent, exc)
+
+    async def _run(self, process: Process, events: Sequence[InputRecord]) -> None:
         try:
             await process(events)
         except INFRASTRUCTURE_ERRORS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,4 +77,20 @@ async def test_a_dependency_failing_is_not_blamed_on_the_records() -> None:
     guard = BatchGuard("score", recorder.send, DLQ, metrics)
     with pytest.raises(RedisConnectionError):
         await guard.run(stage.process, as_events(events(b"a", b"b")))
+    assert recorder.sends() == []
+
+
+async def test_a_dependency_failing_halts_the_agent_when_the_worker_gives_a_halt() -> None:
+    recorder, metrics = Recorder(), PipelineMetrics()
+    stage = Stage(poison=b"a", error=RedisConnectionError("refused"))
+    halted: list[tuple[str, BaseException]] = []
+
+    async def halt(agent: str, exc: BaseException) -> None:
+        halted.append((agent, exc))
+        await asyncio.Event().wait()  # never returns, as the worker's
+
+    guard = BatchGuard("score", recorder.send, DLQ, metrics, halt)
+    with pytest.raises(TimeoutError):  # the agent takes no later batch
+        await asyncio.wait_for(guard.run(stage.process, as_events(events(b"a", b"b"))), 0.2)
+    assert [(agent, str(exc)) for agent, exc in halted] == [("score", "refused")]
     assert recorder.sends() == []
