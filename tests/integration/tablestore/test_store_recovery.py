@@ -300,8 +300,15 @@ def test_redis_restarted_mid_stream(
     finally:
         client.close()
     assert found == stream.expected
-    assert "available again" in workers.log_tail()  # the outage was seen and logged once
-    assert workers.log_tail().count("unavailable") == 1
+    # The outage was seen and logged once, not once per call: a WARNING when it starts and
+    # one when it ends. A second pair may follow within milliseconds: a call made in a
+    # thread during the outage can fail just after another one found Redis back (seen
+    # once in CI: "available again after 1.6s", then 10 ms later a refused connection
+    # and "available again after 0.0s").
+    log = workers.log_tail()
+    outages = log.count("unavailable")
+    assert 1 <= outages <= 2, log
+    assert log.count("available again") == outages, log
 
 
 @pytest.mark.slow
