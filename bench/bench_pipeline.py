@@ -1272,7 +1272,7 @@ async def run_profile(bench: Bench, data: str, partitions: int) -> str:
     """A pipeline worker with py-spy attached from 10 % of the transactions."""
     args = bench.args
     worker = bench.pipeline_worker("prof", bench.settings("prof", data, partitions))
-    out = bench.tmp / "py-spy.txt"
+    out = bench.logs / "py-spy-throughput.txt"  # raw stacks kept with the logs
     spy: Proc | None = None
 
     async def attach(total: float) -> None:

@@ -334,6 +334,9 @@ class WindowAggregation(abc.ABC):
 
     #: The state columns the online engine must keep for this aggregation.
     requires: ClassVar[frozenset[StateColumn]] = frozenset()
+    #: Whether ``online`` reads the window's transactions (``lo``, ``hi``, ``amount_total``);
+    #: when no aggregation of a window does, the engine does not search for them.
+    reads_transactions: ClassVar[bool] = True
 
     @abc.abstractmethod
     def online(self, w: OnlineWindow) -> float:
@@ -623,6 +626,7 @@ class KnownFrauds(WindowAggregation):
     """
 
     requires: ClassVar = frozenset({StateColumn.FRAUD, StateColumn.REPORTED})
+    reads_transactions: ClassVar = False
 
     def online(self, w: OnlineWindow) -> float:  # noqa: D102
         frauds = w.fraud_times

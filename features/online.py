@@ -416,16 +416,25 @@ class EntityWindows:
             required |= feature.aggregation.requires
             window = (feature.window_ms, feature.delay_ms)
             outputs.setdefault(window, []).append((position, feature.aggregation))
-        # One (length, delay, sums amounts?, ((position, aggregation.online), ...)) per
-        # distinct window, plain tuples: the hot loop unpacks them, no attribute lookups.
-        self._windows: tuple[tuple[int, int, bool, tuple[tuple[int, _Reader], ...]], ...] = tuple(
-            (
-                length,
-                delay,
-                any(StateColumn.AMOUNT in agg.requires for _, agg in out),
-                tuple((position, agg.online) for position, agg in out),
+        # One (length, delay, reads transactions?, sums amounts?, ((position,
+        # aggregation.online), ...)) per distinct window, plain tuples: the hot loop
+        # unpacks them, no attribute lookups. Windows read by transaction-free aggregations
+        # only (known-fraud counts) come last: they need no search of the transactions.
+        self._windows: tuple[tuple[int, int, bool, bool, tuple[tuple[int, _Reader], ...]], ...]
+        self._windows = tuple(
+            sorted(
+                (
+                    (
+                        length,
+                        delay,
+                        any(agg.reads_transactions for _, agg in out),
+                        any(StateColumn.AMOUNT in agg.requires for _, agg in out),
+                        tuple((position, agg.online) for position, agg in out),
+                    )
+                    for (length, delay), out in outputs.items()
+                ),
+                key=lambda window: not window[2],
             )
-            for (length, delay), out in outputs.items()
         )
         self._window = OnlineWindow(0)  # reused for every window of every read
         self._fingerprints: dict[str, int] = {}
@@ -872,8 +881,15 @@ class EntityWindows:
         amounts = state.amounts
         hi = 0
         searched_end: int | None = None  # the end whose `hi` was last searched for
-        for length, delay, sums, readers in self._windows:
+        for length, delay, ranged, sums, readers in self._windows:
             end = time_ms - delay - base
+            if not ranged:
+                w.start = end - length
+                w.end = end
+                w.length_ms = length
+                for out_position, read in readers:
+                    out[out_position] = read(w)
+                continue
             if not delay and position >= 0:
                 hi = position + 1
                 searched_end = None

@@ -110,11 +110,18 @@ class TerminalStage:
         newest = 0
         record = self.windows.record
         for event, rows, declared, traces in decoded:
+            # Each source's applied offset as the rows move it: one mark per source and
+            # message, not one per row, set before the message's declarations read it.
+            applied_through: dict[int, int] = {}
             for index, row in enumerate(rows):
-                if row.source_offset <= batch.mark(event, row.source_partition).offset:
+                source = row.source_partition
+                through = applied_through.get(source)
+                if through is None:
+                    through = batch.mark(event, source).offset
+                if row.source_offset <= through:
                     skipped += 1
                     continue
-                batch.set_offset(event, row.source_partition, row.source_offset)
+                applied_through[source] = row.source_offset
                 key = row.terminal_id.encode()
                 state = batch.state(event, key)
                 try:
@@ -129,6 +136,8 @@ class TerminalStage:
                 applied += 1
                 if row.tx_time > newest:
                     newest = row.tx_time
+            for source, offset in applied_through.items():
+                batch.set_offset(event, source, offset)
             # After the rows: a message's declaration covers the rows it holds.
             for source, watermark in declared.items():
                 batch.declare(event, source, watermark)
