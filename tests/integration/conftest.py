@@ -30,11 +30,38 @@ from streams.localinfra import (
 from streams.settings import CLUSTER_BUS_OFFSET, KAFKA_CLUSTER_NODES, Settings
 from streams.tablestore import RedisStore
 
+#: Session fixtures whose services cost CPU while idle (three Kafka brokers take a tenth
+#: of a core each): their tests run one after another, and the services stop after the
+#: last of them instead of at the end of the session.
+STOPPED_AFTER_LAST_USER = ("kafka_cluster",)
+
+
+def _uses(item: pytest.Item, fixture: str) -> bool:
+    return fixture in getattr(item, "fixturenames", ())
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+    for fixture in STOPPED_AFTER_LAST_USER:
+        users = [item for item in items if _uses(item, fixture)]
+        if len(users) < 2:
+            continue
+        first = items.index(users[0])
+        rest = [item for item in items if not _uses(item, fixture)]
+        items[:] = rest[:first] + users + rest[first:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Stop a `STOPPED_AFTER_LAST_USER` service once no later test uses it."""
+    yield
+    for fixture in STOPPED_AFTER_LAST_USER:
+        if _uses(item, fixture) and (nextitem is None or not _uses(nextitem, fixture)):
+            service = getattr(item, "funcargs", {}).get(fixture)
+            if service is not None:
+                service.stop()
 
 
 @pytest.fixture(scope="session")
