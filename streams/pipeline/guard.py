@@ -12,7 +12,10 @@ topic, partition and offset, and counted: the one outcome that loses a record, a
 a silent one.
 
 Failures of the worker's own dependencies are not the record's fault: a Redis, Kafka or
-OS error (`INFRASTRUCTURE_ERRORS`) is never dead-lettered (the store already waits out
+OS error (`INFRASTRUCTURE_ERRORS`), or an error raised from one (Faust's producer raises
+``ProducerSendError`` from the ``KafkaError`` of a send that failed at once: a topic
+deleted, a send that waited longer than the request timeout for room in a full
+producer), is never dead-lettered (the store already waits out
 an outage; what reaches here is a refused password or the like, which an operator must
 fix). With ``halt`` (the worker's), the agent then takes no later batch and the worker
 stops: raised out of the agent, Faust's supervisor would restart the actor on the same
@@ -45,10 +48,30 @@ logger = logging.getLogger(__name__)
 #: Errors of the worker's dependencies: raised on, never blamed on a record.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, OSError)
 
+#: How many links of an exception's ``__cause__`` chain are looked at for a dependency's.
+CAUSE_DEPTH = 5
+
 #: A stage's per-batch call.
 Process = Callable[[Sequence[InputRecord]], Awaitable[None]]
 #: Stops the worker on a dependency's failure; never returns (``streams.pipeline``).
 Halt = Callable[[str, BaseException], Awaitable[None]]
+
+
+def dependency_error(exc: BaseException) -> BaseException | None:
+    """The dependency's error ``exc`` is, or was raised from; None for any other error.
+
+    Faust wraps a producer's ``KafkaError`` in ``ProducerSendError`` (``raise ... from``),
+    which is no ``KafkaError``: blamed on the records, a deleted alerts topic would have
+    dead-lettered every transaction as ``internal_error`` instead of stopping the worker.
+    """
+    current: BaseException | None = exc
+    for _ in range(CAUSE_DEPTH):
+        if current is None:
+            return None
+        if isinstance(current, INFRASTRUCTURE_ERRORS):
+            return current
+        current = current.__cause__
+    return None
 
 
 class BatchGuard:
@@ -84,17 +107,17 @@ class BatchGuard:
         """
         try:
             await self._run(process, events)
-        except INFRASTRUCTURE_ERRORS as exc:
-            if self.halt is None:
+        except Exception as exc:
+            if self.halt is None or dependency_error(exc) is None:
                 raise
             await self.halt(self.agent, exc)
 
     async def _run(self, process: Process, events: Sequence[InputRecord]) -> None:
         try:
             await process(events)
-        except INFRASTRUCTURE_ERRORS:
-            raise
-        except Exception:
+        except Exception as exc:
+            if dependency_error(exc) is not None:
+                raise
             logger.exception(
                 "agent %s failed on a batch of %d records; processing them one by one",
                 self.agent,
@@ -106,9 +129,9 @@ class BatchGuard:
     async def _one(self, process: Process, event: InputRecord) -> None:
         try:
             await process([event])
-        except INFRASTRUCTURE_ERRORS:
-            raise
         except Exception as exc:
+            if dependency_error(exc) is not None:
+                raise
             message = event.message
             problem = DecodeError(
                 Problem.INTERNAL_ERROR,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
+from faust.exceptions import ProducerSendError
 from pipeline_doubles import Event, Message, Recorder, as_events, counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -94,3 +96,52 @@ async def test_a_dependency_failing_halts_the_agent_when_the_worker_gives_a_halt
         await asyncio.wait_for(guard.run(stage.process, as_events(events(b"a", b"b"))), 0.2)
     assert [(agent, str(exc)) for agent, exc in halted] == [("score", "refused")]
     assert recorder.sends() == []
+
+
+def _producer_send_error(cause: Exception) -> ProducerSendError:
+    """What Faust's producer raises for a send that fails at once (``raise ... from``)."""
+    try:
+        raise ProducerSendError(f"Error while sending: {cause!r}") from cause
+    except ProducerSendError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [KafkaTimeoutError(), UnknownTopicOrPartitionError()],
+    ids=["timed-out", "topic-gone"],
+)
+async def test_a_send_faust_wraps_is_a_dependency_failing_not_the_records(
+    cause: Exception,
+) -> None:
+    recorder, metrics = Recorder(), PipelineMetrics()
+    stage = Stage(poison=b"a", error=_producer_send_error(cause))
+    halted: list[BaseException] = []
+
+    async def halt(agent: str, exc: BaseException) -> None:
+        halted.append(exc)
+        await asyncio.Event().wait()
+
+    guard = BatchGuard("score", recorder.send, DLQ, metrics, halt)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(guard.run(stage.process, as_events(events(b"a", b"b"))), 0.2)
+    assert [type(exc.__cause__) for exc in halted] == [type(cause)]
+    assert recorder.sends() == []  # nothing dead-lettered
+    assert stage.processed == []  # nor the batch taken apart
+
+    without_halt = BatchGuard("score", recorder.send, DLQ, metrics)
+    with pytest.raises(ProducerSendError):
+        await without_halt.run(stage.process, as_events(events(b"a")))
+    assert recorder.sends() == []
+
+
+async def test_an_error_raised_from_a_bug_is_still_the_records() -> None:
+    recorder, metrics = Recorder(), PipelineMetrics()
+    try:
+        raise ValueError("a bug") from KeyError("x")
+    except ValueError as exc:
+        error = exc
+    guard = BatchGuard("score", recorder.send, DLQ, metrics)
+    await guard.run(Stage(error=error).process, as_events(events(b"poison", b"b")))
+    (dead,) = recorder.sends(DLQ)
+    assert dead.header("fraudstream-problem") == b"internal_error"
