@@ -5,9 +5,10 @@ script over keys of one hash-tag slot: the dirty entries, the offsets they cover
 ownership check run atomically, so Redis never holds state without its offsets (or the
 reverse), and a worker that lost a partition cannot overwrite its new owner's state.
 
-Redis unreachable: every call retries with exponential backoff (logged once per outage,
-not per call) until Redis answers again. Nothing is dropped; the caller simply waits, so
-a worker stops acknowledging events until its state can be read and written.
+Redis unreachable: every call retries with exponential backoff (logged once per outage
+that outlasts one retry, not per call) until Redis answers again. Nothing is dropped;
+the caller simply waits, so a worker stops acknowledging events until its state can be
+read and written.
 
 The same code serves one server (``redis.Redis``) and a Redis Cluster (``RedisCluster``):
 every command sent touches keys of one partition, so one slot, except SCAN (every master)
@@ -174,13 +175,21 @@ class FlushOutcome:
 
 
 class Backoff:
-    """Exponential backoff with a cap, and the one log line per outage."""
+    """Exponential backoff with a cap, and one log line when an outage starts and ends.
+
+    The WARNING that an outage started comes with the second failure in a row, not the
+    first: a failure whose retry succeeds is a stale pooled connection, not an outage.
+    After Redis restarts, each connection the pool still holds to the old server fails
+    once when next used, and calls run in several threads: one failing just after
+    another found Redis back used to log a second outage of "0.0s" (seen in CI).
+    """
 
     def __init__(self, what: str, first_s: float = 0.05, cap_s: float = 5.0) -> None:
         self.what = what
         self.first_s = first_s
         self.cap_s = cap_s
         self._down_since: float | None = None
+        self._failures = 0
         self._next_s = first_s
         #: Outages over so far: whoever must check Redis after one compares counts.
         self.outages_ended = 0
@@ -189,6 +198,8 @@ class Backoff:
         """Record a failure; return how long to wait before the next try."""
         if self._down_since is None:
             self._down_since = time.monotonic()
+        self._failures += 1
+        if self._failures == 2:
             logger.warning("%s unavailable (%s); retrying with backoff", self.what, exc)
         wait, self._next_s = self._next_s, min(self._next_s * 2, self.cap_s)
         return wait
@@ -204,12 +215,16 @@ class Backoff:
         return self._down_since
 
     def succeeded(self) -> None:
-        """Record a success; log the end of an outage."""
+        """Record a success; log the end of an outage whose start was logged."""
         if self._down_since is not None:
-            logger.warning(
-                "%s available again after %.1fs", self.what, time.monotonic() - self._down_since
-            )
+            if self._failures >= 2:
+                logger.warning(
+                    "%s available again after %.1fs",
+                    self.what,
+                    time.monotonic() - self._down_since,
+                )
             self._down_since = None
+            self._failures = 0
             self._next_s = self.first_s
             self.outages_ended += 1
 
