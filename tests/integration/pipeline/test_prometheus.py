@@ -51,6 +51,7 @@ RATE_INTERVAL = "1m"
 QUIET_ALERTS = {
     "FraudstreamWorkerDown": "every worker answers its scrapes",
     "FraudstreamNoWorkers": "Prometheus knows two workers",
+    "FraudstreamWorkerRestarting": "each worker starts once",
     "FraudstreamConsumerLagGrowing": "the workers keep up with 80 transactions/s",
     "FraudstreamDeadLetters": "the replayed dataset is valid: nothing is dead-lettered",
     "FraudstreamModelLoadFailures": "the registered model loads",
