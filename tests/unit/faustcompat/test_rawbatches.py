@@ -13,7 +13,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from upstream import unstarted_app
 
-from streams.faustcompat.rawbatches import RawBatches, routes_of
+from streams.faustcompat.rawbatches import PRODUCER_CHECK_EVERY, RawBatches, routes_of
 
 TOPIC = "raw-transactions"
 TP0 = TP(TOPIC, 0)
@@ -163,12 +163,21 @@ async def test_the_flow_and_the_producer_decide_whether_a_record_is_accepted(
 ) -> None:
     consumer: Any = app.consumer
     raw = RawBatches(app, TOPIC, max_records=10)
-    assert raw.accepts(consumer)
     buffer: Any = app.producer.buffer
     buffer.max_messages, limit = -1, buffer.max_messages  # over its limit
     assert not raw.accepts(consumer)
     buffer.max_messages = limit
-    consumer.suspend_flow.set()  # a rebalance began
+    assert raw.accepts(consumer)
+    # The producer's buffer is read every PRODUCER_CHECK_EVERY records: one filling up
+    # is seen within that many.
+    buffer.max_messages = -1
+    accepted = 0
+    while raw.accepts(consumer):
+        accepted += 1
+        assert accepted < PRODUCER_CHECK_EVERY
+    assert not raw.accepts(consumer)  # and refused until it has room
+    buffer.max_messages = limit
+    consumer.suspend_flow.set()  # a rebalance began: seen at once
     assert not raw.accepts(consumer)
     assert not await asyncio.wait_for(raw.room(consumer), 1.0)
 
