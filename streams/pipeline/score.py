@@ -269,6 +269,11 @@ class ScoreStage:
         # serves replays and bursts without many objects for the collector to walk.
         self._decoded = DecodedStates("customer", limit=CUSTOMER_STATES_KEPT)
 
+    @property
+    def held(self) -> int:
+        """Transactions held back now, waiting for final terminal reads."""
+        return self._held_count
+
     async def process(self, events: Sequence[InputRecord]) -> None:
         """Score one micro-batch; see the module docstring for the steps."""
         started = time.perf_counter()
