@@ -253,23 +253,27 @@ class _Batch:
         return state
 
     def mark(self, event: InputRecord, source_partition: int) -> SourceMark:
-        slot = (event.message.partition, mark_key(event.message.partition, source_partition))
+        return self._mark(event, source_partition)[1]
+
+    def _mark(
+        self, event: InputRecord, source_partition: int
+    ) -> tuple[tuple[int, bytes], SourceMark]:
+        partition = event.message.partition
+        slot = (partition, mark_key(partition, source_partition))
         mark = self.marks.get(slot)
         if mark is None:
             mark = self.marks[slot] = SourceMark.from_bytes(self.access.get(event, slot[1]))
-        return mark
+        return slot, mark
 
     def set_offset(self, event: InputRecord, source_partition: int, offset: int) -> None:
-        mark = self.mark(event, source_partition)
-        slot = (event.message.partition, mark_key(event.message.partition, source_partition))
+        slot, mark = self._mark(event, source_partition)
         self.marks[slot] = SourceMark(offset, mark.watermark)
         self.last[slot] = event
 
     def declare(self, event: InputRecord, source_partition: int, watermark: int) -> None:
-        mark = self.mark(event, source_partition)
+        slot, mark = self._mark(event, source_partition)
         changed = mark.declared(watermark)
         if changed is not mark:
-            slot = (event.message.partition, mark_key(event.message.partition, source_partition))
             self.marks[slot] = changed
             self.last[slot] = event
 

@@ -23,6 +23,7 @@ flushed in one atomic write, and a row at or below the mark is a duplicate, skip
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Final
 
@@ -65,12 +66,15 @@ class KeyPartitioner:
         return partition
 
 
+@functools.cache
 def mark_key(partition: int, source_partition: int) -> bytes:
     """The terminal-table key of a terminal partition's replay mark for a source partition.
 
     The key names the terminal partition too, so that marks stay apart in stores that
     key entries by key alone (memory://), not only in redis://, which keeps partitions
-    apart by itself.
+    apart by itself. Memoised (partitions squared keys at most): the terminal agent asks
+    for a few per forward message, and at a live pace's small batches building them was
+    2 % of its time.
     """
     return _MARK_PREFIX + f"{partition}:{source_partition}".encode()
 
