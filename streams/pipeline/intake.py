@@ -23,8 +23,9 @@ Two rules that no field check can make, because they compare the record with the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
 from streams.contracts import DecodeError, Problem
 from streams.metrics import PipelineMetrics
@@ -34,6 +35,27 @@ from streams.pipeline.terminals import KeyPartitioner
 
 #: Header on a re-routed record: ``topic/partition/offset`` where the producer put it.
 REROUTED_FROM_HEADER: Final = "fraudstream-rerouted-from"
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class EventKind(Generic[E]):
+    """What `Intake.admit` needs to know of one input topic's events.
+
+    Attributes:
+        decode: The topic's validating decoder (``streams.contracts``).
+        key: The id the message key must be (the entity whose state the event changes).
+        wrong_key: The dead-letter problem of a message whose key is not ``key``.
+        time_ms: The event's time that may not be ahead of the clock.
+        time_field: That time's field name, for the dead letter.
+    """
+
+    decode: Callable[[bytes | None], E | DecodeError]
+    key: Callable[[E], str]
+    wrong_key: Callable[[bytes | None], DecodeError]
+    time_ms: Callable[[E], int]
+    time_field: str
 
 
 class Intake:
@@ -62,6 +84,41 @@ class Intake:
         self.send = send
         self.metrics = metrics
         self.clock = clock
+
+    async def admit(
+        self, events: Sequence[InputRecord], kind: EventKind[E], max_bytes: int
+    ) -> tuple[list[tuple[InputRecord, E]], list[tuple[InputRecord, DecodeError]]]:
+        """Decode and check a micro-batch: the events that may change state, and the rest.
+
+        In this order, each record stopping at the first check it fails: its size (over
+        ``max_bytes`` it is not read), its contract, its key (``kind.key``), its
+        partition (a misplaced record is re-routed, or dead-lettered if it was already),
+        its time (not past `horizon_ms`). Rejected records come with the problem their
+        dead letter names.
+        """
+        admitted: list[tuple[InputRecord, E]] = []
+        rejected: list[tuple[InputRecord, DecodeError]] = []
+        horizon = self.horizon_ms()
+        decode, key_of, time_of = kind.decode, kind.key, kind.time_ms
+        for event in events:
+            raw = event.value
+            if raw is not None and len(raw) > max_bytes:
+                rejected.append((event, too_large(len(raw), max_bytes)))
+                continue
+            decoded = decode(raw)
+            if isinstance(decoded, DecodeError):
+                rejected.append((event, decoded))
+            elif event.key != key_of(decoded).encode():
+                rejected.append((event, kind.wrong_key(event.key)))
+            elif (home := self.misplaced(event)) is not None:
+                problem = await self.reroute(event, home)
+                if problem is not None:
+                    rejected.append((event, problem))
+            elif (at := time_of(decoded)) > horizon:
+                rejected.append((event, future_event(at, horizon, kind.time_field)))
+            else:
+                admitted.append((event, decoded))
+        return admitted, rejected
 
     def horizon_ms(self) -> int:
         """The latest event time accepted now (read once per micro-batch)."""

@@ -42,7 +42,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from operator import attrgetter
+from typing import Any, Final
 
 import numpy as np
 
@@ -59,7 +60,7 @@ from streams.kafka import plausible_sent_at_ms, sent_at_ms
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import Row, encode_forwards
 from streams.pipeline.inputs import InputRecord
-from streams.pipeline.intake import Intake, future_event, too_large
+from streams.pipeline.intake import EventKind, Intake
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import (
     Send,
@@ -560,29 +561,7 @@ class ScoreStage:
         self, events: Sequence[InputRecord]
     ) -> tuple[list[tuple[InputRecord, Transaction]], list[tuple[InputRecord, DecodeError]]]:
         """Decode and check every message: valid transactions, and the rest with why."""
-        rejected: list[tuple[InputRecord, DecodeError]] = []
-        valid: list[tuple[InputRecord, Transaction]] = []
-        intake = self.intake
-        horizon = intake.horizon_ms()
-        for event in events:
-            raw = event.value
-            if raw is not None and len(raw) > self.max_event_bytes:
-                rejected.append((event, too_large(len(raw), self.max_event_bytes)))
-                continue
-            decoded = decode_transaction(raw)
-            if isinstance(decoded, DecodeError):
-                rejected.append((event, decoded))
-            elif event.key != decoded.customer_id.encode():
-                rejected.append((event, _wrong_key(event.key)))
-            elif (home := intake.misplaced(event)) is not None:
-                problem = await intake.reroute(event, home)
-                if problem is not None:
-                    rejected.append((event, problem))
-            elif decoded.tx_time > horizon:
-                rejected.append((event, future_event(decoded.tx_time, horizon, "tx_time")))
-            else:
-                valid.append((event, decoded))
-        return valid, rejected
+        return await self.intake.admit(events, TRANSACTIONS, self.max_event_bytes)
 
     async def _score(
         self,
@@ -865,3 +844,13 @@ def _wrong_key(key: bytes | None) -> DecodeError:
         f"the message key {key!r:.80} is not the customer_id: transactions must be keyed by "
         "customer so that one worker holds each customer's state",
     )
+
+
+#: The transactions topic's events, for `Intake.admit`.
+TRANSACTIONS: Final[EventKind[Transaction]] = EventKind(
+    decode=decode_transaction,
+    key=attrgetter("customer_id"),
+    wrong_key=_wrong_key,
+    time_ms=attrgetter("tx_time"),
+    time_field="tx_time",
+)

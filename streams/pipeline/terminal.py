@@ -32,20 +32,39 @@ applied and whether the report partition is read to its end (the report entry); 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from operator import attrgetter
+from typing import Final
 
 from features.online import EntityState, EntityWindows, EventTooOldError
 from streams.contracts import DecodeError, Problem, decode_fraud_report
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import ForwardRow, decode_forward_message, row_value
 from streams.pipeline.inputs import InputRecord
-from streams.pipeline.intake import Intake, future_event, too_large
+from streams.pipeline.intake import EventKind, Intake
 from streams.pipeline.outputs import Send, send_dead_letter, send_dead_letters
 from streams.pipeline.tables import DecodedStates, TableAccess
 from streams.pipeline.terminals import mark_key
 from streams.pipeline.watermarks import ReportMark, SourceMark, report_key
+from streams.records import FraudReport
 from streams.tablestore.partition_store import PartitionStore
 from streams.tracecontext import child_of
+
+
+def _report_wrong_key(key: bytes | None) -> DecodeError:
+    return DecodeError(
+        Problem.WRONG_KEY,
+        "fraud reports must be keyed by terminal_id, the key of the terminal state they update",
+    )
+
+
+#: The fraud-reports topic's events, for `Intake.admit`.
+REPORTS: Final[EventKind[FraudReport]] = EventKind(
+    decode=decode_fraud_report,
+    key=attrgetter("terminal_id"),
+    wrong_key=_report_wrong_key,
+    time_ms=attrgetter("reported_at"),
+    time_field="reported_at",
+)
 
 
 class TerminalStage:
@@ -156,39 +175,10 @@ class TerminalStage:
     async def process_reports(self, events: Sequence[InputRecord]) -> None:
         """Record a micro-batch of fraud reports."""
         batch = _Batch(self)
-        rejected: list[tuple[InputRecord, DecodeError]] = []
-        decoded: list[tuple[InputRecord, Any]] = []
-        intake = self.intake
-        horizon = intake.horizon_ms()
-        for event in events:
-            raw = event.value
-            if raw is not None and len(raw) > self.max_event_bytes:
-                rejected.append((event, too_large(len(raw), self.max_event_bytes)))
-                continue
-            report = decode_fraud_report(raw)
-            if isinstance(report, DecodeError):
-                rejected.append((event, report))
-            elif event.key != report.terminal_id.encode():
-                rejected.append(
-                    (
-                        event,
-                        DecodeError(
-                            Problem.WRONG_KEY,
-                            "fraud reports must be keyed by terminal_id, the key of the "
-                            "terminal state they update",
-                        ),
-                    )
-                )
-            elif (home := intake.misplaced(event)) is not None:
-                problem = await intake.reroute(event, home)
-                if problem is not None:
-                    rejected.append((event, problem))
-            elif report.reported_at > horizon:
-                rejected.append((event, future_event(report.reported_at, horizon, "reported_at")))
-            else:
-                decoded.append((event, report))
-                batch.want(event, report.terminal_id.encode())
-                batch.want(event, report_key(event.message.partition))
+        decoded, rejected = await self.intake.admit(events, REPORTS, self.max_event_bytes)
+        for event, report in decoded:
+            batch.want(event, report.terminal_id.encode())
+            batch.want(event, report_key(event.message.partition))
         batch.load()
         stored = duplicates = 0
         for event, report in decoded:
