@@ -123,6 +123,9 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 #: customers over 60 days); turns --transactions into a number of customers.
 TX_PER_CUSTOMER_DAY = 1.935
 
+#: Seconds the latency worker's CPU is measured idle, caught up, before the paced replay.
+IDLE_S = 5.0
+
 TRANSACTIONS = "fraudstream_transactions_total"
 DLQ = "fraudstream_dlq_records_total"
 WATERMARK_WAIT = "fraudstream_terminal_watermark_wait_seconds"
@@ -395,6 +398,9 @@ class Latency:
     #: worker at a live pace takes smaller batches, and its caches go cold between them).
     worker_cpu_us: float
     gc_gen2: int  # full garbage collections of the worker meanwhile
+    #: Worker CPU s per s while idle, caught up, before the paced replay: what it costs
+    #: with nothing to do (fetch requests, timers, flushes of nothing).
+    idle_cpu_share: float
     #: Every transaction: received by a plain consumer - sent header (Kafka's own latency).
     transport_ms: list[float]
     #: Every transaction: Kafka timestamp of its forward - sent header (the scorer's latency).
@@ -1067,7 +1073,10 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
     try:
         await catch_up(bench, worker, bench.warm_tx)
         warm_s = time.monotonic() - began
-        await asyncio.sleep(2 * settings.commit_interval_s + 1.0)  # flushed, idle
+        await asyncio.sleep(2 * settings.commit_interval_s + 1.0)  # flushed
+        idle_from, idle_cpu = time.monotonic(), worker.cpu_s() or 0.0
+        await asyncio.sleep(IDLE_S)
+        idle_share = ((worker.cpu_s() or 0.0) - idle_cpu) / (time.monotonic() - idle_from)
         starts = await end_offsets(settings, names["transactions"], partitions)
         forward_starts = await end_offsets(settings, names["transactions_by_terminal"], partitions)
         before = await asyncio.to_thread(worker.scrape) or {}
@@ -1194,6 +1203,7 @@ async def run_latency(bench: Bench, rate: float) -> Latency:
         worker_cpu_share=cpu_share,
         worker_cpu_us=cpu_used / max(sent_tx, 1) * 1e6,
         gc_gen2=int(d.get('python_gc_collections_total{generation="2"}', 0.0)),
+        idle_cpu_share=idle_share,
         transport_ms=transport_ms,
         forward_ms=forward_ms,
         profile=profile,
@@ -1247,7 +1257,8 @@ def describe_latency(lat: Latency) -> str:
         f"{lat.processing_mean_ms:.1f} ms per batch (p99 <= {lat.processing_p99_ms:.0f} ms, "
         f"bucket bound); {lat.flushes} Redis flushes, mean {lat.flush_mean_ms:.1f} ms "
         f"(p99 <= {lat.flush_p99_ms:.0f} ms); worker CPU {lat.worker_cpu_share:.0%} of a core "
-        f"({lat.worker_cpu_us:.0f} us per transaction sent), "
+        f"({lat.worker_cpu_us:.0f} us per transaction sent; {lat.idle_cpu_share:.0%} idle "
+        f"before it), "
         f"{lat.gc_gen2} full (gen 2) garbage collections taking {lat.gc_full_s * 1000:.0f} ms "
         f"in all; event-loop lag p99 <= {lat.loop_lag_p99_ms:.0f} ms, max <= "
         f"{lat.loop_lag_max_ms:.0f} ms (bucket bounds)\n"
@@ -1484,7 +1495,8 @@ def summary(
             f"{latency.processing_mean_ms:.1f} ms per batch (p99 <= "
             f"{latency.processing_p99_ms:.0f} ms); Redis flushes mean "
             f"{latency.flush_mean_ms:.1f} ms (p99 <= {latency.flush_p99_ms:.0f} ms); "
-            f"CPU {latency.worker_cpu_share:.0%} of a core, {latency.worker_cpu_us:.0f} us/tx; "
+            f"CPU {latency.worker_cpu_share:.0%} of a core, {latency.worker_cpu_us:.0f} us/tx "
+            f"({latency.idle_cpu_share:.0%} idle); "
             f"{latency.gc_gen2} gen-2 GCs",
             f"  latency_ms p50/max by 5 s of send time: {latency.timeline}",
             f"  {latency.alerts / max(latency.sent, 1):.1%} of the transactions alerted; "
