@@ -13,7 +13,7 @@ from typing import Any
 import faust
 from faust.auth import SASLCredentials, SSLCredentials
 
-from streams.faustcompat import check_versions, fetchloop, fetchwait, idempotence
+from streams.faustcompat import check_versions, fetchloop, fetchwait, idempotence, threadstop
 from streams.faustcompat import records as tolerant_records
 from streams.kafka import ssl_context
 from streams.settings import Settings
@@ -87,6 +87,9 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     fetchwait.use_fetch_limits(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
     # No event-loop round per fetched message (streams.faustcompat.fetchloop).
     fetchloop.install()
+    # A consumer thread stopped while it starts must not keep the process alive
+    # (streams.faustcompat.threadstop).
+    threadstop.install()
     # A header name that is not UTF-8 must not crash the fetcher (streams.faustcompat.records).
     tolerant_records.install()
     # A batch resent after a broker restart is not written twice (streams.faustcompat.idempotence).

@@ -21,6 +21,7 @@ pinned in ``pyproject.toml``, and `check_versions` refuses any other version at 
 - ``metadata``: cluster metadata of the producer and of plain aiokafka consumers.
 - ``producerclient``: intercepting an aiokafka producer's requests.
 - ``groups``: deleting consumer groups (aiokafka's admin client cannot).
+- ``threadstop``: stopping a service thread (Faust's consumer) that has not started yet.
 """
 
 from streams.faustcompat.versions import PINNED, UnsupportedVersionError, check_versions

@@ -1,8 +1,9 @@
-"""Refuse to start on a faust-streaming or aiokafka other than the one faustcompat mirrors.
+"""Refuse to start on a faust-streaming, aiokafka or mode other than the one faustcompat mirrors.
 
 Every module of this package reads or replaces code of one exact upstream version
-(faust-streaming 0.15.3, aiokafka 0.14.0): a fetch loop copied from Faust's, offset maps
-Faust does not publish, a header decoder mirroring aiokafka's. Another version may run
+(faust-streaming 0.15.3, aiokafka 0.14.0, mode-streaming 0.7.1, Faust's service
+framework): a fetch loop copied from Faust's, offset maps Faust does not publish, a
+header decoder mirroring aiokafka's, mode's stop of a service thread. Another version may run
 without an error and lose or duplicate events, so `check_versions` (called by
 ``streams.app.create_app``) stops the worker at once, in one line, instead.
 
@@ -18,7 +19,11 @@ from importlib import metadata
 from typing import Final
 
 #: The distributions faustcompat mirrors, and the one version of each it supports.
-PINNED: Final[dict[str, str]] = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+PINNED: Final[dict[str, str]] = {
+    "faust-streaming": "0.15.3",
+    "aiokafka": "0.14.0",
+    "mode-streaming": "0.7.1",
+}
 
 
 class UnsupportedVersionError(RuntimeError):
@@ -34,7 +39,7 @@ def installed_version(distribution: str) -> str | None:
 
 
 def check_versions() -> None:
-    """Check that the installed faust-streaming and aiokafka are the pinned versions.
+    """Check that the installed faust-streaming, aiokafka and mode are the pinned versions.
 
     Raises:
         UnsupportedVersionError: One of them is another version, or missing; the

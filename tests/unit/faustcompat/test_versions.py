@@ -46,7 +46,9 @@ def test_the_installed_versions_are_the_pinned_ones() -> None:
 
 def test_another_version_is_refused_in_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        versions, "metadata", installed({"faust-streaming": "0.16.0", "aiokafka": "0.14.0"})
+        versions,
+        "metadata",
+        installed({"faust-streaming": "0.16.0", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}),
     )
     with pytest.raises(UnsupportedVersionError) as caught:
         check_versions()
@@ -57,7 +59,9 @@ def test_another_version_is_refused_in_one_line_naming_it(monkeypatch: pytest.Mo
 
 
 def test_a_missing_library_is_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(versions, "metadata", installed({"faust-streaming": "0.15.3"}))
+    monkeypatch.setattr(
+        versions, "metadata", installed({"faust-streaming": "0.15.3", "mode-streaming": "0.7.1"})
+    )
     with pytest.raises(UnsupportedVersionError, match=r"aiokafka not installed \(needs 0.14.0\)"):
         check_versions()
 
@@ -77,7 +81,9 @@ def test_the_worker_command_says_it_in_one_line_and_exits_1(
 
     monkeypatch.setattr(streams.kafka, "ensure_topics", no_topics)  # no broker here
     monkeypatch.setattr(
-        versions, "metadata", installed({"faust-streaming": "0.15.3", "aiokafka": "0.15.0"})
+        versions,
+        "metadata",
+        installed({"faust-streaming": "0.15.3", "aiokafka": "0.15.0", "mode-streaming": "0.7.1"}),
     )
     monkeypatch.setenv("FRAUDSTREAM_LOCAL_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["worker"])
