@@ -61,7 +61,7 @@ def worker(ctx: typer.Context) -> None:
     runner.spinner = None  # its terminal escapes would land in the log
     pipeline.web.start()  # before Faust starts: probes answer during table recovery too
     pipeline.heartbeat.start(runner.loop)
-    exit_when_stuck(runner)  # a crash whose stop hangs must still end the process
+    exit_when_stuck(runner)  # a crash or a stop that hangs must still end the process
     logger.info(
         "worker %s starting: brokers %s, table store %s, web http://%s:%d",
         settings.app_id,
