@@ -204,22 +204,27 @@ class Settings(BaseSettings):
         "at most. aiokafka fetches only partitions whose fetched records were all "
         "consumed, one request at a time, so a request holding only quiet partitions "
         "(fraud reports) holds back the busy ones until it returns: Faust's fixed 1,500 "
-        "ms made multi-second backlogs at a few thousand transactions a second. Below "
-        "about 4,000 transactions a second the fetches end on this wait, and each costs "
-        "CPU whether records came or not: at 50 transactions a second a worker took 37 % "
+        "ms made multi-second backlogs at a few thousand transactions a second. A live "
+        "stream's fetches end on this wait (see FRAUDSTREAM_FETCH_MIN_BYTES), and each "
+        "costs CPU whether records came or not: at 50 transactions a second a worker took 37 % "
         "of a core with 5 ms and 20 % with 20 ms, for alert latencies (p50/p99) of 9/17 "
         "and 14/26 ms (bench_pipeline, one run each). A fleet idle most of the day may "
         "take the longer wait.",
     )
     fetch_min_bytes: int = Field(
-        4096,
+        65_536,
         ge=1,
         le=1_048_576,
         description="Data a worker's fetch request waits for at the broker (or "
-        "FRAUDSTREAM_FETCH_MAX_WAIT_MS). With 1 byte, aiokafka's default, each fetch came "
-        "back with a handful of records and the consumer thread spent over half a core "
-        "asking again at 1,000 transactions a second (bench_pipeline: worker 71 % of a "
-        "core; 52 % with 4,096 bytes and 5 ms).",
+        "FRAUDSTREAM_FETCH_MAX_WAIT_MS, whichever comes first). Every fetch costs the "
+        "worker a fixed share of CPU, so fetches ended early by a few records cost it "
+        "throughput: with 1 byte, aiokafka's default, a worker took 71 % of a core at "
+        "1,000 transactions a second (52 % with 4,096 bytes); at 3,500 transactions a "
+        "second, 4,096 bytes let it fall behind (alert latency p50 0.9-2.4 s, p99 "
+        "1.6-3.7 s, three runs) where 65,536 bytes, whose live fetches end on the wait, "
+        "kept up (p50 100-176 ms, p99 0.5-0.8 s). At 50 and 1,500 transactions a second "
+        "the two gave the same latency (bench_pipeline, 2-core machine shared with the "
+        "broker and Redis). A backlog's fetches come back full either way.",
     )
     emit_scores: bool = Field(
         False,
