@@ -26,37 +26,29 @@ def test_a_running_worker_is_left_alone() -> None:
     assert exits == []
 
 
-def test_a_crashed_worker_still_alive_after_the_grace_is_ended_with_1(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    worker = Worker()
-    exits: list[int] = []
-    with caplog.at_level(logging.CRITICAL, logger="streams.crashexit"):
-        thread = exit_when_stuck(worker, after_s=0.1, poll_s=0.01, exit_process=exits.append)
-        time.sleep(0.05)
-        assert exits == []
-        worker.crashed = True
-        thread.join(timeout=5)
-    assert exits == [1]
-    assert "the worker crashed and had not stopped" in caplog.text
-    assert thread.daemon  # never what keeps the process alive
-
-
-def test_a_worker_asked_to_stop_and_still_alive_is_ended_with_1_and_its_threads_named(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    ("event", "said"),
+    [
+        ("crashed", "the worker crashed and had not stopped"),
+        ("should_stop", "the worker was asked to stop and had not exited"),
+    ],
+)
+def test_a_worker_crashed_or_asked_to_stop_and_still_alive_is_ended_with_1(
+    caplog: pytest.LogCaptureFixture, event: str, said: str
 ) -> None:
     worker = Worker()
     exits: list[int] = []
     with caplog.at_level(logging.CRITICAL, logger="streams.crashexit"):
         thread = exit_when_stuck(
-            worker, after_s=5, stop_after_s=0.1, poll_s=0.01, exit_process=exits.append
+            worker, after_s=0.1, stop_after_s=0.1, poll_s=0.01, exit_process=exits.append
         )
         time.sleep(0.05)
         assert exits == []
-        worker.should_stop = True
+        setattr(worker, event, True)
         thread.join(timeout=5)
     assert exits == [1]
-    assert "the worker was asked to stop and had not exited" in caplog.text
+    assert said in caplog.text
+    assert thread.daemon  # never what keeps the process alive
     # Where each thread is, for the operator who reads why.
     assert "thread 'MainThread' (non-daemon):" in caplog.text
     assert "thread 'crash-exit' (daemon):" in caplog.text
