@@ -16,8 +16,9 @@ never exits. Faust's consumer runs in such a thread (``faust/transport/drivers/
 aiokafka.py``, ``AIOKafkaConsumerThread``): a worker SIGTERMed while it was still
 starting its consumer kept running, its event loop closed, until it was SIGKILLed. On a
 busy machine the new thread may wait milliseconds for a core and the GIL, so a stop that
-early is rare but real (a CI run hit it; ``tests/unit/faustcompat/test_threadstop.py``
-makes it happen every time by delaying the thread).
+early is rare (the likely cause of a worker that ignored SIGTERM in one CI run; a thread
+delayed by 3 s made it happen every time, as ``tests/unit/faustcompat/slowthread.py``
+does for the tests).
 
 `install` replaces ``ServiceThread.stop`` (once per process) with `stop`: in that window
 it sets the service's stop flag from the thread's own loop, as ``Service.stop`` would, and
