@@ -30,8 +30,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Test processes (pytest-xdist): 0 runs the suite in this process, one test after another.
+# TEST_PROCESSES=2 runs two tests at a time: most integration tests wait on workers,
+# brokers and paced replays, so that about halves the suite's time on 2 cores; tests that
+# load the cores themselves still run one at a time (the `cpu_bound` marker, the clusters).
+TEST_PROCESSES ?= 0
+
 pytest: install infra-up test-tools
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadgroup
 
 # Tools that are not ours: kcat (librdkafka), for the tests that drive the worker as other
 # producers do; prometheus and promtool (Debian's prometheus package), for the tests of the

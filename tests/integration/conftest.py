@@ -8,6 +8,7 @@ key prefix and app id, so runs and tests never see each other's data.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import uuid
@@ -35,6 +36,13 @@ from streams.tablestore import RedisStore
 #: last of them instead of at the end of the session.
 STOPPED_AFTER_LAST_USER = ("kafka_cluster",)
 
+#: Session fixtures that each start several servers: under pytest-xdist (`make test` runs
+#: the suite in two processes) their tests go to one process, so that one set runs.
+ONE_PROCESS = ("kafka_cluster", "redis_cluster")
+#: The xdist group of those tests and of the ones marked ``cpu_bound``: they run one after
+#: another, never two at once (two of them on 2 cores doubled each one's time).
+ONE_AT_A_TIME = "one-at-a-time"
+
 
 def _uses(item: pytest.Item, fixture: str) -> bool:
     return fixture in getattr(item, "fixturenames", ())
@@ -44,6 +52,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("cpu_bound") or any(
+            _uses(item, fixture) for fixture in ONE_PROCESS
+        ):
+            item.add_marker(pytest.mark.xdist_group(ONE_AT_A_TIME))
     for fixture in STOPPED_AFTER_LAST_USER:
         users = [item for item in items if _uses(item, fixture)]
         if len(users) < 2:
@@ -128,6 +140,27 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+#: First ports of the local clusters (Redis Cluster: P..P+2, buses P+10000..P+10002; Kafka
+#: cluster: P..P+5). Single ports come from above them and below the buses, so neither
+#: picks the other's ports; all are below the ephemeral range (32768 on Linux).
+CLUSTER_FIRST_PORTS = (20_000, 21_000)
+SINGLE_PORTS = (21_000, 20_000 + CLUSTER_BUS_OFFSET)
+
+
+def _single_ports() -> tuple[int, int]:
+    """The single ports this test process picks from: a slice of its own under
+    pytest-xdist (PYTEST_XDIST_WORKER is gw0, gw1, ...), so two processes never pick the
+    same port between one's check and its server's bind."""
+    first, end = SINGLE_PORTS
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and count > 1:
+        size = (end - first) // count
+        first += int(worker[2:]) * size
+        end = first + size
+    return first, end
+
+
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """A function returning a free TCP port on 127.0.0.1, outside the ephemeral range,
@@ -137,12 +170,14 @@ def free_port() -> Callable[[], int]:
     moment by an outgoing connection, and a connect to one of them can even connect to
     itself; a service started on such a port in a test would be flaky.
     """
+    first, end = _single_ports()
     low, _ = _ephemeral_range()
+    assert end <= low, f"the ephemeral range starts at {low}: under the test ports"
     taken: set[int] = set()
 
     def pick() -> int:
         for _ in range(1000):
-            port = random.randint(20_000, low - 1)
+            port = random.randint(first, end - 1)
             if port in taken:
                 continue
             with socket.socket() as sock:
@@ -171,11 +206,11 @@ def free_cluster_port() -> Callable[[], int]:
     """A function returning a first port P with P..P+2 free for a local Redis Cluster,
     and their cluster buses P+10000..P+10002 too, all below the ephemeral range (see
     the free_port fixture)."""
-    low, _ = _ephemeral_range()
+    low, end = CLUSTER_FIRST_PORTS
 
     def pick() -> int:
         for _ in range(1000):
-            first = random.randint(20_000, low - CLUSTER_BUS_OFFSET - 3)
+            first = random.randint(low, end - 3)
             ports = [first + i for i in range(3)]
             ports += [port + CLUSTER_BUS_OFFSET for port in ports]
             if all(_port_is_free(port) for port in ports):
@@ -190,12 +225,12 @@ def free_kafka_cluster_port() -> Callable[[], int]:
     """A function returning a first port P with P..P+5 free for a local Kafka cluster
     (three client ports, then three controller ports), all below the ephemeral range (see
     the free_port fixture)."""
-    low, _ = _ephemeral_range()
+    low, end = CLUSTER_FIRST_PORTS
     span = 2 * KAFKA_CLUSTER_NODES
 
     def pick() -> int:
         for _ in range(1000):
-            first = random.randint(20_000, low - span)
+            first = random.randint(low, end - span)
             if all(_port_is_free(first + i) for i in range(span)):
                 return first
         raise RuntimeError(f"no {span} consecutive free ports below the ephemeral range")

@@ -33,7 +33,7 @@ from streams.contracts import DecodeError, decode_alert, decode_score
 from streams.records import Score
 from streams.settings import Settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cpu_bound]  # two workers on a 100k backlog
 
 #: CATCHUP_CUSTOMERS=2800 gives the 240k-transaction backlog of the issue, for a measurement.
 DATA = SimulationConfig(
