@@ -36,8 +36,8 @@ from streams.tablestore import RedisStore
 #: last of them instead of at the end of the session.
 STOPPED_AFTER_LAST_USER = ("kafka_cluster",)
 
-#: Session fixtures that each start several servers: under pytest-xdist (`make test` runs
-#: the suite in two processes) their tests go to one process, so that one set runs.
+#: Session fixtures that each start several servers: under pytest-xdist (`make pytest
+#: TEST_PROCESSES=2`) their tests go to one process, so that one set runs.
 ONE_PROCESS = ("kafka_cluster", "redis_cluster")
 #: The xdist group of those tests and of the ones marked ``cpu_bound``: they run one after
 #: another, never two at once (two of them on 2 cores doubled each one's time).
@@ -178,13 +178,8 @@ def free_port() -> Callable[[], int]:
     def pick() -> int:
         for _ in range(1000):
             port = random.randint(first, end - 1)
-            if port in taken:
+            if port in taken or not _port_is_free(port):
                 continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
             taken.add(port)
             return port
         raise RuntimeError("no free port below the ephemeral range")
