@@ -21,6 +21,12 @@ partition taken over with a backlog and no offset anywhere thus sat at its end o
 the takeover test (tests/integration/tablestore/test_store_takeover.py) lost 3,510 of
 5,400 events that way, with no error.
 
+The offsets come from the stores at the moment of the seek, not from the assignment:
+Faust seeks again whenever its fetch loop receives records while the flow is stopped
+(``Consumer.getmany``), at any point of a rebalance, concurrently with the recovery's own
+seek, and a partition kept through a rebalance keeps the state the worker applied
+meanwhile; each seek resumes where that state ends.
+
 It also tells the stores where this worker starts reading every assigned partition. A
 source partition that has never written a table has no offset in Redis yet; when it
 first does, the store records that start position there before anything else, so a
@@ -107,10 +113,17 @@ async def _seek_to_redis(
             (tp, offset) for tp, offset in follower.resume_offsets().items() if tp in assignment
         )
     if resumed:
+        # Faust's seek has just put these partitions, and the fetch loop's read offsets,
+        # at the group's committed offsets, which may be behind the state (a commit
+        # refused by a rebalance). The read offsets move first, before any await: should
+        # anything below fail, Faust's other caller (``Consumer.getmany`` with the flow
+        # stopped) only logs a warning, and the fetch loop then drops the events the
+        # state holds instead of applying them again.
+        offsets.set_read_offsets(consumer, resumed)
+        offsets.set_committed_offsets(consumer, resumed)
         # seek_wait runs the seek in the consumer's own thread (a plain seek from
         # this thread races with its fetcher) and waits until the position holds.
         await consumer.seek_wait(resumed)
-        offsets.set_committed_offsets(consumer, resumed)
     positions = dict(resumed)
     uncommitted = []
     # Changelog partitions and Faust's leader topic (randomly assigned) are never a

@@ -138,7 +138,10 @@ class RedisStore(base.SerializedStore[Any, Any]):
         self._owned: set[int] = set()
         self._flush_lock = asyncio.Lock()
         self._ignored_changelog = False
-        self._resume: dict[TP, int] = {}
+        #: Per source partition, the next offset the state this worker holds needs (no
+        #: changelog): Redis's offset at the last assignment, raised by every flush since;
+        #: with the unflushed writes (``_covered``), where a seek resumes (`resume_offsets`).
+        self._positions: dict[TP, int] = {}
         #: Source partitions with an offset in Redis, and where this worker started them.
         self._sources: set[TP] = set()
         self._start_positions: dict[TP, int] = {}
@@ -540,6 +543,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
             if partition not in keep:
                 self.cache.drop_partition(partition)
         self._covered = {tp: o for tp, o in self._covered.items() if tp.partition in keep}
+        self._positions = {tp: o for tp, o in self._positions.items() if tp.partition in keep}
         self._owned = owned
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -576,7 +580,11 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 },
             )
             self._recovering = set()
-        self._resume = resume
+        for tp, offset in resume.items():
+            # A kept partition's state may cover more than Redis: events the agents
+            # applied after the flush of this rebalance (``resume_offsets``).
+            if self._positions.get(tp, -1) < offset:
+                self._positions[tp] = offset
         self._sources = set(resume)
         if resume:
             # Faust's own commit path, without its acked-offset filter (faustcompat.commit).
@@ -589,8 +597,22 @@ class RedisStore(base.SerializedStore[Any, Any]):
             )
 
     def resume_offsets(self) -> dict[TP, int]:
-        """Source offsets to resume at, read from Redis at the last assignment."""
-        return dict(self._resume)
+        """Where each source partition resumes: the next event the state does not hold.
+
+        Redis's offsets read at the last assignment, raised by every write applied since,
+        flushed or not. Asked by the seek wrapper (``resume``) at the moment it seeks, not
+        at the assignment: Faust also seeks when its fetch loop got records while the flow
+        was stopped, at any point of a rebalance, and an event applied between the read
+        of Redis and that seek must not be applied again by the worker whose cache holds
+        it (a partition kept through a rebalance keeps its cache).
+        """
+        if self.config.changelog:
+            return {}
+        positions = dict(self._positions)
+        for tp, offset in self._covered.items():
+            if positions.get(tp, -1) < offset:
+                positions[tp] = offset
+        return positions
 
     def stored_offsets(self, partition: int) -> dict[TP, int]:
         """The offsets Redis holds in ``partition``'s offsets hash now, one call.
@@ -685,6 +707,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
             self._forget_lost_writes()
             dirty = self.cache.take_dirty()
             covered, self._covered = self._covered, {}
+            self._raise_positions(covered)
             outages_seen, self._outages_seen = self._outages_seen, self.backend.outages_ended
             # After an outage Redis may have restarted with less than it acknowledged:
             # check every owned partition, not only those with something to write.
@@ -719,11 +742,27 @@ class RedisStore(base.SerializedStore[Any, Any]):
                         len(write.entries),
                     )
                     self.cache.drop_partition(partition)
+                    self._drop_positions({partition})
                     self._owned.discard(partition)
             if self.config.cache_entries and len(self.cache) > self.config.cache_entries:
                 self.cache.evict_clean(self.config.cache_entries)
             if self.flush_observer is not None:
                 self.flush_observer(time.perf_counter() - started)
+
+    def _raise_positions(self, covered: Mapping[TP, int]) -> None:
+        """Note, as a flush takes them, the offsets its writes cover (`resume_offsets`)."""
+        if self.config.changelog:
+            return
+        positions = self._positions
+        for tp, offset in covered.items():
+            if positions.get(tp, -1) < offset:
+                positions[tp] = offset
+
+    def _drop_positions(self, partitions: set[int]) -> None:
+        """Forget where sources resume in table partitions whose cached state is dropped."""
+        self._positions = {
+            tp: o for tp, o in self._positions.items() if tp.partition not in partitions
+        }
 
     def _partition_writes(
         self,
@@ -778,6 +817,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
             self._covered = {
                 tp: o for tp, o in self._covered.items() if tp.partition not in self._lost
             }
+            self._drop_positions(self._lost)
 
     async def _on_lost(self, partitions: set[int]) -> None:
         """Stop using the state of partitions whose writes Redis lost; prepare the replay.

@@ -155,3 +155,36 @@ async def test_with_changelog_put_at_records_no_source_offsets(
 
     assert stored_entry(redis_client, settings, 1, b"C1") == b"one"
     assert offset_field(source, 1) not in stored_offsets(redis_client, settings, 1)
+
+
+async def test_resume_offsets_are_where_the_state_ends_flushed_or_not(
+    settings: Settings, open_store: OpenStore
+) -> None:
+    """The seek after a rebalance asks at the moment it seeks: every write counts, even one
+    a flush has taken but not written yet (Faust may seek during that flush's await)."""
+    store = await open_store()
+    source = TP(settings.topic("transactions"), 1)
+    store.put_at(source, 10, b"C1", b"one")
+    store.put_at(source, 11, b"C2", b"two")
+    assert store.resume_offsets() == {source: 12}
+
+    during_flush: list[dict[TP, int]] = []
+
+    def deliveries_ok() -> None:
+        during_flush.append(store.resume_offsets())
+
+    store.delivery_failure = deliveries_ok
+    store.put_at(source, 12, b"C1", b"three")
+    await store.flush(wait_for_producer=False)
+    assert during_flush == [{source: 13}]
+    assert store.resume_offsets() == {source: 13}  # flushed: still where the state ends
+    store.put_at(source, 13, b"C3", b"four")
+    assert store.resume_offsets() == {source: 14}
+
+
+async def test_with_changelog_there_is_no_resume_offset_to_seek_to(
+    settings: Settings, open_store: OpenStore
+) -> None:
+    store = await open_store(changelog="true")
+    store.put_at(TP(settings.topic("transactions"), 1), 10, b"C1", b"one")
+    assert store.resume_offsets() == {}

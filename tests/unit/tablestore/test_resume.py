@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.types import TP
 
 from streams.tablestore import resume
@@ -98,6 +99,24 @@ async def test_redis_offsets_win_over_the_group_and_a_stale_read_offset() -> Non
     assert consumer._read_offset[ahead] == 10_396  # not skipping 10,396..10,866
     assert consumer._committed_offset[ahead] == 10_396
     assert follower.starts == {ahead: 10_396, fresh: 0}  # a new partition from its start
+
+
+async def test_a_failed_seek_leaves_the_fetch_loop_dropping_what_the_state_holds() -> None:
+    """Faust's seek put the partition at the group's offset, behind Redis; then ours fails
+    (Faust's fetch-loop caller only logs it). The fetch loop must not apply the events
+    between the two again: its read offset is Redis's before the seek is even tried."""
+    tp = TP(SOURCE, 1)
+    consumer = Consumer({tp}, committed={tp: 9_000})
+
+    async def broken_seek(offsets: Mapping[TP, int]) -> None:
+        raise RuntimeError("no current assignment for partition")
+
+    consumer.seek_wait = broken_seek  # type: ignore[method-assign]
+    resume.install(consumer, Follower({tp: 9_450}))
+    with pytest.raises(RuntimeError):
+        await consumer.perform_seek()
+    assert consumer._read_offset[tp] == 9_450
+    assert consumer._committed_offset[tp] == 9_450
 
 
 async def test_installing_twice_wraps_once_and_tells_every_follower() -> None:
