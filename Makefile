@@ -30,11 +30,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Test processes (pytest-xdist): 0 runs the suite in this process, one test after another.
-# TEST_PROCESSES=2 runs two tests at a time: most integration tests wait on workers,
-# brokers and paced replays, so that about halves the suite's time on 2 cores; tests that
-# load the cores themselves still run one at a time (the `cpu_bound` marker, the clusters).
-TEST_PROCESSES ?= 0
+# Test processes (pytest-xdist): two tests at a time by default. Most integration tests
+# wait on workers, brokers and paced replays, so that about halves the suite's time on 2
+# cores; tests that load the cores themselves still run one at a time (the `cpu_bound`
+# marker, the clusters). TEST_PROCESSES=0 runs it in this process, one test after another.
+TEST_PROCESSES ?= 2
 
 pytest: install infra-up test-tools
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadgroup
