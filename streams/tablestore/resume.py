@@ -88,6 +88,23 @@ class ResumeFollower(Protocol):
 _followers: weakref.WeakKeyDictionary[Any, list[ResumeFollower]] = weakref.WeakKeyDictionary()
 
 
+def hold_flow(consumer: Any) -> None:
+    """Deliver nothing to the streams from now until the rebalance's seek is done.
+
+    Called when a rebalance's recovery ends, before Faust resumes the source partitions
+    (``Recovery.on_recovery_completed`` resumes them, then seeks). Faust resumed the
+    flow already, with the partitions paused; once they are resumed, a fetch that was in
+    flight can hand its records to the streams before the seek's own stop of the flow
+    runs, from the position Kafka gave the partition at the assignment: the group's
+    committed offset, which lags the state. The fetch loop delivers up to a hundred
+    records without yielding (``streams.faustcompat.fetchloop``), and the agents apply
+    them while the seek awaits: events the state held already, applied again. With the
+    flow stopped, the fetch loop delivers nothing (Faust's ``getmany`` asks for a seek
+    instead), and Faust's caller resumes the flow after the seek, clearing the buffers.
+    """
+    consumer.stop_flow()
+
+
 def install(consumer: Any, follower: ResumeFollower) -> None:
     """Have ``consumer`` seek to the followers' offsets after every seek of a rebalance."""
     followers = _followers.get(consumer)

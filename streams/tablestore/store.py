@@ -549,18 +549,22 @@ class RedisStore(base.SerializedStore[Any, Any]):
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         """Without a changelog: note where Redis says each source partition resumes.
 
-        Faust seeks every partition to the group's committed offset right after this
-        call; committing Redis's offsets makes that seek land on them, and the seek
-        wrapper installed at start (``resume``) enforces them even if the commit failed.
+        Faust resumes the partitions and seeks every one to the group's committed offset
+        right after this call; committing Redis's offsets makes that seek land on them,
+        and the seek wrapper installed at start (``resume``) enforces them even if the
+        commit failed. The flow to the streams stays stopped until then
+        (``resume.hold_flow``).
         """
         if self.config.changelog:
             return
+        # Before the first await: Faust resumes the partitions right after this returns.
+        resume.hold_flow(self.app.consumer)
         assignment = self.app.consumer.assignment()
-        resume: dict[TP, int] = {}
+        stored: dict[TP, int] = {}
         refused: dict[TP, str] = {}
         for partition in sorted(self._owned):
             offsets, refusals = self._read_offsets_hash(partition)
-            resume.update((tp, offset) for tp, offset in offsets.items() if tp in assignment)
+            stored.update((tp, offset) for tp, offset in offsets.items() if tp in assignment)
             refused.update((tp, reason) for tp, reason in refusals.items() if tp in assignment)
         cleared = {tp for tp in self._refused_here - set(refused) if tp.partition in self._owned}
         if cleared:
@@ -575,24 +579,24 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 ",".join(str(p) for p in sorted(self._recovering)),
                 {
                     f"{tp.topic}[{tp.partition}]": offset
-                    for tp, offset in sorted(resume.items())
+                    for tp, offset in sorted(stored.items())
                     if tp.partition in self._recovering
                 },
             )
             self._recovering = set()
-        for tp, offset in resume.items():
-            # A kept partition's state may cover more than Redis: events the agents
-            # applied after the flush of this rebalance (``resume_offsets``).
+        for tp, offset in stored.items():
+            # Never behind what the state of a partition kept through the rebalance
+            # covers (``resume_offsets``).
             if self._positions.get(tp, -1) < offset:
                 self._positions[tp] = offset
-        self._sources = set(resume)
-        if resume:
+        self._sources = set(stored)
+        if stored:
             # Faust's own commit path, without its acked-offset filter (faustcompat.commit).
-            committed = await group_commit.commit_offsets(self.app.consumer, resume)
+            committed = await group_commit.commit_offsets(self.app.consumer, stored)
             logger.info(
                 "table %s: resuming %d partitions at the offsets in Redis%s",
                 self.table_name,
-                len(resume),
+                len(stored),
                 "" if committed else " (group commit refused; seeking anyway)",
             )
 

@@ -188,3 +188,41 @@ async def test_with_changelog_there_is_no_resume_offset_to_seek_to(
     store = await open_store(changelog="true")
     store.put_at(TP(settings.topic("transactions"), 1), 10, b"C1", b"one")
     assert store.resume_offsets() == {}
+
+
+class RecordingConsumer:
+    """What ``on_recovery_completed`` calls of Faust's consumer, in order."""
+
+    def __init__(self, assigned: set[TP]) -> None:
+        self.calls: list[str] = []
+        self.flow_active = True
+        self.assigned = assigned
+
+    def stop_flow(self) -> None:
+        self.calls.append("stop_flow")
+        self.flow_active = False
+
+    def assignment(self) -> set[TP]:
+        self.calls.append("assignment")
+        return self.assigned
+
+    def pause_partitions(self, tps: Any) -> None:
+        self.calls.append("pause_partitions")
+
+    def resume_partitions(self, tps: Any) -> None:
+        self.calls.append("resume_partitions")
+
+
+async def test_the_end_of_a_rebalance_stops_the_flow_until_the_seek(
+    settings: Settings, open_store: OpenStore
+) -> None:
+    """Faust resumes the source partitions right after this hook, then seeks: a fetch in
+    flight would hand the streams records from the group's (lagging) offsets first."""
+    store = await open_store()
+    source = TP(settings.topic("transactions"), 1)
+    consumer = RecordingConsumer({source})
+    store.app.consumer = consumer  # type: ignore[misc,assignment]
+    store._owned = {1}
+    await store.on_recovery_completed({source}, set())
+    assert consumer.calls[0] == "stop_flow"
+    assert not consumer.flow_active  # Faust's caller resumes it after the seek
