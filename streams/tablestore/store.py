@@ -105,6 +105,13 @@ from streams.tablestore.table import send_to_changelog
 logger = logging.getLogger(__name__)
 
 
+def _raise_positions(positions: dict[TP, int], offsets: Mapping[TP, int]) -> None:
+    """Raise each partition's position in ``positions`` to its offset in ``offsets``."""
+    for tp, offset in offsets.items():
+        if positions.get(tp, -1) < offset:
+            positions[tp] = offset
+
+
 class RedisStoreError(RuntimeError):
     """The store is used in a way it cannot serve correctly."""
 
@@ -584,11 +591,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 },
             )
             self._recovering = set()
-        for tp, offset in stored.items():
-            # Never behind what the state of a partition kept through the rebalance
-            # covers (``resume_offsets``).
-            if self._positions.get(tp, -1) < offset:
-                self._positions[tp] = offset
+        # Never behind what the state of a partition kept through the rebalance covers.
+        _raise_positions(self._positions, stored)
         self._sources = set(stored)
         if stored:
             # Faust's own commit path, without its acked-offset filter (faustcompat.commit).
@@ -613,9 +617,7 @@ class RedisStore(base.SerializedStore[Any, Any]):
         if self.config.changelog:
             return {}
         positions = dict(self._positions)
-        for tp, offset in self._covered.items():
-            if positions.get(tp, -1) < offset:
-                positions[tp] = offset
+        _raise_positions(positions, self._covered)
         return positions
 
     def stored_offsets(self, partition: int) -> dict[TP, int]:
@@ -711,7 +713,8 @@ class RedisStore(base.SerializedStore[Any, Any]):
             self._forget_lost_writes()
             dirty = self.cache.take_dirty()
             covered, self._covered = self._covered, {}
-            self._raise_positions(covered)
+            if not self.config.changelog:  # where a seek resumes now (`resume_offsets`)
+                _raise_positions(self._positions, covered)
             outages_seen, self._outages_seen = self._outages_seen, self.backend.outages_ended
             # After an outage Redis may have restarted with less than it acknowledged:
             # check every owned partition, not only those with something to write.
@@ -752,15 +755,6 @@ class RedisStore(base.SerializedStore[Any, Any]):
                 self.cache.evict_clean(self.config.cache_entries)
             if self.flush_observer is not None:
                 self.flush_observer(time.perf_counter() - started)
-
-    def _raise_positions(self, covered: Mapping[TP, int]) -> None:
-        """Note, as a flush takes them, the offsets its writes cover (`resume_offsets`)."""
-        if self.config.changelog:
-            return
-        positions = self._positions
-        for tp, offset in covered.items():
-            if positions.get(tp, -1) < offset:
-                positions[tp] = offset
 
     def _drop_positions(self, partitions: set[int]) -> None:
         """Forget where sources resume in table partitions whose cached state is dropped."""
