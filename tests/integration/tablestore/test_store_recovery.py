@@ -217,6 +217,31 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     assert found == stream.expected, f"seed {seed}"
 
 
+@pytest.mark.slow
+def test_partitions_kept_through_a_rebalance_count_nothing_twice_when_the_seek_is_late(
+    stream_settings: Settings,
+    workers_factory: Callable[[Settings, str], Workers],
+    redis_client: redis.Redis,
+) -> None:
+    """Faust resumes the source partitions a loop turn before the seek that ends a
+    rebalance; a record fetched meanwhile, applied, then read again after the seek would
+    count twice on a worker that keeps the partition and its cache. Each worker delays
+    that seek by a second, so the fetch loop has time to deliver if the flow is open."""
+    workers = workers_factory(stream_settings, stream_settings.redis_url)
+    stream = Stream(stream_settings)
+
+    async def scale_out() -> None:
+        sending = asyncio.create_task(stream.send_for(16))
+        workers.start(COUNTING_APP_LATE_SEEK_S="1")
+        await asyncio.sleep(6)
+        workers.start(COUNTING_APP_LATE_SEEK_S="1")  # the first keeps some partitions
+        await sending
+
+    asyncio.run(scale_out())
+    found = wait_for_counts(redis_client, stream_settings, stream.expected, workers)
+    assert found == stream.expected
+
+
 async def committed_offsets(settings: Settings) -> dict[int, int]:
     from aiokafka.admin import AIOKafkaAdminClient
 
