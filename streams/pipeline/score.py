@@ -359,11 +359,13 @@ class ScoreStage:
         are read again, by whichever worker owns them. Until they come back, the later
         transactions of their partitions already on their way here are dropped
         (`_after_rebalance`), so no card sees its transactions out of order or without
-        the ones before. Such a transaction can even come in the new generation: Faust
+        the ones before. Such a transaction could even come in the new generation: Faust
         resumes the flow and the partitions a loop turn before its seek runs, and a
-        fetch made before the rebalance hands over what follows the last one taken
+        fetch made before the rebalance handed over what follows the last one taken
         (without this, a catch-up with a worker killed lost the 500 transactions a
-        rebalance caught in the middle of their batch from their cards' state).
+        rebalance caught in the middle of their batch from their cards' state). The
+        ``redis://`` store now holds the flow through that turn (``resume.hold_flow``);
+        this stays as the second line, and for the ``memory://`` store.
         """
         behind = dict(self._unwritten)
         for source, queue in self._held.items():
