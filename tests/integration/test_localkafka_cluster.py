@@ -116,12 +116,16 @@ def test_a_node_killed_hard_loses_no_acknowledged_record_and_comes_back(
         ensure_topics(settings, [TopicSpec(topic, 3, 3, config={"min.insync.replicas": "2"})])
     )
     # ensure_topics saw the leaders through one broker; another may learn of the topic
-    # from the controller a moment later (metadata reaches the brokers asynchronously).
-    wait_for(
-        lambda: len(asyncio.run(describe_partitions(settings, topic))) == 3,
-        f"every broker describes {topic}",
-    )
-    partitions = asyncio.run(describe_partitions(settings, topic))
+    # from the controller a moment later (metadata reaches the brokers asynchronously),
+    # and each describe may ask a different broker: keep the first complete answer.
+    described: list[list[dict[str, Any]]] = []
+
+    def complete() -> bool:
+        described.append(asyncio.run(describe_partitions(settings, topic)))
+        return sorted(p["partition"] for p in described[-1]) == [0, 1, 2]
+
+    wait_for(complete, f"a broker describes every partition of {topic}")
+    partitions = described[-1]
     assert all(sorted(p["replicas"]) == [1, 2, 3] for p in partitions)
     assert asyncio.run(topic_config(settings, topic, "min.insync.replicas")) == "2"
 
