@@ -336,9 +336,10 @@ async def test_follow_retries_on_a_timer_even_without_a_broker(
 class ProbeFromAnotherThread:
     """What a ``/ready`` probe in another thread reads, started the moment a callback fires.
 
-    The probe reads under the follower's lock, as the worker's handlers do. The callback
-    gives it 0.2 s before returning: a probe that does not wait for the change to finish
-    reads in that time, mid-change.
+    The probe reads under the follower's lock, as the worker's handlers do. A callback
+    made outside the lock waits until the probe has read (the moment of the callback,
+    however slow the machine); one made under the lock gives it 0.2 s before returning:
+    a probe that does not wait for the change to finish reads in that time, mid-change.
     """
 
     def __init__(self, follower: ModelFollower) -> None:
@@ -359,7 +360,7 @@ class ProbeFromAnotherThread:
         thread = threading.Thread(target=read)
         thread.start()
         self.threads.append(thread)
-        done.wait(0.2)
+        done.wait(0.2 if self.follower.lock._is_owned() else WAIT_S)  # type: ignore[attr-defined]
 
     def finished(self) -> list[tuple[str | None, str | None]]:
         for thread in self.threads:
@@ -379,8 +380,13 @@ async def test_a_probe_in_another_thread_sees_a_model_and_its_fallback_together(
     monkeypatch.setattr(follower, "_activate", lambda model: probes.probe())
     monkeypatch.setattr(follower, "_on_load_failure", lambda version, reason: probes.probe())
 
+    # Each step's probes are let finish before the next step: a probe that waits for the
+    # lock may otherwise get it only after the next change (a loaded machine, two tests
+    # at a time: the third probe read the fourth change's state).
     await follower.load_initial()  # v2 fails (nothing active yet), v1 starts in fallback
+    probes.finished()
     artifact.repair()
     assert await follower.retry_refused()  # v2 swapped in: the fallback ends with it
+    probes.finished()
     await follower._apply(record("unknown-version", 7))  # refused: v2 stays, in fallback
     assert probes.finished() == [(None, None), (v1, v2), (v2, None), (v2, "unknown-version")]
