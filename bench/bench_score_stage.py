@@ -66,6 +66,7 @@ from streams.metrics import PipelineMetrics
 from streams.pipeline.intake import Intake
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.score import ScoreStage, ScoreTopics
+from streams.pipeline.tables import DecodedStates
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import KeyPartitioner, TerminalLookup, mark_key
 from streams.pipeline.watermarks import (
@@ -235,10 +236,12 @@ class Rig:
             send=self.outputs.send,
             metrics=self.metrics,
         )
+        # Shared as build_pipeline shares them.
+        terminal_states = DecodedStates("terminal")
         self.score = ScoreStage(
             online=online,
             customers=self.customers,
-            terminals=TerminalLookup(self.terminals, PARTITIONS),
+            terminals=TerminalLookup(self.terminals, PARTITIONS, terminal_states),
             slot=self.slot,
             send=self.outputs.send,
             topics=TOPICS,
@@ -263,6 +266,7 @@ class Rig:
                 send=self.outputs.send,
                 metrics=self.metrics,
             ),
+            decoded=terminal_states,
         )
         self._flushed = time.monotonic()
 

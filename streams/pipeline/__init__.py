@@ -61,6 +61,7 @@ from streams.pipeline.intake import Intake
 from streams.pipeline.model import ModelSlot
 from streams.pipeline.outputs import Headers
 from streams.pipeline.score import ScoreStage, ScoreTopics
+from streams.pipeline.tables import DecodedStates
 from streams.pipeline.terminal import TerminalStage
 from streams.pipeline.terminals import KeyPartitioner, TerminalLookup, mark_key
 from streams.pipeline.watermarks import (
@@ -213,10 +214,13 @@ def build_pipeline(
         max_wait_s=settings.watermark_wait_max_s,
         observe_wait=metrics.watermark_wait.observe,
     )
+    # The terminal agents keep the states they write decoded; the scorer reads them
+    # through the same keep (streams.pipeline.terminals.TerminalLookup).
+    terminal_states = DecodedStates("terminal")
     score_stage = ScoreStage(
         online=online,
         customers=customers,
-        terminals=TerminalLookup(terminals, partitions),
+        terminals=TerminalLookup(terminals, partitions, terminal_states),
         slot=slot,
         send=send,
         topics=ScoreTopics(
@@ -243,6 +247,7 @@ def build_pipeline(
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
         intake=intake(),
+        decoded=terminal_states,
     )
 
     # One ListOffsets request for every reports partition, assigned here or not, on a

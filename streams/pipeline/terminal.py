@@ -79,6 +79,8 @@ class TerminalStage:
         max_event_bytes: Larger fraud reports are dead-lettered unread.
         intake: The partition and time checks of fraud reports (default: no partition
             check, reports up to five minutes ahead of the clock).
+        decoded: The decoded terminal states kept between micro-batches; shared with the
+            scorer's `streams.pipeline.terminals.TerminalLookup` (default: its own).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class TerminalStage:
         metrics: PipelineMetrics,
         max_event_bytes: int = 65_536,
         intake: Intake | None = None,
+        decoded: DecodedStates | None = None,
     ) -> None:
         self.windows = windows
         self.table = table
@@ -102,7 +105,7 @@ class TerminalStage:
             partitions=None, max_ahead_ms=300_000, send=send, metrics=metrics
         )
         self.access = TableAccess(table)
-        self.decoded = DecodedStates("terminal")
+        self.decoded = DecodedStates("terminal") if decoded is None else decoded
 
     async def process_transactions(self, events: Sequence[InputRecord]) -> None:
         """Record a micro-batch of forward messages; skip rows already applied."""

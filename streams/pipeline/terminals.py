@@ -85,12 +85,19 @@ class TerminalLookup:
     Args:
         store: The terminal table's store (read with ``peek``).
         partitions: Partition count of the terminal-keyed topics.
+        decoded: The decoded terminal states to read through; pass the terminal agents'
+            (`streams.pipeline.terminal.TerminalStage.decoded`): a state they wrote is
+            served by the store's cache as the very bytes object they keep it with, so
+            the scorer reads it without decoding it again (in a backlog most terminals
+            change between two of its batches). Default: states of its own.
     """
 
-    def __init__(self, store: PeekableStore, partitions: int) -> None:
+    def __init__(
+        self, store: PeekableStore, partitions: int, decoded: DecodedStates | None = None
+    ) -> None:
         self._store = store
         self.partition_of = KeyPartitioner(partitions)
-        self._decoded = DecodedStates("terminal")
+        self._decoded = DecodedStates("terminal") if decoded is None else decoded
 
     def states(self, terminal_ids: Iterable[bytes]) -> dict[bytes, EntityState]:
         """The state of each terminal (an empty state for a terminal never seen).
@@ -99,7 +106,8 @@ class TerminalLookup:
         customer state: its terminal features are zero until the terminal agent writes
         it again, and the batch is scored. States are decoded once per version: the
         decoded state is kept while the stored bytes stay equal (`DecodedStates`); the
-        returned states are shared and must not be changed.
+        returned states are shared and must not be changed, nor kept across an await
+        (the terminal agent may take one and change it in place).
         """
         by_partition: dict[int, list[bytes]] = {}
         for terminal in dict.fromkeys(terminal_ids):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipeline_doubles import (
@@ -34,8 +35,10 @@ from streams.contracts import Problem
 from streams.metrics import PipelineMetrics
 from streams.pipeline.forwards import Row, encode_forwards
 from streams.pipeline.intake import Intake
+from streams.pipeline.outputs import decode_state
+from streams.pipeline.tables import DecodedStates
 from streams.pipeline.terminal import TerminalStage
-from streams.pipeline.terminals import mark_key, terminal_partition
+from streams.pipeline.terminals import TerminalLookup, mark_key, terminal_partition
 from streams.pipeline.watermarks import IDLE, ReportMark, SourceMark, report_key
 from streams.tablestore.fausttable import FaustTableStore, partition_store_of
 
@@ -76,12 +79,17 @@ class Rig:
     stage: TerminalStage
 
 
-def rig() -> Rig:
+def rig(decoded: DecodedStates | None = None) -> Rig:
     recorder = Recorder()
     table = TableDouble(recorder)
     metrics = PipelineMetrics()
     stage = TerminalStage(
-        windows=windows(), table=table, send=recorder.send, dlq=DLQ, metrics=metrics
+        windows=windows(),
+        table=table,
+        send=recorder.send,
+        dlq=DLQ,
+        metrics=metrics,
+        decoded=decoded,
     )
     return Rig(recorder, table, metrics, stage)
 
@@ -207,6 +215,53 @@ async def test_forwards_are_recorded_and_marks_advance() -> None:
     assert counter(r.metrics, "fraudstream_terminal_transactions_total") == 6
     assert counter(r.metrics, "fraudstream_duplicates_skipped_total", source="transactions") == 0
     assert counter(r.metrics, "fraudstream_terminal_event_time_seconds") == (T0 + 5 * SECOND) / 1000
+
+
+async def test_the_scorers_lookup_shares_the_decoded_states_and_reads_each_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shared as build_pipeline shares them: what one side decoded, the other reuses.
+
+    The lookup's state of a terminal is always the one of the bytes stored now: after
+    the stage changed a state the lookup had read, the lookup reads the new one.
+    """
+    decodes: list[bytes] = []
+
+    def counted(entity: str, key: bytes, raw: bytes | None) -> EntityState:
+        if raw is not None:  # None: a new, empty state
+            decodes.append(key)
+        return decode_state(entity, key, raw)
+
+    monkeypatch.setattr("streams.pipeline.tables.decode_state", counted)
+    decoded = DecodedStates("terminal")
+    r = rig(decoded)
+    lookup = TerminalLookup(r.table, PARTITIONS, decoded)
+    stored = state_of((T0 - DAY, 20.0, "C9"))
+    r.table.values[(PA, TA.encode())] = stored.to_bytes()
+
+    # Stored by someone else: the lookup decodes it once, the stage then takes that one.
+    assert lookup.states([TA.encode()])[TA.encode()] == stored
+    assert decodes == [TA.encode()]
+    batch = Batch(FORWARDS)
+    batch.forward(PA, row((0, 10), "1", "C1", TA, T0, 10.0))
+    batch.forward(PB, row((0, 11), "2", "C1", TB, T0, 5.0))
+    await r.stage.process_transactions(as_events(batch.events))
+    assert decodes == [TA.encode()]
+
+    # Written by the stage: read without decoding, and as written.
+    read = lookup.states([TA.encode(), TB.encode()])
+    assert decodes == [TA.encode()]
+    assert read[TA.encode()].event_times() == [T0 - DAY, T0]
+    assert read[TB.encode()].event_times() == [T0]
+    for terminal, partition in ((TA, PA), (TB, PB)):
+        assert read[terminal.encode()].to_bytes() == r.table.values[(partition, terminal.encode())]
+
+    # Changed again by the stage (in place: the object the lookup returned before).
+    batch = Batch(FORWARDS)
+    batch.forward(PA, row((0, 12), "3", "C1", TA, T0 + SECOND, 1.0))
+    await r.stage.process_transactions(as_events(batch.events))
+    assert lookup.states([TA.encode()])[TA.encode()].event_times() == [T0 - DAY, T0, T0 + SECOND]
+    assert decodes == [TA.encode()]
 
 
 async def test_replayed_rows_at_or_below_the_mark_are_skipped() -> None:
