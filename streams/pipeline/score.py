@@ -180,14 +180,21 @@ class _SourceHeld:
 
 
 class _Scored:
-    """One valid transaction of the batch on its way through (slots: no dict per event)."""
+    """One valid transaction of the batch on its way through (slots: no dict per event).
 
-    __slots__ = ("event", "transaction", "vector")
+    ``amount`` is the transaction's amount as a float, converted once: a Decimal's
+    ``float()`` costs about 0.4 us, and the features and the forward row each need it.
+    """
 
-    def __init__(self, event: InputRecord, transaction: Transaction, vector: list[float]) -> None:
+    __slots__ = ("amount", "event", "transaction", "vector")
+
+    def __init__(
+        self, event: InputRecord, transaction: Transaction, vector: list[float], amount: float
+    ) -> None:
         self.event = event
         self.transaction = transaction
         self.vector = vector
+        self.amount = amount
 
 
 class ScoreStage:
@@ -667,7 +674,7 @@ class ScoreStage:
                     rejected.append((event, problem))
                 continue
             last_write[key] = event
-            scored.append(_Scored(event, tx, vector))
+            scored.append(_Scored(event, tx, vector, amount))
         if repeated:
             self.metrics.duplicates_skipped.labels(source="scorer").inc(repeated)
         return scored, states, last_write
@@ -685,11 +692,11 @@ class ScoreStage:
             tx = item.transaction
             state = states[terminal]
             try:
-                windows.read_into(state, tx.tx_time, float(tx.amount), item.vector)
+                windows.read_into(state, tx.tx_time, item.amount, item.vector)
             except (EventTooOldError, StateLayoutError):
                 inexact += 1
                 windows.read_into(
-                    state, tx.tx_time, float(tx.amount), item.vector, refuse_late=False
+                    state, tx.tx_time, item.amount, item.vector, refuse_late=False
                 )
         if not final:
             inexact = len(scored)
@@ -756,7 +763,7 @@ class ScoreStage:
                 tx.customer_id,
                 tx.terminal_id,
                 tx.tx_time,
-                float(tx.amount),
+                item.amount,
             )
             partition = partition_of(tx.terminal_id.encode())
             rows = by_partition.get(partition)
