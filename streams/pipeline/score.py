@@ -695,9 +695,7 @@ class ScoreStage:
                 windows.read_into(state, tx.tx_time, item.amount, item.vector)
             except (EventTooOldError, StateLayoutError):
                 inexact += 1
-                windows.read_into(
-                    state, tx.tx_time, item.amount, item.vector, refuse_late=False
-                )
+                windows.read_into(state, tx.tx_time, item.amount, item.vector, refuse_late=False)
         if not final:
             inexact = len(scored)
         if inexact:
