@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from topic_configs import topic_configs
 
 from streams.kafka import TopicSpec, client_options, ensure_topics
 from streams.localinfra import LocalKafkaCluster, LocalKafkaClusterNode
@@ -127,7 +127,16 @@ def test_a_node_killed_hard_loses_no_acknowledged_record_and_comes_back(
     wait_for(complete, f"a broker describes every partition of {topic}")
     partitions = described[-1]
     assert all(sorted(p["replicas"]) == [1, 2, 3] for p in partitions)
-    assert asyncio.run(topic_config(settings, topic, "min.insync.replicas")) == "2"
+    # The same holds for configs: a broker that has not yet learned of the topic
+    # answers its DescribeConfigs with UNKNOWN_TOPIC_OR_PARTITION and no entries.
+    configs: list[dict[str, str]] = []
+
+    def configs_known() -> bool:
+        configs.append(asyncio.run(topic_configs(settings, topic)))
+        return bool(configs[-1])
+
+    wait_for(configs_known, f"a broker describes the configs of {topic}")
+    assert configs[-1]["min.insync.replicas"] == "2"
 
     # The leader of partition 0 crashes between two halves of the messages.
     victim = cluster.node(next(p["leader"] for p in partitions if p["partition"] == 0))
@@ -189,23 +198,6 @@ async def describe_partitions(settings: Settings, topic: str) -> list[dict[str, 
         return partitions
     finally:
         await admin.close()
-
-
-async def topic_config(settings: Settings, topic: str, name: str) -> str | None:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        (response,) = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={name: None})]
-        )
-    finally:
-        await admin.close()
-    for resource in response.to_object()["resources"]:
-        for entry in resource["config_entries"]:
-            if entry["config_names"] == name:
-                value: str | None = entry["config_value"]
-                return value
-    return None
 
 
 async def produce_with_a_crash(
