@@ -30,13 +30,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Test processes (pytest-xdist): 0 runs the suite in this process, one test after another.
-# TEST_PROCESSES=2 runs two tests at a time: most integration tests wait on workers,
-# brokers and paced replays, so that about halves the suite's time on 2 cores; tests that
-# load the cores themselves still run one at a time (the `cpu_bound` marker, the clusters).
-# Not the default yet: some tests time a kill or a query against a paced replay, and the
-# busier machine sometimes lets the replay end first (docs/development.md).
-TEST_PROCESSES ?= 0
+# Test processes (pytest-xdist): two tests at a time. Most integration tests wait on
+# workers, brokers and paced replays, so that takes about two thirds of the time of one
+# test after another on 2 cores; tests that load the cores themselves still run one at a
+# time (the `cpu_bound` marker, the clusters). TEST_PROCESSES=0 runs the suite in this
+# process, one test after another (docs/development.md).
+TEST_PROCESSES ?= 2
 
 pytest: install infra-up test-tools
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadgroup

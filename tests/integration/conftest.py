@@ -36,8 +36,8 @@ from streams.tablestore import RedisStore
 #: last of them instead of at the end of the session.
 STOPPED_AFTER_LAST_USER = ("kafka_cluster",)
 
-#: Session fixtures that each start several servers: under pytest-xdist (`make pytest
-#: TEST_PROCESSES=2`) their tests go to one process, so that one set runs.
+#: Session fixtures that each start several servers: under pytest-xdist (`make pytest`
+#: runs two processes) their tests go to one process, so that one set runs.
 ONE_PROCESS = ("kafka_cluster", "redis_cluster")
 #: The xdist group of those tests and of the ones marked ``cpu_bound``: they run one after
 #: another, never two at once (two of them on 2 cores doubled each one's time).
