@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 #: Kafka protocol error codes that ``create_topics`` reports per topic.
 _TOPIC_ALREADY_EXISTS = 36
 _NO_ERROR = 0
+_UNKNOWN_TOPIC_OR_PARTITION = 3
+#: How long a topic just created may stay unknown to the broker a request goes to.
+TOPIC_KNOWN_WITHIN_S: Final = 10.0
 
 
 #: Kafka header with the wall-clock time at which a producer handed the event to Kafka, as
@@ -360,6 +364,64 @@ async def _wait_for_leaders(
             ):
                 return
             await asyncio.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class TopicConfigs:
+    """One topic's answer to DescribeConfigs.
+
+    Attributes:
+        name: The topic.
+        error_code: The broker's error code for it (0: none).
+        error_message: The broker's message with a non-zero code.
+        configs: The configs asked for that have a value.
+    """
+
+    name: str
+    error_code: int
+    error_message: str | None
+    configs: dict[str, str]
+
+
+async def describe_topic_configs(
+    admin: AIOKafkaAdminClient,
+    names: Iterable[str],
+    wanted: Iterable[str],
+    *,
+    known_within_s: float = TOPIC_KNOWN_WITHIN_S,
+) -> list[TopicConfigs]:
+    """The ``wanted`` configs of topics, asking again while a broker does not know one yet.
+
+    Brokers learn of a new topic from the controller asynchronously, and each request
+    goes to whichever broker the admin client picks: on a cluster, one that has not yet
+    learned of a topic created a moment ago answers UNKNOWN_TOPIC_OR_PARTITION for it.
+    That answer is repeated for ``known_within_s``, then returned as it is, like any
+    other error.
+    """
+    names = list(names)
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(wanted))
+        for name in names
+    ]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + known_within_s
+    while True:
+        responses = await admin.describe_configs(resources)
+        described = [
+            TopicConfigs(
+                name,
+                code,
+                message,
+                {entry[0]: entry[1] for entry in entries if entry[1] is not None},
+            )
+            for response in responses
+            for code, message, _type, name, entries, *_ in response.resources
+        ]
+        unknown = [d.name for d in described if d.error_code == _UNKNOWN_TOPIC_OR_PARTITION]
+        if not unknown or loop.time() >= deadline:
+            return described
+        logger.debug("topics %s not known yet to the broker asked; asking again", unknown)
+        await asyncio.sleep(0.1)
 
 
 async def broker_answers(settings: Settings, timeout_s: float = 5.0) -> bool:

@@ -43,7 +43,6 @@ from typing import Any, Final
 import polars as pl
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     InvalidTimestampError,
     KafkaConnectionError,
@@ -59,6 +58,7 @@ from streams.kafka import (
     bootstrap_failures,
     broker_answers,
     client_options,
+    describe_topic_configs,
     ensure_topics,
     product_topics,
 )
@@ -246,14 +246,8 @@ async def prepare_topics(settings: Settings, oldest_ms: int) -> tuple[str, str]:
     admin = AIOKafkaAdminClient(request_timeout_ms=15_000, **client_options(settings))
     try:
         await admin.start()
-        wanted = {
-            "retention.ms": None,
-            "message.timestamp.type": None,
-            "message.timestamp.before.max.ms": None,
-        }
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, configs=wanted) for name in names]
-        )
+        wanted = ("retention.ms", "message.timestamp.type", "message.timestamp.before.max.ms")
+        described = await describe_topic_configs(admin, names, wanted)
     except KafkaConnectionError as exc:
         raise BrokerUnavailableError(
             f"no Kafka broker answers at {settings.kafka_bootstrap_servers} ({exc})"
@@ -261,14 +255,14 @@ async def prepare_topics(settings: Settings, oldest_ms: int) -> tuple[str, str]:
     finally:
         await admin.close()
     now_ms = int(time.time() * 1000)
-    for response in responses:
-        for error_code, error_message, _type, name, entries, *_ in response.resources:
-            if error_code:
-                raise ReplayError(f"cannot read the configs of topic {name}: {error_message}")
-            config = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
-            problem = topic_config_problem(name, config, oldest_ms, now_ms)
-            if problem:
-                raise ReplayError(problem)
+    for topic in described:
+        if topic.error_code:
+            raise ReplayError(
+                f"cannot read the configs of topic {topic.name}: {topic.error_message}"
+            )
+        problem = topic_config_problem(topic.name, topic.configs, oldest_ms, now_ms)
+        if problem:
+            raise ReplayError(problem)
     return names
 
 

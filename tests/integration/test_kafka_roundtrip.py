@@ -1,4 +1,5 @@
-"""aiokafka against the real broker: declared topics, produce, consume, exactly what went in."""
+"""aiokafka against the real broker: declared topics and their configs, produce, consume,
+exactly what went in."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import UnknownTopicOrPartitionError
 
-from streams.kafka import TopicSpec, client_options, ensure_topics, product_topics
+from streams.kafka import (
+    TopicSpec,
+    client_options,
+    describe_topic_configs,
+    ensure_topics,
+    product_topics,
+)
 from streams.settings import Settings
 
 
@@ -65,3 +73,36 @@ async def test_produce_consume_round_trip(settings: Settings) -> None:
         await consumer.stop()
     assert received == sent
     assert {p for ps in partitions_by_key.values() for p in ps} == {0, 1, 2}
+
+
+async def test_topic_configs_are_asked_again_until_a_broker_knows_the_topic(
+    settings: Settings,
+) -> None:
+    """A topic a broker does not know yet (as on a cluster, a moment after it was created
+    through another broker) is asked again; one that never comes is answered with the
+    broker's error after the wait."""
+    late = settings.topic("late")
+    never = settings.topic("never")
+    wanted = ("retention.ms", "cleanup.policy")
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        (missing,) = await describe_topic_configs(admin, [never], wanted, known_within_s=0.5)
+        assert loop.time() - started >= 0.5
+        assert missing.name == never
+        assert missing.error_code == UnknownTopicOrPartitionError.errno
+        assert missing.configs == {}
+
+        async def create_later() -> None:
+            await asyncio.sleep(0.5)
+            await ensure_topics(settings, [TopicSpec(late, 1, config={"retention.ms": "-1"})])
+
+        creating = asyncio.create_task(create_later())
+        (found,) = await describe_topic_configs(admin, [late], wanted, known_within_s=30)
+        await creating
+    finally:
+        await admin.close()
+    assert (found.name, found.error_code) == (late, 0)
+    assert found.configs == {"retention.ms": "-1", "cleanup.policy": "delete"}
