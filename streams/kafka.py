@@ -17,7 +17,12 @@ from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from streams.kafkalog import install_outage_log
@@ -28,7 +33,7 @@ logger = logging.getLogger(__name__)
 #: Kafka protocol error codes that ``create_topics`` reports per topic.
 _TOPIC_ALREADY_EXISTS = 36
 _NO_ERROR = 0
-_UNKNOWN_TOPIC_OR_PARTITION = 3
+
 #: How long a topic just created may stay unknown to the broker a request goes to.
 TOPIC_KNOWN_WITHIN_S: Final = 10.0
 
@@ -398,7 +403,6 @@ async def describe_topic_configs(
     That answer is repeated for ``known_within_s``, then returned as it is, like any
     other error.
     """
-    names = list(names)
     resources = [
         ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(wanted))
         for name in names
@@ -417,7 +421,7 @@ async def describe_topic_configs(
             for response in responses
             for code, message, _type, name, entries, *_ in response.resources
         ]
-        unknown = [d.name for d in described if d.error_code == _UNKNOWN_TOPIC_OR_PARTITION]
+        unknown = [d.name for d in described if d.error_code == UnknownTopicOrPartitionError.errno]
         if not unknown or loop.time() >= deadline:
             return described
         logger.debug("topics %s not known yet to the broker asked; asking again", unknown)
