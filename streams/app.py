@@ -57,6 +57,9 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         # runs inside the loop that hands fetched messages to the streams, so each one
         # stalled every stream for a producer flush and a broker round trip.
         "broker_commit_every": 2**31 - 1,
+        # Outputs go in record batches of up to this size (Faust's default, 16 KB, made
+        # the scorer wait on the broker every 20 or so score records).
+        "producer_max_batch_size": settings.producer_batch_bytes,
         "store": settings.table_store,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,

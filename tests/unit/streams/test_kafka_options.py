@@ -6,6 +6,7 @@ import ssl
 
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
+from pydantic import ValidationError
 
 from streams.app import broker_credentials, create_app
 from streams.kafka import (
@@ -83,6 +84,16 @@ def test_the_app_serves_on_loopback_with_the_configured_partitions(tmp_path: obj
     assert app.conf.id == "fraudstream-unit"
     assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9092"]
     assert app.conf.broker_session_timeout == 30.0
+
+
+def test_the_producer_sends_record_batches_of_the_configured_size() -> None:
+    """Faust's 16 KB batches made the scorer wait on the broker every ~20 score records."""
+    assert Settings().producer_batch_bytes == 524_288
+    app = create_app(Settings(producer_batch_bytes=200_000, app_id="fraudstream-unit"))
+    assert app.conf.producer_max_batch_size == 200_000
+    assert app.producer.max_batch_size == 200_000  # what Faust hands aiokafka
+    with pytest.raises(ValidationError):
+        Settings(producer_batch_bytes=2_000_000)  # over Faust's 1 MB request limit
 
 
 @pytest.mark.parametrize(
