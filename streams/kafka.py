@@ -428,6 +428,52 @@ async def describe_topic_configs(
         await asyncio.sleep(0.1)
 
 
+#: Bytes a record batch keeps under a topic's max.message.bytes: the batch's own header
+#: and one record that did not fit fall outside the builder's size check.
+BATCH_HEADROOM: Final = 16_384
+
+
+async def producer_batch_bytes(settings: Settings) -> int:
+    """The record batch size for a worker's producer: the setting, kept under every topic's limit.
+
+    A worker produces to every product topic (outputs, forwards, dead letters, and re-routed
+    records to the input topics). The broker refuses for good a batch over a topic's
+    ``max.message.bytes``, and the worker then stops (``streams.delivery``): a topic an
+    operator limited below FRAUDSTREAM_PRODUCER_BATCH_BYTES must lower the batches, not
+    stop the worker. A topic whose limit cannot be read is left out (the broker's
+    default, 1 MiB, is above the setting's maximum).
+    """
+    wanted = settings.producer_batch_bytes
+    names = [topic.name for topic in product_topics(settings)]
+    admin = AIOKafkaAdminClient(request_timeout_ms=15_000, **client_options(settings))
+    try:
+        await admin.start()
+        described = await describe_topic_configs(admin, names, ["max.message.bytes"])
+    finally:
+        await admin.close()
+    limits = {
+        topic.name: int(topic.configs["max.message.bytes"])
+        for topic in described
+        if not topic.error_code and topic.configs.get("max.message.bytes", "").isdigit()
+    }
+    if not limits:
+        return wanted
+    name, limit = min(limits.items(), key=lambda item: item[1])
+    if limit - BATCH_HEADROOM >= wanted:
+        return wanted
+    batch = max(1024, limit - BATCH_HEADROOM)
+    logger.warning(
+        "topic %s takes record batches of at most %d bytes (max.message.bytes): the "
+        "producer's batches are limited to %d bytes instead of %d "
+        "(FRAUDSTREAM_PRODUCER_BATCH_BYTES)",
+        name,
+        limit,
+        batch,
+        wanted,
+    )
+    return batch
+
+
 async def broker_answers(settings: Settings, timeout_s: float = 5.0) -> bool:
     """Return whether a broker answers a metadata request within the timeout."""
     admin = AIOKafkaAdminClient(

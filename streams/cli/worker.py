@@ -31,16 +31,25 @@ def worker(ctx: typer.Context) -> None:
     from streams.crashexit import exit_when_stuck
     from streams.delivery import EXIT_UNDELIVERED, Refusal
     from streams.faustcompat import UnsupportedVersionError
-    from streams.kafka import BrokerUnavailableError, ensure_topics, product_topics
+    from streams.kafka import (
+        BrokerUnavailableError,
+        ensure_topics,
+        producer_batch_bytes,
+        product_topics,
+    )
     from streams.pipeline import build_pipeline
 
     settings: Settings = ctx.obj
     try:
         # Logs the topics it creates.
         asyncio.run(ensure_topics(settings, product_topics(settings)))
+        # Record batches a topic would refuse would stop the worker: kept under its limit.
+        batch_bytes = asyncio.run(producer_batch_bytes(settings))
     except BrokerUnavailableError as exc:
         typer.echo(f"fraudstream worker: {exc}", err=True)
         raise typer.Exit(1) from None
+    if batch_bytes != settings.producer_batch_bytes:
+        settings = settings.model_copy(update={"producer_batch_bytes": batch_bytes})
     try:
         app = create_app(settings)
     except UnsupportedVersionError as exc:

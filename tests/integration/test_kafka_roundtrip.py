@@ -4,16 +4,21 @@ exactly what went in."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError
+from topic_configs import set_topic_configs
 
 from streams.kafka import (
+    BATCH_HEADROOM,
     TopicSpec,
     client_options,
     describe_topic_configs,
     ensure_topics,
+    producer_batch_bytes,
     product_topics,
 )
 from streams.settings import Settings
@@ -106,3 +111,22 @@ async def test_topic_configs_are_asked_again_until_a_broker_knows_the_topic(
         await admin.close()
     assert (found.name, found.error_code) == (late, 0)
     assert found.configs == {"retention.ms": "-1", "cleanup.policy": "delete"}
+
+
+async def test_producer_batches_stay_under_the_smallest_topic_limit(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic an operator limited (max.message.bytes) lowers the worker's record batches,
+    which the broker would otherwise refuse for good, stopping the worker."""
+    await ensure_topics(settings, product_topics(settings))
+    assert await producer_batch_bytes(settings) == settings.producer_batch_bytes == 524_288
+
+    alerts = settings.topic_names["alerts"]
+    await set_topic_configs(settings, alerts, {"max.message.bytes": "200000"})
+    with caplog.at_level(logging.WARNING, logger="streams.kafka"):
+        assert await producer_batch_bytes(settings) == 200_000 - BATCH_HEADROOM
+    assert f"topic {alerts} takes record batches of at most 200000 bytes" in caplog.text
+
+    # A setting already under every limit is kept.
+    small = settings.model_copy(update={"producer_batch_bytes": 100_000})
+    assert await producer_batch_bytes(small) == 100_000
