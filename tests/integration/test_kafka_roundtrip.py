@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError
-from topic_configs import set_topic_configs
+from topic_configs import set_topic_configs, topic_configs
 
 from streams.kafka import (
     BATCH_HEADROOM,
@@ -123,6 +123,10 @@ async def test_producer_batches_stay_under_the_smallest_topic_limit(
 
     alerts = settings.topic_names["alerts"]
     await set_topic_configs(settings, alerts, {"max.message.bytes": "200000"})
+    for _ in range(200):  # the broker applies an altered config asynchronously
+        if (await topic_configs(settings, alerts)).get("max.message.bytes") == "200000":
+            break
+        await asyncio.sleep(0.05)
     with caplog.at_level(logging.WARNING, logger="streams.kafka"):
         assert await producer_batch_bytes(settings) == 200_000 - BATCH_HEADROOM
     assert f"topic {alerts} takes record batches of at most 200000 bytes" in caplog.text

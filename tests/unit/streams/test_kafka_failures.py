@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
@@ -12,6 +13,7 @@ from streams.kafka import (
     BrokerAuthenticationError,
     BrokerUnavailableError,
     bootstrap_failures,
+    producer_batch_bytes,
     unavailable_error,
 )
 from streams.settings import Settings
@@ -92,3 +94,17 @@ def test_sasl_tokens_are_redacted_from_aiokafkas_request_log(
         "Request to k1:9093 3: SaslAuthenticateRequest_v1(<redacted>)"
     )
     assert "pw-secret" not in caplog.text
+
+
+async def test_batch_limits_that_cannot_be_read_keep_the_setting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker gone between the topic check and this read: the worker starts with the
+    setting (a batch a topic then refuses stops it, saying so)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{port}", producer_batch_bytes=300_000)
+    with caplog.at_level(logging.WARNING, logger="streams.kafka"):
+        assert await producer_batch_bytes(settings) == 300_000
+    assert "could not read the topics' max.message.bytes" in caplog.text
